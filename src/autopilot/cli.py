@@ -1,0 +1,99 @@
+"""Thin commands over the modules; no logic of their own."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+_STARTED = time.time()  # the budget counts from here, imports included
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autopilot", description="Train, check and ship a small PyTorch classifier.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="search for a model on a data set and export it to ONNX")
+    r.add_argument("data", help="built-in name (digits, mnist1d, mnist5k), a folder of class sub-folders of images, a .csv or a .npz")
+    r.add_argument("--label", help="label column of a CSV (default: a column named label, target, class or y)")
+    r.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping (the count is reported)")
+    r.add_argument("--budget", help="wall-clock budget of the whole run, e.g. 90s, 5m, 1h (default 5m when --trials is not given)")
+    r.add_argument("--trials", type=int, help="stop after this many finished trials")
+    r.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp"], help="search algorithm (default tpe)")
+    r.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"], help="early stopping of weak trials (default hyperband)")
+    r.add_argument("--workers", type=int, default=1, help="trial processes on this machine, each with cores/N threads (default 1)")
+    r.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run directory)")
+    r.add_argument("--name", help="run name (default: DATA-NNN, the first free number)")
+    r.add_argument("--runs-dir", default="runs", help="where run directories go (default ./runs)")
+    r.add_argument("--resume", action="store_true", help="continue the study of run --name after an interruption")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
+    r.add_argument("--seed", type=int, default=0, help="seed of splits, sampler and training (default 0)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
+    r.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
+
+    pr = sub.add_parser("predict", help="run a run's ONNX model on new inputs")
+    pr.add_argument("run", help="run directory, e.g. runs/digits-001")
+    pr.add_argument("input", help="a .npz (array X), a .csv of features, an image file or a folder of images")
+    pr.add_argument("--out", help="write predictions here (.csv or .json); default: CSV to standard output")
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run")
+    rep.add_argument("run", help="run directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    from .data import DataError
+    from .final import NoModelError
+    from .runner import RunError
+
+    try:
+        if args.command == "run":
+            return _cmd_run(args, console)
+        if args.command == "predict":
+            from .predict import predict_command
+
+            return predict_command(args.run, args.input, args.out)
+        if args.command == "report":
+            from .report import write_report
+
+            print(write_report(args.run))
+            return 0
+    except (DataError, RunError, NoModelError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_run(args, console) -> int:
+    from .runner import run
+
+    try:
+        rd = run(
+            args.data, label=args.label, skip_bad=args.skip_bad, budget=args.budget, trials=args.trials,
+            sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
+            runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
+            quiet=args.quiet, started=_STARTED, console=console,
+        )
+    except KeyboardInterrupt:
+        name = args.name or "NAME"
+        print(f"interrupted; continue with: autopilot run {args.data} --resume --name {name}", file=sys.stderr)
+        return 130
+    from .rundir import read_json
+
+    card = read_json(rd.model_dir / "card.json")
+    print(f"test accuracy {card['test_accuracy']:.4f} ± {card['test_accuracy_se']:.4f} "
+          f"(val {card['val_accuracy']:.4f}, {card['params']} parameters, {card['family']}, {card['elapsed_s']:.0f}s)")
+    print(f"model:  {rd.model_dir / 'model.onnx'}")
+    print(f"card:   {rd.model_dir / 'card.json'}")
+    print(f"report: {rd.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

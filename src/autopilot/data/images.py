@@ -1,0 +1,156 @@
+"""Image files: decoding with Pillow, and a folder of class sub-folders as a Dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .dataset import DataError, Dataset
+from .validate import one_line
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+# Inputs larger than this are shrunk: a search on a laptop CPU trains hundreds
+# of models, and 64 px keeps what most small classification tasks need.
+MAX_SIDE = 64
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted; hidden files, hidden
+    folders and other extensions are ignored (.DS_Store, notes.txt, ...)."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not is_hidden(p, folder)
+    )
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit 'L' (grey) or 'RGB'."""
+    if im.mode in ("1", "L"):
+        return im.convert("L")
+    if im.mode.startswith("I"):
+        # 16/32-bit grey (e.g. 16-bit PNG): convert("L") would clip at 255, so scale.
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if "A" in im.mode or "transparency" in im.info:
+        # Put transparent pixels on white, as a page or viewer shows them.
+        # A grey image with alpha comes out with equal RGB channels: still grey.
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return im.convert("RGB")  # P, CMYK, YCbCr, RGB, ...
+
+
+def decode(path: Path, size: tuple[int, int] | None = None) -> Image.Image:
+    """Fully decode an image (so corrupt data fails here) and resize it to
+    `size` = (height, width) with bilinear filtering. Raises what Pillow raises."""
+    with open(path, "rb") as f:
+        im = Image.open(f)
+        if size is not None:
+            # JPEG can decode at 1/2, 1/4, 1/8 scale: much faster for photos.
+            im.draft(im.mode, (size[1], size[0]))
+        im.load()
+    im = _normalise_mode(im)
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return im
+
+
+def is_grey(im: Image.Image) -> bool:
+    if im.mode == "L":
+        return True
+    a = np.asarray(im)
+    return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+
+
+def choose_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """One (height, width) for all images: the median height and width, shrunk
+    (keeping the aspect ratio) so the longer side is at most MAX_SIDE. The median
+    ignores a few odd-sized images; bilinear resizing handles the rest."""
+    h = int(np.median([s[1] for s in sizes]))
+    w = int(np.median([s[0] for s in sizes]))
+    if max(h, w) > MAX_SIDE:
+        scale = MAX_SIDE / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    return h, w
+
+
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """One image as float32 (channels, H, W) in [0, 1], for prediction."""
+    if channels not in (1, 3):
+        raise DataError(f"{path}: images can become 1 or 3 channels, the model takes {channels}")
+    try:
+        im = decode(path, size)
+    except Exception as e:  # Pillow raises many types for bad files; all mean "unreadable"
+        raise DataError(f"cannot read image {path}: {one_line(e)}") from None
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return a[None] if channels == 1 else a.transpose(2, 0, 1)
+
+
+def load_image_folder(root: Path, *, skip_bad: bool = False) -> Dataset:
+    """Classes are the sorted sub-folder names; every image in a sub-folder (at
+    any depth) belongs to that class. All grey -> 1 channel, else 3 (RGB)."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders; put each class's images in its own sub-folder, e.g. {root / 'cat'}")
+    files: list[tuple[Path, int]] = []
+    for ci, d in enumerate(class_dirs):
+        found = list_images(d)
+        if not found:
+            raise DataError(f"empty class folder: {d} (no {'/'.join(IMAGE_EXTS)} files)")
+        files += [(p, ci) for p in found]
+
+    skipped: list[str] = []
+
+    def bad(p: Path, e: Exception) -> None:
+        if not skip_bad:
+            raise DataError(f"cannot read image {p}: {one_line(e)} (pass --skip-bad to skip unreadable images)")
+        skipped.append(str(p))
+
+    # Pass 1 reads only headers, to choose one size before decoding everything.
+    sizes: dict[Path, tuple[int, int]] = {}
+    for p, _ in files:
+        try:
+            with Image.open(p) as im:
+                sizes[p] = im.size
+        except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
+            bad(p, e)
+    if not sizes:
+        raise DataError(f"{root}: no readable images ({len(skipped)} skipped)")
+    h, w = choose_size(list(sizes.values()))
+
+    # Pass 2 decodes at the chosen size (corrupt pixel data shows up only here).
+    arrays, labels, grey = [], [], True
+    for p, ci in files:
+        if p not in sizes:
+            continue
+        try:
+            im = decode(p, (h, w))
+        except Exception as e:  # noqa: BLE001
+            bad(p, e)
+            continue
+        grey = grey and is_grey(im)
+        arrays.append(np.asarray(im))
+        labels.append(ci)
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=len(class_dirs))
+    for d, n in zip(class_dirs, counts):
+        if n == 0:
+            raise DataError(f"no readable images left in class folder: {d} (all skipped)")
+
+    if grey:  # 'L' arrays are (H, W); grey RGB ones have equal channels
+        x = np.stack([a if a.ndim == 2 else a[..., 0] for a in arrays])[:, None]
+    else:
+        x = np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
+        x = x.transpose(0, 3, 1, 2)
+    x = x.astype(np.float32) / 255.0
+    return Dataset(
+        name=root.resolve().name, kind="image", X=x, y=y, classes=[d.name for d in class_dirs],
+        source=str(root), skipped=skipped,
+    )

@@ -1,0 +1,73 @@
+"""Checks every loaded data set must pass before anything trains on it.
+
+Each failure is a DataError with one line: what is wrong and where. The file
+loaders check what only they can locate (CSV line numbers, file names); the
+checks here work on any Dataset, including one built in Python by a user.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dataset import DataError, Dataset
+
+# Every class needs one example in each of train, val and test.
+MIN_PER_CLASS = 3
+_NDIM = {"table": 2, "signal": 3, "image": 4}
+
+
+def one_line(text: object) -> str:
+    """Collapse whitespace so a message from a library stays on one line."""
+    return " ".join(str(text).split())
+
+
+def check_finite(x: np.ndarray, kind: str, where: str, feature_names: list[str] | None = None) -> None:
+    """Raise on the first NaN or inf, naming the column (tables) or feature index."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    pos = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = x[pos]
+    total = int(bad.sum())
+    if kind == "table" or x.ndim == 2:
+        col = feature_names[pos[1]] if feature_names else f"feature {pos[1]}"
+        at = f"column {col!r}" if feature_names else col
+        at += f" (example {pos[0]})"
+    else:
+        at = f"example {pos[0]} at feature index {list(pos[1:])}"
+    raise DataError(f"{where}: non-finite value {value} in {at}; {total} non-finite value(s) in all")
+
+
+def check_class_counts(y: np.ndarray, classes: list[str], where: str) -> None:
+    present = [c for c, n in zip(classes, np.bincount(y, minlength=len(classes))) if n > 0]
+    if len(present) < 2:
+        found = ", ".join(repr(c) for c in present) or "none"
+        raise DataError(f"{where}: fewer than 2 classes (found {found}); a classifier needs at least 2")
+    counts = np.bincount(y, minlength=len(classes))
+    small = [f"class {c!r} has {int(n)}" for c, n in zip(classes, counts) if n < MIN_PER_CLASS]
+    if small:
+        raise DataError(
+            f"{where}: too few examples: {', '.join(small)}; every class needs at least "
+            f"{MIN_PER_CLASS} (one each for train, val and test)"
+        )
+
+
+def validate(ds: Dataset) -> Dataset:
+    """Raise DataError if `ds` cannot be trained on; return it unchanged otherwise."""
+    where = ds.source or ds.name
+    if ds.kind not in _NDIM:
+        raise DataError(f"{where}: unknown kind {ds.kind!r}; expected one of {', '.join(_NDIM)}")
+    if ds.X.ndim != _NDIM[ds.kind]:
+        raise DataError(f"{where}: {ds.kind} data needs X with {_NDIM[ds.kind]} dimensions, got shape {ds.X.shape}")
+    if ds.X.dtype != np.float32 or ds.y.dtype != np.int64:
+        raise DataError(f"{where}: X must be float32 and y int64, got {ds.X.dtype} and {ds.y.dtype}")
+    if ds.y.ndim != 1 or len(ds.y) != len(ds.X):
+        raise DataError(f"{where}: X has {len(ds.X)} rows but y has shape {ds.y.shape}")
+    if len(ds) == 0:
+        raise DataError(f"{where}: no examples")
+    if ds.y.min() < 0 or ds.y.max() >= len(ds.classes):
+        raise DataError(f"{where}: labels must be in 0..{len(ds.classes) - 1} (one per class name)")
+    check_finite(ds.X, ds.kind, where, ds.feature_names)
+    if ds.kind == "image" and (ds.X.min() < 0 or ds.X.max() > 1):
+        raise DataError(f"{where}: image values must be in [0, 1], got [{ds.X.min():g}, {ds.X.max():g}]")
+    check_class_counts(ds.y, ds.classes, where)
+    return ds

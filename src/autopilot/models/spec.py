@@ -1,0 +1,124 @@
+"""Model spec (plain JSON) -> nn.Module, and saving/loading without pickle.
+
+A spec is everything needed to rebuild the architecture:
+
+    {"family": "cnn2d" | "cnn1d" | "mlp",
+     "input_shape": [C, H, W] | [C, L] | [F],
+     "n_classes": int,
+     "mean": [...], "std": [...],     # per channel (cnn) or per feature (mlp)
+     "width": int,                    # channels of the first stage / hidden units
+     "depth": int,                    # stages (cnn) / hidden layers (mlp)
+     "residual": bool, "batch_norm": bool, "dropout": float,
+     "kernel_size": int,              # cnn only
+     "pool": "max" | "avg",           # cnn downsampling between stages
+     "head": "gap" | "flatten"}       # cnn: global average pool or flatten
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..rundir import write_json
+from .blocks import ConvBNAct, ResidualBlock, ResidualLinear, Standardize
+
+FAMILIES = ("mlp", "cnn1d", "cnn2d")
+MAX_CHANNELS = 256
+
+
+def family_dims(family: str) -> int:
+    return {"cnn1d": 1, "cnn2d": 2}[family]
+
+
+def build_model(spec: dict) -> nn.Module:
+    family = spec["family"]
+    if family == "mlp":
+        return _build_mlp(spec)
+    if family in ("cnn1d", "cnn2d"):
+        return _build_cnn(spec)
+    raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+
+
+def _build_mlp(spec: dict) -> nn.Module:
+    n_in = 1
+    for d in spec["input_shape"]:
+        n_in *= int(d)
+    mean, std = spec["mean"], spec["std"]
+    width, depth = int(spec["width"]), int(spec["depth"])
+    bn, p = bool(spec.get("batch_norm", True)), float(spec.get("dropout", 0.0))
+    if len(mean) == n_in:  # per-feature statistics (tables)
+        layers: list[nn.Module] = [nn.Flatten(), Standardize(mean, std, 0)]
+    else:  # per-channel statistics (images or signals fed to an MLP)
+        layers = [Standardize(mean, std, len(spec["input_shape"]) - 1), nn.Flatten()]
+    layers += [nn.Linear(n_in, width), nn.BatchNorm1d(width) if bn else nn.Identity(), nn.ReLU(), nn.Dropout(p)]
+    for _ in range(depth - 1):
+        if spec.get("residual", False):
+            layers.append(ResidualLinear(width, bn, p))
+        else:
+            layers += [nn.Linear(width, width), nn.BatchNorm1d(width) if bn else nn.Identity(), nn.ReLU(), nn.Dropout(p)]
+    layers.append(nn.Linear(width, int(spec["n_classes"])))
+    return nn.Sequential(*layers)
+
+
+def _build_cnn(spec: dict) -> nn.Module:
+    dims = family_dims(spec["family"])
+    shape = [int(d) for d in spec["input_shape"]]
+    c_in, spatial = shape[0], shape[1:]
+    width, depth, k = int(spec["width"]), int(spec["depth"]), int(spec.get("kernel_size", 3))
+    bn, p = bool(spec.get("batch_norm", True)), float(spec.get("dropout", 0.0))
+    pool_cls = {("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d, ("avg", 1): nn.AvgPool1d, ("avg", 2): nn.AvgPool2d}[
+        (spec.get("pool", "max"), dims)
+    ]
+    layers: list[nn.Module] = [Standardize(spec["mean"], spec["std"], dims)]
+    c = c_in
+    for stage in range(depth):
+        c_out = min(width * 2**stage, MAX_CHANNELS)
+        layers.append(ConvBNAct(dims, c, c_out, k, bn))
+        if spec.get("residual", False):
+            layers.append(ResidualBlock(dims, c_out, k, bn))
+        else:
+            layers.append(ConvBNAct(dims, c_out, c_out, k, bn))
+        c = c_out
+        # Halve the resolution between stages while there is room; tiny
+        # inputs (8x8 digits) simply stop downsampling.
+        if stage < depth - 1 and min(spatial) >= 4:
+            layers.append(pool_cls(2))
+            spatial = [s // 2 for s in spatial]
+    if spec.get("head", "gap") == "gap":
+        pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
+        layers += [pool, nn.Flatten()]
+        n_feat = c
+    else:
+        layers.append(nn.Flatten())
+        n_feat = c
+        for s in spatial:
+            n_feat *= s
+    layers += [nn.Dropout(p), nn.Linear(n_feat, int(spec["n_classes"]))]
+    return nn.Sequential(*layers)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(directory: str | Path, model: nn.Module, spec: dict) -> None:
+    """spec.json + weights.safetensors; no pickle anywhere."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / "weights.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(directory / "weights.safetensors")
+    write_json(directory / "spec.json", spec)
+
+
+def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
+    directory = Path(directory)
+    spec = json.loads((directory / "spec.json").read_text())
+    model = build_model(spec)
+    model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    model.eval()
+    return model, spec

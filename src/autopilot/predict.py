@@ -1,0 +1,63 @@
+"""`autopilot predict`: the shipped ONNX model on new inputs, in ONNX Runtime."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError
+from .data.inputs import read_inputs
+from .export import onnx_session, run_onnx
+from .rundir import RunDir, read_json
+
+
+def shipped_model(rd: RunDir) -> Path:
+    """The compressed model when compression chose one, else the plain export."""
+    chosen = rd.path / "compress" / "chosen.onnx"
+    return chosen if chosen.exists() else rd.model_dir / "model.onnx"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(run_path: str | Path, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rd = RunDir(run_path)
+    probs = softmax(run_onnx(onnx_session(shipped_model(rd)), X))
+    return probs.argmax(1), probs
+
+
+def predict_command(run_path: str, input_path: str, out: str | None) -> int:
+    rd = RunDir(run_path)
+    card_file = rd.model_dir / "card.json"
+    if not card_file.exists():
+        raise DataError(f"no model in {run_path!r} (missing model/card.json); finish `autopilot run` first")
+    card = read_json(card_file)
+    X, ids = read_inputs(input_path, tuple(card["input_shape"]), card["kind"])
+    pred, probs = predict(run_path, X)
+    classes = card["classes"]
+    rows = [{"id": i, "class": classes[int(p)], "probabilities": {c: round(float(v), 6) for c, v in zip(classes, pr)}}
+            for i, p, pr in zip(ids, pred, probs)]
+    if out and out.lower().endswith(".json"):
+        text = json.dumps({"model": str(shipped_model(rd).name), "predictions": rows}, indent=2)
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["id", "class"] + [f"p_{c}" for c in classes])
+        for r in rows:
+            w.writerow([r["id"], r["class"]] + [r["probabilities"][c] for c in classes])
+        text = buf.getvalue()
+    if out:
+        tmp = Path(out).with_name(Path(out).name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        print(f"{len(rows)} prediction(s) written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,130 @@
+"""Read a run directory without ever failing.
+
+A run can be stopped at any stage, so every part may be missing, half written
+or (if someone edited it by hand) malformed. Each reader returns None for a
+part it cannot use and records *why* in `Run.problems`, so the report can say
+what is missing instead of crashing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# File -> what the reader loses without it. Shown in the "incomplete run" box.
+EXPECTED = {
+    "run.json": "run configuration, data description and versions",
+    "data/profile.json": "split sizes, duplicates and leak checks",
+    "search.json": "the hyper-parameter search summary",
+    "model/card.json": "the final model: test accuracy, confusion matrix, per-class accuracy",
+    "model/spec.json": "the model architecture spec",
+}
+
+
+@dataclass
+class Run:
+    dir: Path
+    run: dict | None = None
+    profile: dict | None = None
+    search: dict | None = None
+    card: dict | None = None
+    spec: object = None
+    doctor: dict | None = None
+    missing: list[str] = field(default_factory=list)  # expected files that do not exist
+    problems: list[str] = field(default_factory=list)  # files that exist but could not be used
+
+    def metrics(self, trial: int) -> tuple[list[dict], str | None]:
+        """Epoch rows of trials/<trial>/metrics.jsonl, and a problem note if any.
+
+        A run killed mid-write leaves a truncated last line: bad lines are skipped
+        and counted rather than failing the whole curve.
+        """
+        path = self.dir / "trials" / str(trial) / "metrics.jsonl"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], f"trials/{trial}/metrics.jsonl is missing"
+        except OSError as e:
+            return [], f"trials/{trial}/metrics.jsonl could not be read ({e.__class__.__name__})"
+        rows, bad = [], 0
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+        rows.sort(key=lambda r: num(r.get("epoch")) or 0)
+        note = f"{bad} unreadable line(s) in trials/{trial}/metrics.jsonl were skipped" if bad else None
+        return rows, note
+
+
+def load(run_dir: Path) -> Run:
+    run = Run(dir=run_dir)
+    run.run = _read(run, "run.json", want_dict=True)
+    run.profile = _read(run, "data/profile.json", want_dict=True)
+    run.search = _read(run, "search.json", want_dict=True)
+    run.card = _read(run, "model/card.json", want_dict=True)
+    run.spec = _read(run, "model/spec.json", want_dict=False)
+    # doctor.json is optional: its absence is not "missing".
+    run.doctor = _read(run, "doctor.json", want_dict=True, optional=True)
+    return run
+
+
+def _read(run: Run, rel: str, want_dict: bool, optional: bool = False):
+    path = run.dir / rel
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if not optional:
+            run.missing.append(rel)
+        return None
+    except OSError as e:
+        run.problems.append(f"{rel} could not be read ({e.__class__.__name__}: {e})")
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        # Typically a file caught half-written by a crash.
+        run.problems.append(f"{rel} is not valid JSON ({e})")
+        return None
+    if want_dict and not isinstance(value, dict):
+        run.problems.append(f"{rel} is not a JSON object (found {type(value).__name__})")
+        return None
+    return value
+
+
+# ---- defensive accessors: JSON written by others may hold anything ----------
+
+def get(obj, *keys, default=None):
+    """obj[k1][k2]... or default if any step is missing or of the wrong type."""
+    for k in keys:
+        if isinstance(obj, dict) and k in obj:
+            obj = obj[k]
+        elif isinstance(obj, list) and isinstance(k, int) and -len(obj) <= k < len(obj):
+            obj = obj[k]
+        else:
+            return default
+    return default if obj is None else obj
+
+
+def num(x) -> float | None:
+    """A finite float, or None (bools, strings, NaN and inf are not numbers here)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def as_list(x) -> list:
+    return x if isinstance(x, list) else []
+
+
+def as_dict(x) -> dict:
+    return x if isinstance(x, dict) else {}

@@ -1,0 +1,213 @@
+"""`autopilot run`: data -> search -> final model -> ONNX -> report.
+
+Each stage reads what the one before wrote in the run directory, so a run
+can be resumed after Ctrl-C or kill -9 and a stage can be re-run alone.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .data import DataError, Dataset, load, profile, split
+from .data.split import load_splits, save_splits
+from .rundir import NAME_RE, RunDir, next_run_name, write_json
+
+DEFAULT_BUDGET_S = 300.0
+
+
+class RunError(RuntimeError):
+    """A problem with the run itself (name taken, nothing to resume, ...)."""
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'90s', '2m', '1.5h', '300' -> seconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    t = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if t and t[-1] in units:
+            value = float(t[:-1]) * units[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise RunError(f"cannot read duration {text!r}; use e.g. 90s, 2m or 1h") from None
+    if not math.isfinite(value) or value <= 0:
+        raise RunError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def versions() -> dict:
+    import onnxruntime
+    import optuna
+    import torch
+
+    return {"autopilot": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "optuna": optuna.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def data_info(ds: Dataset, splits: dict) -> dict:
+    """Facts about the data the model builder needs; normalisation
+    statistics come from the training split only."""
+    Xtr = ds.X[splits["train"]]
+    if ds.kind == "table":
+        mean, std = Xtr.mean(0), Xtr.std(0)
+    else:
+        axes = (0,) + tuple(range(2, Xtr.ndim))
+        mean, std = Xtr.mean(axes), Xtr.std(axes)
+    std = np.where(std > 1e-6, std, 1.0)  # a constant feature stays constant, not infinite
+    return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def arrays(ds: Dataset, splits: dict) -> dict:
+    return {k: (ds.X[idx], ds.y[idx]) for k, idx in splits.items()}
+
+
+def load_run_data(run: RunDir):
+    """Rebuild exactly the data a run was created with (used by resume and
+    worker processes); refuses if the data has changed since."""
+    info_json = run.read_run()
+    config = info_json["config"]
+    ds = load(config["data"], label=config.get("label"), skip_bad=config.get("skip_bad", False))
+    if ds.fingerprint() != info_json["data"]["fingerprint"]:
+        raise RunError(
+            f"data {config['data']!r} changed since run {run.name!r} was created "
+            f"(fingerprint {ds.fingerprint()} != {info_json['data']['fingerprint']})"
+        )
+    splits = load_splits(run.splits)
+    return config, ds, arrays(ds, splits), data_info(ds, splits)
+
+
+def create_run(data: str, *, label, skip_bad, config: dict, runs_dir: Path, name: str | None, overwrite: bool):
+    """Load and validate the data first: bad input never leaves a run directory behind."""
+    ds = load(data, label=label, skip_bad=skip_bad)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if name is None:
+        name = next_run_name(runs_dir, ds.name)
+    elif not NAME_RE.match(name):
+        raise RunError(f"bad run name {name!r}: use letters, digits, '.', '_' or '-'")
+    run = RunDir(runs_dir / name)
+    if run.path.exists():
+        if not overwrite:
+            raise RunError(f"run {str(run.path)!r} exists; pass --resume to continue it or --overwrite to start again")
+        shutil.rmtree(run.path)
+    splits = split(ds.y, seed=config["seed"], val=config["val_frac"], test=config["test_frac"])
+    # Build in a hidden folder and rename: a crash here leaves no half-made run.
+    tmp = RunDir(runs_dir / f".{name}.creating")
+    shutil.rmtree(tmp.path, ignore_errors=True)
+    tmp.data_dir.mkdir(parents=True)
+    save_splits(tmp.splits, splits)
+    write_json(tmp.profile, profile(ds, splits))
+    write_json(tmp.run_json, {
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "autopilot_version": __version__,
+        "seed": config["seed"],
+        "config": config,
+        "versions": versions(),
+        "data": ds.describe(),
+        "status": "running",
+        "search_elapsed_s": 0.0,
+    })
+    os.replace(tmp.path, run.path)
+    return run, ds, splits
+
+
+def run(
+    data: str,
+    *,
+    label: str | None = None,
+    skip_bad: bool = False,
+    budget: str | float | None = None,
+    trials: int | None = None,
+    sampler: str = "tpe",
+    pruner: str = "hyperband",
+    workers: int = 1,
+    storage: str | None = None,
+    name: str | None = None,
+    runs_dir: str | Path = "runs",
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    started: float | None = None,
+    console=None,
+) -> RunDir:
+    """Python entry point; the CLI's `run` command calls exactly this."""
+    from rich.console import Console
+
+    from .search import PRUNERS, SAMPLERS
+
+    t0 = started or time.time()
+    console = console or Console(stderr=True, quiet=False)
+    budget_s = parse_duration(budget)
+    if sampler not in SAMPLERS:
+        raise RunError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise RunError(f"unknown pruner {pruner!r}; expected one of {', '.join(PRUNERS)}")
+    if workers < 1:
+        raise RunError("--workers must be at least 1")
+    if trials is not None and trials < 1:
+        raise RunError("--trials must be at least 1")
+    runs_dir = Path(runs_dir)
+
+    if resume:
+        if name is None:
+            raise RunError("--resume needs --name NAME of the run to continue")
+        rd = RunDir(runs_dir / name)
+        if not rd.run_json.exists():
+            raise RunError(f"no run {str(rd.path)!r} to resume")
+        info_json = rd.read_run()
+        config = info_json["config"]
+        if budget_s is not None:
+            config["budget_s"] = info_json["search_elapsed_s"] + budget_s
+        if trials is not None:
+            config["trials"] = trials
+        config.update(workers=workers, device=device)
+        rd.update_run(config=config, status="running")
+        config, ds, data_arrays, info = load_run_data(rd)
+        prior_search_s = float(info_json.get("search_elapsed_s", 0.0))
+    else:
+        if budget_s is None and trials is None:
+            budget_s = DEFAULT_BUDGET_S
+        config = {"data": data, "label": label, "skip_bad": skip_bad, "budget_s": budget_s, "trials": trials,
+                  "sampler": sampler, "pruner": pruner, "workers": workers, "storage": storage, "seed": seed,
+                  "device": device, "val_frac": val_frac, "test_frac": test_frac}
+        rd, ds, splits = create_run(data, label=label, skip_bad=skip_bad, config=config, runs_dir=runs_dir,
+                                    name=name, overwrite=overwrite)
+        data_arrays, info = arrays(ds, splits), data_info(ds, splits)
+        prior_search_s = 0.0
+        if ds.skipped:
+            console.print(f"skipped {len(ds.skipped)} unreadable file(s) (--skip-bad)")
+    console.print(f"run [bold]{rd.path}[/bold]: {ds.name} ({ds.kind}, {len(ds)} examples, {ds.n_classes} classes, input {list(ds.input_shape)})", highlight=False)
+
+    from .final import finalize
+    from .search.driver import search
+
+    # The final stage (test evaluation, ONNX export, report) needs a few
+    # seconds; keep them out of the search so the run ends within budget.
+    deadline = None
+    if config.get("budget_s"):
+        remaining = config["budget_s"] - prior_search_s
+        reserve = min(60.0, max(8.0, 0.06 * config["budget_s"]))
+        deadline = t0 + max(0.0, remaining - reserve)
+    search_started = time.time()
+    try:
+        study = search(rd, config, data_arrays, info, deadline_wall=deadline, resume=resume, quiet=quiet, console=console)
+    finally:
+        rd.update_run(search_elapsed_s=prior_search_s + (time.time() - search_started))
+    card = finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+    rd.update_run(status="done", elapsed_s=time.time() - t0)
+    return rd

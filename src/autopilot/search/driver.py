@@ -1,0 +1,55 @@
+"""Drive the study to its budget: enqueue the first trial, recover an
+interrupted study, run trials here or in workers, show progress."""
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from ..rundir import RunDir, write_json
+from . import space
+from .progress import Progress
+from .study import Objective, open_study, recover_interrupted, summarize
+from .workers import FINISHED, optimize, run_workers
+
+
+def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
+           quiet: bool, console) -> optuna.Study:
+    n_before = 0
+    study = open_study(rd, config, info)
+    existing = study.get_trials(deepcopy=False)
+    if existing:
+        n_before = len(existing)
+        lost = recover_interrupted(study)
+        done = sum(t.state == TrialState.COMPLETE for t in existing)
+        console.print(f"resuming study: {done} completed trial(s) kept" + (f", {lost} interrupted trial(s) marked failed" if lost else ""))
+    elif config["sampler"] != "grid":
+        study.enqueue_trial(space.default_params(info))
+    # A new sampler seed per session: a resumed random search must not
+    # replay the draws it already made.
+    sampler_seed = int(config["seed"]) + 7919 * n_before
+    study = open_study(rd, config, info, sampler_seed=sampler_seed)
+
+    run_info = rd.read_run()
+    started_at = run_info.get("search_started_at") or time.time()
+    rd.update_run(search_started_at=started_at)
+    if deadline_wall is None:
+        deadline_wall = float("inf")
+    n_trials = config.get("trials")
+
+    def load_trials():
+        return study.get_trials(deepcopy=False)
+
+    progress = Progress(load_trials, None if deadline_wall == float("inf") else deadline_wall, quiet=quiet, console=console)
+    try:
+        with progress:
+            if config.get("workers", 1) > 1:
+                run_workers(rd, int(config["workers"]), deadline_wall, n_trials, sampler_seed)
+            else:
+                deadline_mono = time.monotonic() + min(deadline_wall - time.time(), 10**9)
+                objective = Objective(rd, data, info, config, deadline=deadline_mono)
+                optimize(study, objective, deadline_wall, n_trials)
+    finally:
+        write_json(rd.search_json, summarize(study, started_at, config))
+    return study

@@ -1,0 +1,192 @@
+"""The Optuna study: storage, samplers, pruners, the objective, resume."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..models import build_model, count_params, save_model
+from ..rundir import RunDir, write_json
+from ..train import TrainingDiverged, train
+from . import space
+
+SAMPLERS = ("tpe", "random", "grid", "gp")
+PRUNERS = ("hyperband", "median", "none")
+STUDY_NAME = "autopilot"
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own view reports trials
+
+
+def make_storage(run: RunDir, url: str | None = None):
+    """The journal file in the run directory by default: ~9 ms per trial and
+    safe for several processes on one machine. Any Optuna storage URL
+    (e.g. postgresql://...) for many machines."""
+    if url:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    run.study_dir.mkdir(parents=True, exist_ok=True)
+    path = str(run.journal)
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def make_sampler(name: str, seed: int, info: dict) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # multivariate+group model the conditional space (family-specific
+        # parameters) jointly instead of one parameter at a time.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid_space(info), seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
+    raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=3, max_resource=max(space.EPOCHS), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
+
+
+def open_study(run: RunDir, config: dict, info: dict, *, sampler_seed: int | None = None) -> optuna.Study:
+    seed = config["seed"] if sampler_seed is None else sampler_seed
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=make_storage(run, config.get("storage")),
+        direction="maximize",
+        sampler=make_sampler(config["sampler"], seed, info),
+        pruner=make_pruner(config["pruner"]),
+        load_if_exists=True,
+    )
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Trials left RUNNING by a killed process can never finish: mark them
+    failed so they are not counted, and the study goes on. Completed trials
+    are untouched, so none is lost or repeated."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted (process stopped)")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+class Objective:
+    """Train one configuration; report validation accuracy each epoch."""
+
+    def __init__(self, run: RunDir, data: dict, info: dict, config: dict, deadline: float):
+        self.run, self.data, self.info, self.config, self.deadline = run, data, info, config, deadline
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.config["sampler"] == "grid":
+            params = space.suggest_grid(trial, self.info)
+        else:
+            params = space.suggest(trial, self.info)
+        spec, hp = space.to_config(params, self.info)
+        tdir = self.run.trial_dir(trial.number)
+        tdir.mkdir(parents=True, exist_ok=True)
+        write_json(tdir / "config.json", {"params": params, "spec": spec, "hparams": hp})
+        seed = int(self.config["seed"]) + trial.number
+        model = build_model(spec)
+        trial.set_user_attr("params_count", count_params(model))
+        metrics_file = open(tdir / "metrics.jsonl", "w")
+        writer = _tensorboard_writer(tdir)
+
+        def on_epoch(m, _model):
+            metrics_file.write(json.dumps(m.as_dict()) + "\n")
+            metrics_file.flush()
+            if writer is not None:
+                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                    writer.add_scalar(k, getattr(m, k), m.epoch)
+            trial.report(m.val_acc, m.epoch)
+            if trial.should_prune():
+                trial.set_user_attr("epochs", m.epoch)
+                raise optuna.TrialPruned(f"pruned at epoch {m.epoch} (val acc {m.val_acc:.4f})")
+
+        try:
+            result = train(
+                model, self.data["train"], self.data["val"], hp, kind=self.info["kind"], seed=seed,
+                device=self.config.get("device", "auto"), deadline=self.deadline, on_epoch=on_epoch,
+            )
+        except optuna.TrialPruned:
+            raise
+        except TrainingDiverged as e:
+            trial.set_user_attr("error", f"diverged: {e}")
+            raise
+        except Exception as e:  # recorded, and the study goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            (tdir / "error.txt").write_text(traceback.format_exc())
+            raise
+        finally:
+            metrics_file.close()
+            if writer is not None:
+                writer.close()
+        if result.state_dict is None:
+            raise RuntimeError("no epoch finished before the deadline")
+        trial.set_user_attr("epochs", result.epochs_run)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("stopped", result.stopped)
+        trial.set_user_attr("val_loss", result.best_val_loss)
+        save_model(tdir, model, spec)
+        write_json(tdir / "hparams.json", hp)
+        return result.best_val_acc
+
+
+def _tensorboard_writer(tdir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # TensorBoard is optional at run time
+        return None
+    return SummaryWriter(log_dir=str(tdir))
+
+
+def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
+    trials = []
+    best = None
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best.value):
+            best = t
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value if t.state == TrialState.COMPLETE else _last_value(t),
+                "params": t.params,
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+                "finished_s": (t.datetime_complete.timestamp() - started_at) if t.datetime_complete else None,
+                "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
+                "params_count": t.user_attrs.get("params_count"),
+                "error": t.user_attrs.get("error"),
+            }
+        )
+    return {
+        "sampler": config["sampler"],
+        "pruner": config["pruner"],
+        "started_at": started_at,
+        "elapsed_s": time.time() - started_at,
+        "best_trial": best.number if best else None,
+        "best_value": best.value if best else None,
+        "trials": trials,
+    }
+
+
+def _last_value(t) -> float | None:
+    if not t.intermediate_values:
+        return None
+    v = t.intermediate_values[max(t.intermediate_values)]
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v

@@ -1,0 +1,69 @@
+"""Running trials: in this process, or in N worker processes on one machine
+that share the study storage. Each worker rebuilds the data from the run
+directory (nothing is pickled to disk) and gets cores/N torch threads."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from ..rundir import RunDir
+from .study import Objective, open_study
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_trials: int | None) -> None:
+    callbacks = [MaxTrialsCallback(n_trials, states=FINISHED)] if n_trials else []
+    if n_trials and len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
+        return
+    timeout = max(0.0, deadline_wall - time.time())
+    if timeout <= 0:
+        return
+    study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+
+
+def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threads: int, sampler_seed: int) -> None:
+    import torch
+
+    from ..runner import load_run_data  # late import: workers start from a clean interpreter
+
+    torch.set_num_threads(threads)
+    run = RunDir(run_path)
+    config, _ds, data, info = load_run_data(run)
+    study = open_study(run, config, info, sampler_seed=sampler_seed)
+    objective = Objective(run, data, info, config, deadline=_monotonic_deadline(deadline_wall))
+    try:
+        optimize(study, objective, deadline_wall, n_trials)
+    except KeyboardInterrupt:
+        pass
+
+
+def _monotonic_deadline(deadline_wall: float) -> float:
+    return time.monotonic() + (deadline_wall - time.time())
+
+
+def run_workers(run: RunDir, n_workers: int, deadline_wall: float, n_trials: int | None, base_seed: int) -> list[int]:
+    """Start the worker processes and wait for them; returns exit codes."""
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    procs = [
+        ctx.Process(target=worker_main, args=(str(run.path), deadline_wall, n_trials, threads, base_seed + 1000 * (i + 1)), daemon=False)
+        for i in range(n_workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+        raise
+    return [p.exitcode for p in procs]

@@ -1,0 +1,223 @@
+"""One training run: optimiser, schedule with warm-up, clipping, label
+smoothing, whole-batch augmentation, early stopping, per-epoch metrics.
+
+Knows nothing of Optuna or the CLI: the search plugs in through `on_epoch`,
+which may raise to stop the run (pruning), and through `deadline`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.augment import make_augment
+
+# Defaults in one visible place. The search overrides most of them.
+DEFAULTS = {
+    "optimizer": "adamw",      # adamw | sgd
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,           # sgd only
+    "schedule": "onecycle",    # cosine | onecycle
+    "warmup_frac": 0.1,        # share of steps spent warming up (cosine) / rising (onecycle)
+    "epochs": 30,
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+    "clip_norm": 1.0,          # 0 disables clipping
+    "aug_strength": 0.0,
+    "patience": 10,            # epochs without validation improvement before stopping
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    time_s: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    best_val_acc: float
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    history: list[EpochMetrics] = field(default_factory=list)
+    stopped: str = "completed"  # completed | early-stop | deadline
+    state_dict: dict | None = None  # weights at the best validation epoch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def make_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
+    # Weight decay on weights only: decaying biases and norm scales only hurts.
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    if hp["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=hp["lr"])
+    if hp["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+    raise ValueError(f"unknown optimizer {hp['optimizer']!r}; expected adamw or sgd")
+
+
+def lr_factor(step: int, total: int, hp: dict) -> float:
+    """Multiplier of the base learning rate at `step` of `total`."""
+    warm = max(1, int(hp["warmup_frac"] * total))
+    if hp["schedule"] == "onecycle":
+        # Linear rise from 1/25 to 1 then cosine down to ~0 (as torch's OneCycleLR).
+        if step < warm:
+            return 0.04 + 0.96 * step / warm
+        t = (step - warm) / max(1, total - warm)
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
+    if hp["schedule"] == "cosine":
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {hp['schedule']!r}; expected cosine or onecycle")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(X), batch_size):
+        logits = model(X[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    n = max(1, len(X))
+    return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]) if len(X) else torch.empty(0)
+
+
+def train(
+    model: nn.Module,
+    train_data: tuple[np.ndarray, np.ndarray],
+    val_data: tuple[np.ndarray, np.ndarray],
+    hparams: dict | None = None,
+    *,
+    kind: str = "table",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    deadline: float | None = None,
+    on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place and return the metrics and best-epoch weights.
+
+    `deadline` is a time.monotonic() value: training stops at the first batch
+    past it and the best weights so far are kept. `on_epoch` is called after
+    every epoch; an exception it raises (e.g. optuna.TrialPruned) propagates.
+    """
+    hp = {**DEFAULTS, **(hparams or {})}
+    device = resolve_device(device) if isinstance(device, str) else device
+    seed_everything(seed)
+    Xtr = torch.as_tensor(train_data[0], dtype=torch.float32, device=device)
+    ytr = torch.as_tensor(train_data[1], dtype=torch.long, device=device)
+    Xva = torch.as_tensor(val_data[0], dtype=torch.float32, device=device)
+    yva = torch.as_tensor(val_data[1], dtype=torch.long, device=device)
+    model.to(device)
+    opt = make_optimizer(model, hp)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    augment = make_augment(kind, float(hp["aug_strength"]), tuple(Xtr.shape[1:]))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    bs = int(min(hp["batch_size"], len(Xtr)))
+    steps_per_epoch = max(1, len(Xtr) // bs)  # drop the ragged last batch: BN dislikes tiny batches
+    epochs = int(hp["epochs"])
+    total = steps_per_epoch * epochs
+    result = TrainResult(best_val_acc=-1.0, best_val_loss=math.inf, best_epoch=0, epochs_run=0)
+    best_state = None
+    since_best = 0
+    step = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(Xtr), generator=gen).to(device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        out_of_time = False
+        for b in range(steps_per_epoch):
+            if deadline is not None and time.monotonic() > deadline:
+                out_of_time = True
+                break
+            idx = perm[b * bs : (b + 1) * bs]
+            xb, yb = Xtr[idx], ytr[idx]
+            if augment is not None:
+                xb = augment(xb)
+            factor = lr_factor(step, total, hp)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * factor
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {b + 1} (lr {base_lrs[0] * factor:.3g})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if hp["clip_norm"] and hp["clip_norm"] > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), float(hp["clip_norm"]))
+            opt.step()
+            step += 1
+            loss_sum += loss.item() * len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(yb)
+        if seen == 0:
+            result.stopped = "deadline"
+            break
+        val_loss, val_acc = evaluate(model, Xva, yva)
+        m = EpochMetrics(epoch, loss_sum / seen, correct / seen, val_loss, val_acc, base_lrs[0] * factor, time.perf_counter() - t0)
+        result.history.append(m)
+        result.epochs_run = epoch
+        if val_acc > result.best_val_acc or (val_acc == result.best_val_acc and val_loss < result.best_val_loss):
+            result.best_val_acc, result.best_val_loss, result.best_epoch = val_acc, val_loss, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            since_best = 0
+        else:
+            since_best += 1
+        if on_epoch is not None:
+            on_epoch(m, model)
+        if out_of_time:
+            result.stopped = "deadline"
+            break
+        if since_best >= int(hp["patience"]):
+            result.stopped = "early-stop"
+            break
+    result.state_dict = best_state
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
