@@ -35,7 +35,7 @@ def find_label(header: list[str], label: str | None, where: str) -> int:
     )
 
 
-def _number(cell: str, where: str, line: int, column: str) -> float:
+def parse_number(cell: str, where: str, line: int, column: str) -> float:
     try:
         return float(cell)
     except ValueError:
@@ -90,7 +90,7 @@ def load_csv(path: Path, *, label: str | None = None) -> Dataset:
     except ValueError:  # slow path finds and names the first bad cell
         for line, row in zip(lines, feats):
             for cell, name in zip(row, names):
-                _number(cell, where, line, name)
+                parse_number(cell, where, line, name)
         raise  # unreachable unless numpy and float() disagree
     with np.errstate(over="ignore"):
         x = x.astype(np.float32)

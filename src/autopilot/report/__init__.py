@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from . import sections
-from .html import e, note, page, section
+from .markup import e, note, page, section
 from .load import get, load
 
 __all__ = ["write_report"]

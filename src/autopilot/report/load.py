@@ -14,11 +14,11 @@ from pathlib import Path
 
 # File -> what the reader loses without it. Shown in the "incomplete run" box.
 EXPECTED = {
-    "run.json": "run configuration, data description and versions",
-    "data/profile.json": "split sizes, duplicates and leak checks",
-    "search.json": "the hyper-parameter search summary",
-    "model/card.json": "the final model: test accuracy, confusion matrix, per-class accuracy",
-    "model/spec.json": "the model architecture spec",
+    "run.json": "run configuration, data description, versions",
+    "data/profile.json": "split sizes, duplicate and leak checks",
+    "search.json": "search summary, trial table, search progress",
+    "model/card.json": "final model: test accuracy, confusion matrix, per-class accuracy",
+    "model/spec.json": "model architecture spec",
 }
 
 

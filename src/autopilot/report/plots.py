@@ -38,8 +38,9 @@ _fig_ids = itertools.count()
 def label(s, width: int = 24) -> str:
     """Text safe for a matplotlib label: no mathtext ($), bounded length."""
     s = str(s)
-    if len(s) > width:
-        s = s[: width - 1] + "…"
+    if len(s) > width:  # cut the middle: names often differ only at the end ("class_10", "class_11")
+        head = (width - 1) // 2
+        s = s[:head] + "…" + s[len(s) - (width - 1 - head):]
     return s.replace("$", r"\$")
 
 
@@ -77,7 +78,9 @@ def class_counts(classes: list, counts: list) -> str:
         fig = Figure(figsize=(min(10, max(4, 0.35 * n + 2)), 2.8), layout="constrained")
         ax = fig.add_subplot()
         x = np.arange(n)
-        ax.bar(x, counts, color=VAL, width=0.75)
+        bars = ax.bar(x, counts, color=VAL, width=0.75)
+        if n <= 20:
+            ax.bar_label(bars, fmt="%d", fontsize=7, padding=2, color="#374151")
         ax.grid(axis="x", visible=False)
         ax.set_ylabel("examples")
         ax.set_title("Examples per class")
@@ -110,8 +113,9 @@ def best_so_far(complete: list[tuple[float, float, int]], pruned: list[tuple[flo
             ax.step(np.append(t, t_end), np.append(best, best[-1]), where="post", color=BEST, lw=2, zorder=4)
             handles.append(Line2D([], [], color=BEST, lw=2, label="best so far"))
             i = int(np.argmax(v))
-            ax.annotate(f"#{complete[i][2]}: {v[i]:.4f}", (t[i], v[i]), xytext=(6, -12),
-                        textcoords="offset points", fontsize=8, color=BEST)
+            right = t[i] > (t[0] + t_end) / 2
+            ax.annotate(f"#{complete[i][2]}: {v[i]:.4f}", (t[i], v[i]), xytext=(-6 if right else 6, 5),
+                        textcoords="offset points", fontsize=8, color=BEST, ha="right" if right else "left")
         with_v = [p for p in pruned if p[1] is not None]
         without_v = [p for p in pruned if p[1] is None]
         if with_v:
@@ -150,13 +154,14 @@ def learning_curves(rows: list[dict]) -> str:
                 if y:
                     i = int(np.argmax(y))
                     ax.axvline(x[i], color=BEST, ls="--", lw=1)
-                    ax.annotate(f"best val {y[i]:.4f} @ epoch {x[i]}", (x[i], y[i]), xytext=(4, -14),
-                                textcoords="offset points", fontsize=8, color=BEST)
+                    # In the legend, not on the plot: an annotation would sit on the curves.
+                    ax.plot([x[i]], [y[i]], marker="*", ms=10, ls="", color=BEST,
+                            label=f"best val {y[i]:.4f} (epoch {x[i]})")
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)
             if ax.lines:
-                ax.legend(frameon=False, fontsize=8)
+                ax.legend(frameon=False, fontsize=8, loc="best")
         return to_svg(fig)
 
 

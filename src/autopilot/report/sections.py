@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from . import plots
-from .html import bar, duration, e, fmt, kv, note, pct, plot, section, table
+from .markup import bar, duration, e, fmt, kv, note, pct, plot, section, table
 from .load import EXPECTED, Run, as_dict, as_list, get, num
 
 MAX_CM_CLASSES = 30  # above this a heat map is unreadable: show the worst classes instead
@@ -73,7 +73,7 @@ def _missing_box(what: str, files: list[str], run: Run) -> str:
     bad = [p for p in run.problems if any(p.startswith(f) for f in files)]
     parts = [f"<code>{e(f)}</code> is missing" for f in absent] + [e(p) for p in bad]
     why = "; ".join(parts) or "the data needed is not in the run directory"
-    return note(f"{e(what)} not available: {why}.", "warn")
+    return note(f"<b>{e(what)}</b>: not available — {why}.", "warn")
 
 
 # ---- header -----------------------------------------------------------------
@@ -137,7 +137,7 @@ def completeness(run: Run) -> str:
     }.get(status, "This run is incomplete: the report shows what exists." if run.missing or run.problems else "")
     if not (run.missing or run.problems):
         return note(e(lead)) if lead else ""
-    items = [f"<li><code>{e(f)}</code> missing — no {e(EXPECTED.get(f, f))}</li>" for f in run.missing]
+    items = [f"<li><code>{e(f)}</code> missing — not shown: {e(EXPECTED.get(f, f))}</li>" for f in run.missing]
     items += [f"<li>{e(p)}</li>" for p in run.problems]
     return note(f"<b>{e(lead)}</b><ul>{''.join(items)}</ul>", "warn")
 
@@ -493,6 +493,6 @@ def footer(run: Run) -> str:
     elif cfp and not fp:
         fps.append(f"model data fingerprint <code>{e(cfp)}</code>")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    fps.append(f"report generated {now} from <code>{e(run.dir)}</code>")
+    fps.append(f"report generated {now}")
     out.append("<p>" + " · ".join(fps) + "</p>")
     return "".join(out)
