@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trials", type=int, help="stop after this many finished trials")
     r.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp"], help="search algorithm (default tpe)")
     r.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"], help="early stopping of weak trials (default hyperband)")
-    r.add_argument("--workers", type=int, default=1, help="trial processes on this machine, each with cores/N threads (default 1)")
+    r.add_argument("--workers", type=int, help="trial processes on this machine, each with cores/N torch threads (default: one per core)")
     r.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run directory)")
     r.add_argument("--name", help="run name (default: DATA-NNN, the first free number)")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default ./runs)")

@@ -131,7 +131,7 @@ def run(
     trials: int | None = None,
     sampler: str = "tpe",
     pruner: str = "hyperband",
-    workers: int = 1,
+    workers: int | None = None,
     storage: str | None = None,
     name: str | None = None,
     runs_dir: str | Path = "runs",
@@ -157,6 +157,10 @@ def run(
         raise RunError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise RunError(f"unknown pruner {pruner!r}; expected one of {', '.join(PRUNERS)}")
+    if workers is None:
+        # Small models gain little from intra-op threads and lose a lot when
+        # a core is busy; one single-threaded trial per core uses the machine best.
+        workers = max(1, min(os.cpu_count() or 1, 4))
     if workers < 1:
         raise RunError("--workers must be at least 1")
     if trials is not None and trials < 1:

@@ -7,6 +7,7 @@ a visible "could not render" box instead of a crashed report.
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -34,7 +35,7 @@ def confusion_matrix(run: Run) -> np.ndarray | None:
     cm = get(run.card, "confusion_matrix")
     if not isinstance(cm, list) or not cm or not all(isinstance(r, list) and len(r) == len(cm) for r in cm):
         return None
-    if not all(num(x) is not None and x >= 0 for r in cm for x in r):
+    if not all(num(x) is not None and 0 <= x < 2**53 for r in cm for x in r):
         return None
     return np.array(cm, dtype=float).round().astype(np.int64)
 
@@ -50,6 +51,16 @@ def best_trial(run: Run) -> int | None:
 def trials(run: Run) -> list[dict]:
     return [t for t in as_list(get(run.search, "trials"))
             if isinstance(t, dict) and isinstance(t.get("number"), int)]
+
+
+def safe_plot(fn, *args) -> str:
+    """A plot that fails (odd values, a matplotlib corner case) costs the plot, not the section."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overflow/layout warnings from odd values: the plot shows it
+            return plot(fn(*args))
+    except Exception as exc:  # noqa: BLE001
+        return note(f"The plot could not be drawn: <code>{e(type(exc).__name__)}: {e(exc)}</code>", "warn")
 
 
 def _num_cell(x, digits: int = 4) -> str:
@@ -130,7 +141,7 @@ def _kpi(label: str, value: str, detail: str = "", hero: bool = False) -> str:
 
 
 def completeness(run: Run) -> str:
-    status = get(run.run, "status")
+    status = str(get(run.run, "status", default=""))
     lead = {
         "running": "This run is still in progress: the report is a snapshot of what exists now.",
         "failed": "This run failed: the report shows what was written before it stopped.",
@@ -167,7 +178,7 @@ def data(run: Run) -> str:
         counts = [num(c) for c in as_list(get(prof, "splits", "train", "class_counts"))]
     if counts and None not in counts:
         names = class_names(run, len(counts))
-        out.append(plot(plots.class_counts(names, counts)))
+        out.append(safe_plot(plots.class_counts, names, counts))
         if len(counts) > 60:
             order = np.argsort(counts)
             out.append(f'<p class="muted">Smallest class: {e(names[order[0]])} ({fmt(int(counts[order[0]]))}); '
@@ -309,11 +320,11 @@ def _progress_plot(ts: list[dict]) -> str:
     key = (lambda t: num(t.get("finished_s"))) if timed else (lambda t: t["number"])
     if not complete and not pruned:
         return note("No completed or pruned trial yet: nothing to plot.", "info")
-    svg = plots.best_so_far([(key(t), num(t["value"]), t["number"]) for t in complete],
-                            [(key(t), num(t.get("value"))) for t in pruned],
-                            "seconds since search start" if timed else "trial number")
+    fig = safe_plot(plots.best_so_far, [(key(t), num(t["value"]), t["number"]) for t in complete],
+                    [(key(t), num(t.get("value"))) for t in pruned],
+                    "seconds since search start" if timed else "trial number")
     extra = "" if timed else note("Some trials have no finish time: plotted against trial number instead.", "info")
-    return plot(svg) + extra
+    return fig + extra
 
 
 def _top_trials(ts: list[dict], best: int | None) -> str:
@@ -364,7 +375,7 @@ def curves(run: Run) -> str:
     total = sum(num(r.get("time_s")) or 0 for r in rows)
     if total:
         facts.append(("training time", duration(total)))
-    out = [plot(plots.learning_curves(rows)), kv(facts)]
+    out = [safe_plot(plots.learning_curves, rows), kv(facts)]
     if problem:
         out.append(note(e(problem) + ".", "warn"))
     return section("curves", title, "".join(out))
@@ -384,7 +395,7 @@ def confusion(run: Run) -> str:
     if len(names) != len(as_list(get(run.run, "data", "classes"))):
         out.append(note("Class names do not match the matrix size: classes are shown by index.", "warn"))
     if len(cm) <= MAX_CM_CLASSES:
-        out.append(plot(plots.confusion(cm, names)))
+        out.append(safe_plot(plots.confusion, cm, names))
         out.append('<p class="muted">Rows are the true class, columns the prediction; colour is the share '
                    "of the true class, the number is the count.</p>")
     else:

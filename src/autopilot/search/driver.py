@@ -47,6 +47,11 @@ def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: f
             if config.get("workers", 1) > 1:
                 run_workers(rd, int(config["workers"]), deadline_wall, n_trials, sampler_seed)
             else:
+                import os
+
+                import torch
+
+                torch.set_num_threads(max(1, os.cpu_count() or 1))
                 deadline_mono = time.monotonic() + min(deadline_wall - time.time(), 10**9)
                 objective = Objective(rd, data, info, config, deadline=deadline_mono)
                 optimize(study, objective, deadline_wall, n_trials)

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
-from ..train import TrainingDiverged, train
+from ..train import TrainingDiverged, seed_everything, train
 from . import space
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
@@ -22,6 +23,7 @@ PRUNERS = ("hyperband", "median", "none")
 STUDY_NAME = "autopilot"
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own view reports trials
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def make_storage(run: RunDir, url: str | None = None):
@@ -102,6 +104,7 @@ class Objective:
         tdir.mkdir(parents=True, exist_ok=True)
         write_json(tdir / "config.json", {"params": params, "spec": spec, "hparams": hp})
         seed = int(self.config["seed"]) + trial.number
+        seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
         trial.set_user_attr("params_count", count_params(model))
         metrics_file = open(tdir / "metrics.jsonl", "w")

@@ -15,10 +15,12 @@ from ..rundir import RunDir
 from .study import Objective, open_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Counting running trials too stops a worker from starting one more than asked.
+COUNTED = FINISHED + (TrialState.RUNNING,)
 
 
 def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_trials: int | None) -> None:
-    callbacks = [MaxTrialsCallback(n_trials, states=FINISHED)] if n_trials else []
+    callbacks = [MaxTrialsCallback(n_trials, states=COUNTED)] if n_trials else []
     if n_trials and len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
         return
     timeout = max(0.0, deadline_wall - time.time())

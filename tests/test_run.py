@@ -1,0 +1,209 @@
+"""`autopilot run` end to end on real data, as a user runs it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autopilot.data import load, split
+from autopilot.models import build_model
+from autopilot.rundir import RunDir
+from autopilot.runner import arrays, data_info
+from autopilot.search import space
+from autopilot.search.study import Objective, open_study
+from autopilot.search.workers import optimize
+from autopilot.train import seed_everything, train
+
+from .conftest import run_cli
+
+
+def _finished_trials(run_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run_path / "study" / "journal.log")))
+    return optuna.load_study(study_name="autopilot", storage=storage).get_trials(deepcopy=False)
+
+
+def test_run_digits_end_to_end(tmp_path):
+    res = run_cli("run", "digits", "--trials", "2", "--budget", "90s", "--runs-dir", tmp_path, "--name", "d", "--quiet")
+    assert res.returncode == 0, res.stderr
+    rd = tmp_path / "d"
+    card = json.loads((rd / "model" / "card.json").read_text())
+    for key in ("test_accuracy", "test_accuracy_se", "val_accuracy", "params", "data_fingerprint", "seed",
+                "budget_s", "elapsed_s", "versions", "confusion_matrix"):
+        assert key in card, key
+    assert card["test_accuracy"] > 0.9
+    assert 0 < card["test_accuracy_se"] < 0.05
+    assert card["onnx_parity"]["passed"] and card["onnx_parity"]["max_abs_diff"] <= 1e-4
+    assert card["onnx_parity"]["argmax_agree"] == 1.0
+    assert np.array(card["confusion_matrix"]).sum() == card["test_examples"]
+    run = json.loads((rd / "run.json").read_text())
+    assert run["status"] == "done" and run["data"]["fingerprint"] == card["data_fingerprint"]
+    for f in ("model/spec.json", "model/weights.safetensors", "model/model.onnx", "report.html",
+              "data/splits.npz", "data/profile.json", "search.json", "study/journal.log"):
+        assert (rd / f).exists(), f
+    search = json.loads((rd / "search.json").read_text())
+    assert len(search["trials"]) == 2
+    best = search["best_trial"]
+    lines = (rd / "trials" / str(best) / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["epoch"] == 1
+    assert any(p.name.startswith("events.out.tfevents") for p in (rd / "trials" / str(best)).iterdir())
+    # The splits partition the data and the test split matches the card.
+    s = np.load(rd / "data" / "splits.npz", allow_pickle=False)
+    assert len(set(s["train"]) | set(s["val"]) | set(s["test"])) == 1797
+    assert len(s["test"]) == card["test_examples"]
+
+    # predict on test inputs through ONNX Runtime gives the card's accuracy
+    ds = load("digits")
+    np.savez(tmp_path / "x.npz", X=ds.X[s["test"]])
+    out = tmp_path / "pred.csv"
+    res = run_cli("predict", rd, tmp_path / "x.npz", "--out", out)
+    assert res.returncode == 0, res.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("id,class,p_0")
+    pred = np.array([int(r.split(",")[1]) for r in rows[1:]])
+    assert abs((pred == ds.y[s["test"]]).mean() - card["test_accuracy"]) < 1e-9
+    res = run_cli("predict", rd, tmp_path / "x.npz", "--out", tmp_path / "pred.json")
+    assert res.returncode == 0
+    assert len(json.loads((tmp_path / "pred.json").read_text())["predictions"]) == len(pred)
+
+    # The same name again without --resume is refused and loses nothing.
+    res = run_cli("run", "digits", "--trials", "1", "--runs-dir", tmp_path, "--name", "d")
+    assert res.returncode == 2 and "exists" in res.stderr and "Traceback" not in res.stderr
+    assert (rd / "model" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "ragged", "corrupt-image", "bad-budget"])
+def test_bad_input_is_one_line_and_leaves_no_run(tmp_path, case):
+    runs = tmp_path / "runs"
+    if case == "missing":
+        args = [tmp_path / "nope.csv"]
+    elif case == "ragged":
+        p = tmp_path / "t.csv"
+        p.write_text("a,b,label\n1,2,x\n3,4,y\n5,y\n" + "1,1,x\n2,2,y\n" * 3)
+        args = [p]
+    elif case == "corrupt-image":
+        from PIL import Image
+
+        for c in ("a", "b"):
+            (tmp_path / "img" / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+        (tmp_path / "img" / "b" / "broken.png").write_bytes(b"not an image")
+        args = [tmp_path / "img"]
+    else:
+        args = ["digits", "--budget", "soon"]
+    res = run_cli("run", *args, "--runs-dir", runs, "--trials", "1")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+    if case == "ragged":
+        assert "line 4" in lines[0]
+    if case == "corrupt-image":
+        assert "broken.png" in lines[0]
+
+
+def _digits_setup(tmp_path, config_overrides=None):
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    config = {"seed": 0, "sampler": "tpe", "pruner": "none", "storage": None, "device": "cpu", **(config_overrides or {})}
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    return rd, data, info, config
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    rd, data, info, config = _digits_setup(tmp_path)
+    study = open_study(rd, config, info)
+    diverging = {**space.default_params(info), "optimizer": "sgd", "lr_sgd": 1e6, "epochs": 15}
+    diverging.pop("lr_adamw")
+    study.enqueue_trial(diverging)
+    study.enqueue_trial({**space.default_params(info), "epochs": 15, "cnn2d_width": 16})
+    objective = Objective(rd, data, info, config, deadline=time.monotonic() + 300)
+    optimize(study, objective, time.time() + 300, n_trials=2)
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert "diverged" in trials[0].user_attrs["error"]
+    assert trials[1].state == TrialState.COMPLETE and trials[1].value > 0.9
+
+
+def test_same_seed_same_metrics():
+    ds = load("digits")
+    s = split(ds.y, seed=0)
+    info = data_info(ds, s)
+    spec, hp = space.to_config({**space.default_params(info), "epochs": 3}, info)
+    runs = []
+    for _ in range(2):
+        seed_everything(7)
+        r = train(build_model(spec), (ds.X[s["train"]], ds.y[s["train"]]), (ds.X[s["val"]], ds.y[s["val"]]), hp,
+                  kind="image", seed=7, device="cpu")
+        runs.append([(m.train_loss, m.val_loss, m.val_acc) for m in r.history])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
+    args = [sys.executable, "-m", "autopilot", "run", "digits", "--budget", "10m", "--runs-dir", str(tmp_path),
+            "--name", "k", "--quiet", "--pruner", "none"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = tmp_path / "k" / "study" / "journal.log"
+    completed = []
+    try:
+        t_end = time.time() + 300
+        while time.time() < t_end:
+            if journal.exists():
+                completed = [t for t in _finished_trials(tmp_path / "k") if t.state == TrialState.COMPLETE]
+                if len(completed) >= 2:
+                    break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(completed) >= 2, "no two trials completed before the kill"
+    before = {t.number: (t.value, t.params) for t in _finished_trials(tmp_path / "k") if t.state == TrialState.COMPLETE}
+    assert not (tmp_path / "k" / "model" / "card.json").exists()
+
+    n_total = len(_finished_trials(tmp_path / "k")) + 2
+    res = run_cli("run", "digits", "--resume", "--name", "k", "--runs-dir", tmp_path, "--trials", n_total, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "completed trial(s) kept" in res.stderr
+    after = _finished_trials(tmp_path / "k")
+    after_complete = {t.number: (t.value, t.params) for t in after if t.state == TrialState.COMPLETE}
+    for number, (value, params) in before.items():  # nothing lost
+        assert after_complete[number] == (value, params)
+    new = [t for t in after if t.number not in before and t.state == TrialState.COMPLETE]
+    assert new, "the resumed study ran no new trial"
+    for t in new:  # nothing repeated
+        assert t.params not in [p for _, p in before.values()]
+    assert all(t.state != TrialState.RUNNING for t in after)
+    assert (tmp_path / "k" / "model" / "card.json").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path):
+    res = run_cli("run", "digits", "--workers", "2", "--trials", "4", "--budget", "3m", "--runs-dir", tmp_path,
+                  "--name", "w", "--quiet")
+    assert res.returncode == 0, res.stderr
+    trials = _finished_trials(tmp_path / "w")
+    assert len(trials) >= 4
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 1
+    assert (tmp_path / "w" / "model" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_budget_is_respected(tmp_path):
+    budget = 40
+    t0 = time.time()
+    res = run_cli("run", "digits", "--budget", f"{budget}s", "--runs-dir", tmp_path, "--name", "b", "--quiet")
+    wall = time.time() - t0
+    assert res.returncode == 0, res.stderr
+    card = json.loads((tmp_path / "b" / "model" / "card.json").read_text())
+    assert card["elapsed_s"] <= budget * 1.1
+    assert wall <= budget * 1.1 + 3  # plus interpreter start-up before the clock starts
