@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
 from .models import count_params, load_model
 from .rundir import RunDir, write_json
+from .search.study import rank_trial
 
 
 class NoModelError(RuntimeError):
@@ -24,7 +25,9 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and (rd.trial_dir(t.number) / "weights.safetensors").exists()]
     if not complete:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
-    best = max(complete, key=lambda t: (t.value, -t.number))
+    # Ties in validation accuracy are common on small sets: the lower
+    # validation loss, then the earlier trial, breaks them.
+    best = max(complete, key=rank_trial)
     model, spec = load_model(rd.trial_dir(best.number))
     mdir = rd.model_dir
     tmp = rd.path / ".model.tmp"

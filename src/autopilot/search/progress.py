@@ -95,7 +95,7 @@ class Progress:
                     f"trial {t.number:3d} {t.state.name.lower():8s} "
                     f"val_acc={'-' if v is None else f'{v:.4f}'} best={'-' if best is None else f'{best:.4f}'} "
                     f"left={self._time_left()} {_short_params(t.params)}" + (f"  error: {err}" if err else ""),
-                    highlight=False,
+                    highlight=False, soft_wrap=True,
                 )
 
     def _render(self):

@@ -162,7 +162,7 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
     trials = []
     best = None
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and (best is None or t.value > best.value):
+        if t.state == TrialState.COMPLETE and (best is None or rank_trial(t) > rank_trial(best)):
             best = t
         trials.append(
             {
@@ -186,6 +186,11 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
         "best_value": best.value if best else None,
         "trials": trials,
     }
+
+
+def rank_trial(t) -> tuple:
+    """Higher is better: validation accuracy, then lower validation loss, then earlier."""
+    return (t.value, -t.user_attrs.get("val_loss", float("inf")), -t.number)
 
 
 def _last_value(t) -> float | None:
