@@ -45,6 +45,12 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return value
 
 
+def search_reserve(budget_s: float) -> float:
+    """Seconds kept back from the search for the final stage (test
+    evaluation, ONNX export, parity check, report)."""
+    return min(60.0, max(8.0, 0.06 * budget_s))
+
+
 def versions() -> dict:
     import onnxruntime
     import optuna
@@ -205,8 +211,7 @@ def run(
     deadline = None
     if config.get("budget_s"):
         remaining = config["budget_s"] - prior_search_s
-        reserve = min(60.0, max(8.0, 0.06 * config["budget_s"]))
-        deadline = t0 + max(0.0, remaining - reserve)
+        deadline = t0 + max(0.0, remaining - search_reserve(config["budget_s"]))
     search_started = time.time()
     try:
         study = search(rd, config, data_arrays, info, deadline_wall=deadline, resume=resume, quiet=quiet, console=console)

@@ -43,8 +43,8 @@ def default_params(info: dict) -> dict:
         return {**common, "family": "cnn2d", "cnn2d_width": 32, "cnn2d_depth": min(3, max_depth("cnn2d", shape)),
                 "cnn2d_kernel": 3, "residual": False, "pool": "max", "head": "gap", "aug_strength": 0.5}
     if kind == "signal":
-        return {**common, "family": "cnn1d", "cnn1d_width": 64, "cnn1d_depth": 3, "cnn1d_kernel": 5,
-                "residual": True, "pool": "max", "head": "flatten", "aug_strength": 0.3}
+        return {**common, "family": "cnn1d", "cnn1d_width": 32, "cnn1d_depth": 3, "cnn1d_kernel": 5, "lr_adamw": 5e-3,
+                "epochs": 15, "residual": True, "pool": "max", "head": "flatten", "aug_strength": 0.3}
     return {**common, "family": "mlp", "mlp_width": 256, "mlp_depth": 2, "residual": False}
 
 

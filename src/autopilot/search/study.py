@@ -175,6 +175,7 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
                 "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
                 "params_count": t.user_attrs.get("params_count"),
                 "error": t.user_attrs.get("error"),
+                "stopped": t.user_attrs.get("stopped"),  # completed | early-stop | deadline
             }
         )
     return {

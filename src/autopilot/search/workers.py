@@ -35,6 +35,7 @@ def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threa
     from ..runner import load_run_data  # late import: workers start from a clean interpreter
 
     torch.set_num_threads(threads)
+    _exit_with_parent()
     run = RunDir(run_path)
     config, _ds, data, info = load_run_data(run)
     study = open_study(run, config, info, sampler_seed=sampler_seed)
@@ -43,6 +44,22 @@ def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threa
         optimize(study, objective, deadline_wall, n_trials)
     except KeyboardInterrupt:
         pass
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (kill -9) stops too instead of
+    training on unseen; its running trial is recovered on --resume."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _monotonic_deadline(deadline_wall: float) -> float:
