@@ -207,3 +207,46 @@ def test_budget_is_respected(tmp_path):
     card = json.loads((tmp_path / "b" / "model" / "card.json").read_text())
     assert card["elapsed_s"] <= budget * 1.1
     assert wall <= budget * 1.1 + 3  # plus interpreter start-up before the clock starts
+
+
+def test_user_csv_and_image_folder_run_and_predict(tmp_path):
+    """User data in both file forms: run, then predict on new files."""
+    rng = np.random.default_rng(0)
+    # A table: three Gaussian blobs, string labels.
+    centers = {"red": (0, 0, 0), "green": (4, 4, 0), "blue": (0, 4, 4)}
+    lines = ["f1,f2,f3,colour"]
+    for name, c in centers.items():
+        for _ in range(40):
+            lines.append(",".join(f"{v + rng.normal(0, 0.5):.4f}" for v in c) + f",{name}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    res = run_cli("run", tmp_path / "t.csv", "--label", "colour", "--trials", "1", "--runs-dir", tmp_path / "runs",
+                  "--name", "csv", "--quiet", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    card = json.loads((tmp_path / "runs" / "csv" / "model" / "card.json").read_text())
+    assert card["kind"] == "table" and sorted(card["classes"]) == ["blue", "green", "red"]
+    assert card["test_accuracy"] >= 0.9
+    (tmp_path / "new.csv").write_text("f1,f2,f3\n0.1,0.2,-0.1\n4.1,3.9,0.2\n")
+    res = run_cli("predict", tmp_path / "runs" / "csv", tmp_path / "new.csv")
+    assert res.returncode == 0, res.stderr
+    rows = res.stdout.strip().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == ["red", "green"]
+
+    # Images: bright squares on the left vs on the right, colour PNGs.
+    from PIL import Image
+
+    for cls, col in (("left", slice(0, 6)), ("right", slice(6, 12))):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(15):
+            a = rng.integers(0, 60, (12, 12, 3)).astype(np.uint8)
+            a[:, col] = 220
+            Image.fromarray(a).save(tmp_path / "img" / cls / f"{i}.png")
+    res = run_cli("run", tmp_path / "img", "--trials", "1", "--runs-dir", tmp_path / "runs", "--name", "img", "--quiet",
+                  "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    card = json.loads((tmp_path / "runs" / "img" / "model" / "card.json").read_text())
+    assert card["kind"] == "image" and card["input_shape"] == [3, 12, 12]
+    assert card["onnx_parity"]["passed"]
+    res = run_cli("predict", tmp_path / "runs" / "img", tmp_path / "img" / "right", "--out", tmp_path / "p.json")
+    assert res.returncode == 0, res.stderr
+    preds = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    assert len(preds) == 15 and sum(p["class"] == "right" for p in preds) >= 13

@@ -137,12 +137,19 @@ def train(
     device: str | torch.device = "auto",
     deadline: float | None = None,
     on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train `model` in place and return the metrics and best-epoch weights.
 
     `deadline` is a time.monotonic() value: training stops at the first batch
     past it and the best weights so far are kept. `on_epoch` is called after
     every epoch; an exception it raises (e.g. optuna.TrialPruned) propagates.
+
+    `callbacks` are objects with any of these methods (the live doctor is one):
+      on_train_start(model, optimizer, hparams, total_steps)
+      on_step(step, loss, model, optimizer, lr)   # after optimizer.step(); loss is a float
+      on_epoch_end(metrics, model)
+      on_train_end(result)
     """
     hp = {**DEFAULTS, **(hparams or {})}
     device = resolve_device(device) if isinstance(device, str) else device
@@ -163,6 +170,15 @@ def train(
     epochs = int(hp["epochs"])
     total = steps_per_epoch * epochs
     result = TrainResult(best_val_acc=-1.0, best_val_loss=math.inf, best_epoch=0, epochs_run=0)
+    callbacks = list(callbacks or [])
+
+    def fire(event: str, *args) -> None:
+        for cb in callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(*args)
+
+    fire("on_train_start", model, opt, hp, total)
     best_state = None
     since_best = 0
     step = 0
@@ -186,6 +202,7 @@ def train(
             logits = model(xb)
             loss = loss_fn(logits, yb)
             if not torch.isfinite(loss):
+                fire("on_step", step, float(loss.item()), model, opt, base_lrs[0] * factor)
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {b + 1} (lr {base_lrs[0] * factor:.3g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,7 +210,9 @@ def train(
                 nn.utils.clip_grad_norm_(model.parameters(), float(hp["clip_norm"]))
             opt.step()
             step += 1
-            loss_sum += loss.item() * len(yb)
+            loss_value = loss.item()
+            fire("on_step", step, loss_value, model, opt, base_lrs[0] * factor)
+            loss_sum += loss_value * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
         if seen == 0:
@@ -209,6 +228,7 @@ def train(
             since_best = 0
         else:
             since_best += 1
+        fire("on_epoch_end", m, model)
         if on_epoch is not None:
             on_epoch(m, model)
         if out_of_time:
@@ -220,4 +240,5 @@ def train(
     result.state_dict = best_state
     if best_state is not None:
         model.load_state_dict(best_state)
+    fire("on_train_end", result)
     return result
