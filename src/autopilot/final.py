@@ -90,12 +90,4 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     shutil.rmtree(mdir, ignore_errors=True)
     tmp.replace(mdir)
 
-    try:
-        from .report import write_report
-
-        write_report(rd.path)
-    except Exception as e:  # the model is shipped; a report problem must not lose it
-        console.print(f"[yellow]warning: report not written: {e}[/yellow]")
-    card["elapsed_s"] = time.time() - started
-    write_json(mdir / "card.json", card)
     return card

@@ -217,6 +217,12 @@ def run(
         study = search(rd, config, data_arrays, info, deadline_wall=deadline, resume=resume, quiet=quiet, console=console)
     finally:
         rd.update_run(search_elapsed_s=prior_search_s + (time.time() - search_started))
-    card = finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+    finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
     rd.update_run(status="done", elapsed_s=time.time() - t0)
+    try:
+        from .report import write_report
+
+        write_report(rd.path)
+    except Exception as e:  # the model is shipped; a report problem must not lose it
+        console.print(f"[yellow]warning: report not written: {e}[/yellow]")
     return rd

@@ -68,7 +68,7 @@ class Run:
 def load(run_dir: Path) -> Run:
     run = Run(dir=run_dir)
     run.run = _read(run, "run.json", want_dict=True)
-    run.profile = _read(run, "data/profile.json", want_dict=True)
+    run.profile = _normalise_profile(_read(run, "data/profile.json", want_dict=True))
     run.search = _read(run, "search.json", want_dict=True)
     run.card = _read(run, "model/card.json", want_dict=True)
     run.spec = _read(run, "model/spec.json", want_dict=False)
@@ -128,3 +128,36 @@ def as_list(x) -> list:
 
 def as_dict(x) -> dict:
     return x if isinstance(x, dict) else {}
+
+
+# Facts of profile.json that the data section already shows from run.json.
+_PROFILE_REPEATS = ("name", "kind", "examples", "input_shape", "classes", "fingerprint", "channels", "features")
+
+
+def _normalise_profile(prof: dict | None) -> dict | None:
+    """The profiler writes {"examples": n, "class_counts": {name: n}} per
+    split and "train_duplicates"; the sections read "size", a list of counts
+    in class order and "duplicates_in_train". Accept both shapes."""
+    if not isinstance(prof, dict):
+        return prof
+    prof = dict(prof)
+    classes = prof.get("classes") if isinstance(prof.get("classes"), list) else None
+    splits = {}
+    for name, sp in (prof.get("splits") or {}).items():
+        if not isinstance(sp, dict):
+            continue
+        sp = dict(sp)
+        if "size" not in sp and "examples" in sp:
+            sp["size"] = sp["examples"]
+        cc = sp.get("class_counts")
+        if isinstance(cc, dict):
+            keys = classes if classes and all(str(c) in cc for c in classes) else list(cc)
+            sp["class_counts"] = [cc[str(k)] for k in keys]
+        splits[name] = sp
+    if splits:
+        prof["splits"] = splits
+    if "duplicates_in_train" not in prof and "train_duplicates" in prof:
+        prof["duplicates_in_train"] = prof.pop("train_duplicates")
+    for k in _PROFILE_REPEATS:
+        prof.pop(k, None)
+    return prof
