@@ -43,7 +43,7 @@ def _metric(m, name: str):
 
 class LiveDoctor:
     def __init__(self, *, every: int | None = None, spike_window: int = 50, spike_z: float = 6.0,
-                 ud_high: float = -1.5, ud_low: float = -5.0, dead_share: float = 0.5, overfit_patience: int = 3):
+                 ud_high: float = -1.0, ud_low: float = -5.0, dead_share: float = 0.5, overfit_patience: int = 3):
         """every: sampling interval in steps (default: ~25 samples per run, 5..50 steps apart)."""
         self.every_arg = every
         self.spike_window, self.spike_z = spike_window, spike_z
@@ -60,6 +60,8 @@ class LiveDoctor:
         self.peak_lr = 0.0
         self._losses: deque = deque(maxlen=self.spike_window)
         self._last_finite = None
+        self._first_losses: list[float] = []  # the loss at the start, to see if it ever falls
+        self._window_sum, self._window_n = 0.0, 0  # losses since the last update-ratio sample
         self._spikes: list[dict] = []
         self._weights: list[tuple[str, nn.Parameter]] = []
         self._snapshot: list[torch.Tensor] | None = None
@@ -143,6 +145,10 @@ class LiveDoctor:
             return
         self._spike(step, loss)
         self._last_finite = loss
+        if len(self._first_losses) < 3:
+            self._first_losses.append(loss)
+        self._window_sum += loss
+        self._window_n += 1
         self._schedule(step, lr)
         if self._relu_records:
             self._dead(step)
@@ -215,31 +221,48 @@ class LiveDoctor:
                 if s > 0 and u > 0:
                     layers[name] = math.log10(u / s)
         self._snapshot = None
+        window = self._window_sum / max(1, self._window_n)
+        self._window_sum, self._window_n = 0.0, 0
         if layers:
+            start = statistics.fmean(self._first_losses)
             self.ud_samples.append({"step": step, "lr": lr, "median_log10": statistics.median(layers.values()),
+                                    "loss": window, "loss_rose": window > 1.05 * start,
                                     "layers": {k: round(v, 2) for k, v in layers.items()}})
             self._judge_lr(final=False)
 
     def _judge_lr(self, final: bool) -> None:
         """Judge on samples taken near the peak lr: warm-up and the end of a
-        decaying schedule are supposed to make small updates."""
+        decaying schedule are supposed to make small updates.
+
+        Why -1 and not Karpathy's ~-3 rule of thumb: measured on autopilot's
+        default models (batch norm, AdamW at 3e-3, a good setting), the median
+        log10 ratio at peak lr is -1.4 to -1.9. Batch norm makes weights scale
+        invariant, so large relative updates are tolerated; with gradient
+        clipping even lr=10 SGD stays near -1.5. So a second sign also counts:
+        at peak lr the loss sits above where it started (Karpathy: "loss going
+        up: lr too high"), with updates big enough to be the cause."""
         near_peak = [s for s in self.ud_samples if s["lr"] is None or s["lr"] >= 0.5 * self.peak_lr]
         if len(near_peak) < (1 if final else 2):
             return
         med = statistics.median(s["median_log10"] for s in near_peak)
+        rose = sum(s["loss_rose"] for s in near_peak)
         last = near_peak[-1]
         ev = {"median_log10_update_ratio": round(med, 2), "samples": len(near_peak), "peak_lr": self.peak_lr,
+              "samples_loss_above_start": rose, "start_loss": round(statistics.fmean(self._first_losses), 4),
               "layers_last_sample": last["layers"], "high": self.ud_high, "low": self.ud_low}
-        if med > self.ud_high and "lr-too-high" not in self._by_id:
-            self._emit("lr-too-high", "warn", ev,
-                       f"each step changes the weights by 10^{med:.1f} of their size (median over layers; a healthy "
-                       "run is near 10^-3): the learning rate is too high",
-                       f"lower the learning rate about {10 ** (med + 3):.0f}× (or run the doctor's lr range test)")
+        if "lr-too-high" not in self._by_id and (med > self.ud_high or (rose >= 2 and med > -2.5)):
+            what = (f"each step changes the weights by 10^{med:.1f} of their size (median over layers; Karpathy's "
+                    "rule of thumb is ~10^-3)")
+            if rose >= 2:
+                what += f", and at peak lr the loss stays above its starting value {ev['start_loss']:.3g}"
+            self._emit("lr-too-high", "warn", ev, what + ": the learning rate is too high",
+                       "lower the learning rate 3-10× (or run autopilot.doctor.doctor(..., lr=...) for a range test)")
         elif med < self.ud_low and (final or len(near_peak) >= 3) and "lr-too-low" not in self._by_id:
             self._emit("lr-too-low", "warn", ev,
                        f"each step changes the weights by only 10^{med:.1f} of their size (a healthy run is near "
                        "10^-3): the learning rate is too low and training crawls",
-                       f"raise the learning rate about {10 ** (-3 - med):.0f}× (or run the doctor's lr range test)")
+                       f"raise the learning rate about {10 ** (-3 - med):.0f}× (or run autopilot.doctor.doctor(..., "
+                       "lr=...) for a range test)")
 
     def _dead(self, step: int) -> None:
         layers = self._relu_records

@@ -14,7 +14,7 @@ from ..train import DEFAULTS
 WIDTHS = {"cnn2d": [16, 32, 48, 64], "cnn1d": [32, 64, 96, 128], "mlp": [64, 128, 256, 512]}
 KERNELS = {"cnn2d": [3, 5], "cnn1d": [3, 5, 7]}
 BATCH_SIZES = [32, 64, 128]
-EPOCHS = [15, 30, 45]
+EPOCHS = [10, 20, 30, 45]
 
 
 def families_for(kind: str) -> list[str]:
@@ -56,7 +56,7 @@ def default_params(info: dict) -> dict:
                 "epochs": 20 if min(shape[1:]) >= 16 else 30}
     if kind == "signal":
         return {**common, "family": "cnn1d", "cnn1d_width": 32, "cnn1d_depth": 3, "cnn1d_kernel": 5, "lr_adamw": 5e-3,
-                "epochs": 15, "residual": True, "pool": "max", "head": "flatten", "aug_strength": 0.3}
+                "epochs": 20, "residual": True, "pool": "max", "head": "flatten", "aug_strength": 0.3}
     return {**common, "family": "mlp", "mlp_width": 256, "mlp_depth": 2, "residual": False}
 
 

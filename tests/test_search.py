@@ -1,0 +1,84 @@
+"""The search space and samplers, without training: every sampled
+configuration must build a model that runs on the data's shape."""
+import optuna
+import pytest
+import torch
+
+from autopilot.models import build_model
+from autopilot.runner import RunError, parse_duration, search_reserve
+from autopilot.search import space
+from autopilot.search.study import make_pruner, make_sampler
+
+INFOS = {
+    "image": {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]},
+    "small-image": {"kind": "image", "input_shape": [3, 8, 8], "n_classes": 4, "mean": [0.5] * 3, "std": [0.2] * 3},
+    "signal": {"kind": "signal", "input_shape": [1, 40], "n_classes": 10, "mean": [0.0], "std": [1.0]},
+    "table": {"kind": "table", "input_shape": [7], "n_classes": 3, "mean": [0.0] * 7, "std": [1.0] * 7},
+}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp"])
+@pytest.mark.parametrize("data", list(INFOS))
+def test_every_sampled_config_builds_and_runs(sampler, data):
+    info = INFOS[data]
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, 0, info))
+    study.enqueue_trial(space.default_params(info)) if sampler != "grid" else None
+    for i in range(6):
+        trial = study.ask()
+        params = space.suggest_grid(trial, info) if sampler == "grid" else space.suggest(trial, info)
+        spec, hp = space.to_config(params, info)
+        assert spec["family"] in space.families_for(info["kind"])
+        model = build_model(spec).eval()
+        out = model(torch.zeros(2, *info["input_shape"]))
+        assert out.shape == (2, info["n_classes"])
+        assert hp["epochs"] > 0 and hp["lr"] > 0
+        study.tell(trial, float(i) / 10)
+
+
+def test_grid_covers_its_space_without_repeats():
+    info = INFOS["signal"]
+    grid = space.grid_space(info)
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("grid", 0, info))
+    seen = set()
+
+    def objective(trial):
+        seen.add(tuple(sorted(space.suggest_grid(trial, info).items())))
+        return 0.5
+
+    study.optimize(objective, n_trials=2 * size)  # the grid sampler stops the study when it is exhausted
+    assert len(seen) == size == len(study.trials)
+
+
+def test_default_first_trial_is_cheap_on_large_images():
+    spec, hp = space.to_config(space.default_params(INFOS["image"]), INFOS["image"])
+    assert spec["width"] <= 16 and hp["epochs"] <= 20
+
+
+@pytest.mark.parametrize("name", ["hyperband", "median", "none"])
+def test_pruners(name):
+    assert isinstance(make_pruner(name), optuna.pruners.BasePruner)
+
+
+def test_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("annealing", 0, INFOS["table"])
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("2m", 120), ("1.5h", 5400), ("300", 300), (45, 45)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-5m", "0", "nan"])
+def test_bad_duration(text):
+    with pytest.raises(RunError):
+        parse_duration(text)
+
+
+def test_reserve_leaves_most_of_the_budget_to_the_search():
+    assert search_reserve(120) == 8
+    assert search_reserve(600) == 36
+    assert search_reserve(7200) == 60
