@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 
 import numpy as np
 import pytest
@@ -38,6 +37,17 @@ def flagged(report_or_findings, id, severities=("warn", "error")):
     assert f.why and f.suggestion and isinstance(f.evidence, dict)
     assert f.id in IDS
     return f
+
+
+@pytest.fixture(autouse=True)
+def _seeded_single_thread():
+    # Repeatable model initialisation; one thread, as the machine is shared
+    # (two threads on two busy cores made train() several times slower).
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +211,37 @@ def test_high_loss_at_init_and_the_bias_fix(digits):
     f_loss = report.checks[0].note
     assert report.findings == [], report.findings
     entropy = float(-(prior[prior > 0] * np.log(prior[prior > 0])).sum())
-    loss = float(F.cross_entropy(m(torch.as_tensor(X[:256])), torch.as_tensor(y[:256])))
+    with torch.no_grad():
+        loss = float(F.cross_entropy(m(torch.as_tensor(X[:256])), torch.as_tensor(y[:256])))
     assert abs(loss - entropy) < 0.1, (loss, entropy, f_loss)
+
+
+def test_unseeded_randomness_is_not_reproducible(digits):
+    import os
+
+    class Noisy(UserCNN):
+        def forward(self, x):
+            if self.training:  # "augmentation" seeded from the OS: a different run every time
+                g = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+                x = x + 0.1 * torch.randn(x.shape, generator=g)
+            return super().forward(x)
+
+    report = doctor(Noisy(), digits[2]["train"], checks=["not-reproducible", "eval-nondeterministic"])
+    flagged(report, "not-reproducible", ("warn",))
+    assert "eval-nondeterministic" not in report.ids  # eval mode is clean
+
+
+def test_lr_too_low_before_training(digits):
+    report = doctor(UserCNN(), digits[2]["train"], lr=1e-7, optimizer="adam", checks=["lr-range"])
+    flagged(report, "lr-too-low", ("warn",))
+
+
+def test_a_model_that_cannot_run_is_reported_not_raised(digits):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(100, 10))  # expects 100 features, gets 64
+    report = doctor(model, digits[2]["train"], budget_s=BUDGET)
+    f = flagged(report, "probe-failed", ("error",))
+    assert "mat1 and mat2" in f.evidence["error"] or "shape" in f.evidence["error"]
+    assert all(c.status == "skipped" for c in report.checks if c.id in ("no-signal", "batch-mixing"))
 
 
 # ------------------------------------------------------------------ no false alarms
@@ -218,7 +257,6 @@ def test_default_model_on_builtin_data_raises_no_alarm(name):
     assert report.elapsed_s < 20
 
 
-@pytest.mark.slow
 def test_default_model_on_mnist5k_raises_no_alarm_within_20s():
     ds = load("mnist5k")
     splits = split(ds.y, seed=0)
@@ -263,9 +301,9 @@ def test_unseen_model_and_plain_torch_dataset():
         def forward(self, x):
             return self.body(x)
 
-    torch.manual_seed(0)
+    net = Net()
     rng_before = torch.get_rng_state()
-    report = doctor(Net(), Rows(X[:900], y[:900]), val=Rows(X[900:], y[900:]), budget_s=BUDGET)
+    report = doctor(net, Rows(X[:900], y[:900]), val=Rows(X[900:], y[900:]), budget_s=BUDGET)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
     assert alarms(report) == [], report.to_dict()
     d = json.loads(json.dumps(report.to_dict()))
@@ -304,7 +342,8 @@ def test_data_checks_on_autopilot_dataset(digits):
                    "data-leak", ("warn",))
     dup = {**splits, "train": np.concatenate([splits["train"], splits["train"][:40]])}
     assert flagged(doctor_data(ds, dup), "duplicates", ("warn",)).evidence["duplicates"] == 40
-    rare = {**splits, "train": np.array([i for i in splits["train"] if ds.y[i] != 3 or i % 15 == 0])}
+    threes = [i for i in splits["train"] if ds.y[i] == 3]
+    rare = {**splits, "train": np.array(sorted([i for i in splits["train"] if ds.y[i] != 3] + threes[:6]))}
     flagged(doctor_data(ds, rare), "class-imbalance", ("warn",))
 
 
@@ -398,7 +437,7 @@ def test_live_doctor_in_a_users_own_loop(digits):
     torch.manual_seed(0)
     model = _mlp()
     with torch.no_grad():
-        model[3].bias.fill_(-3.0)  # most of the second ReLU layer starts dead
+        model[3].bias[:180].fill_(-3.0)  # 70 % of the second ReLU layer starts dead
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=40, gamma=0.001)  # meant per epoch, stepped per batch
     live = LiveDoctor(every=10)
@@ -441,4 +480,3 @@ def test_every_id_is_documented():
                 "not-reproducible", "eval-nondeterministic", "lr-too-high", "lr-too-low", "diverged", "loss-spike",
                 "dead-units", "overfitting", "schedule-decays-early"]
     assert set(required) <= set(IDS)
-    assert math.isfinite(len(IDS))

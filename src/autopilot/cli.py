@@ -29,6 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of splits, sampler and training (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
+    r.add_argument("--force", action="store_true", help="go on even when the doctor finds an error")
+    r.add_argument("--no-doctor", action="store_true", help="skip the doctor's pre-flight checks")
+
+    d = sub.add_parser("doctor", help="check a data set and its default model the way a careful engineer would")
+    d.add_argument("data", help="the same forms as for `run`")
+    d.add_argument("--label", help="label column of a CSV")
+    d.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
+    d.add_argument("--seed", type=int, default=0, help="seed of the split and the probes (default 0)")
+    d.add_argument("--budget", default="20s", help="time for all checks (default 20s)")
+    d.add_argument("--json", action="store_true", help="print the findings as JSON instead of a table")
 
     pr = sub.add_parser("predict", help="run a run's ONNX model on new inputs")
     pr.add_argument("run", help="run directory, e.g. runs/digits-001")
@@ -52,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "doctor":
+            return _cmd_doctor(args, console)
         if args.command == "predict":
             from .predict import predict_command
 
@@ -78,12 +90,10 @@ def _cmd_run(args, console) -> int:
             args.data, label=args.label, skip_bad=args.skip_bad, budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
-            quiet=args.quiet, started=_STARTED, console=console,
+            quiet=args.quiet, doctor=not args.no_doctor, force=args.force, started=_STARTED, console=console,
         )
     except KeyboardInterrupt:
-        name = args.name or "NAME"
-        print(f"interrupted; continue with: autopilot run {args.data} --resume --name {name}", file=sys.stderr)
-        return 130
+        return 130  # the runner has said how to resume
     from .rundir import read_json
 
     card = read_json(rd.model_dir / "card.json")
@@ -93,6 +103,24 @@ def _cmd_run(args, console) -> int:
     print(f"card:   {rd.model_dir / 'card.json'}")
     print(f"report: {rd.report}")
     return 0
+
+
+def _cmd_doctor(args, console) -> int:
+    """Exit 1 when any finding is an error, so the command can gate a pipeline."""
+    import json
+
+    from .data import load, split
+    from .doctor import doctor_dataset, render
+    from .runner import parse_duration
+
+    ds = load(args.data, label=args.label, skip_bad=args.skip_bad)
+    splits = split(ds.y, seed=args.seed)
+    report = doctor_dataset(ds, splits, seed=args.seed, budget_s=parse_duration(args.budget))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        render(report, console)
+    return 1 if report.has_errors else 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class RunError(RuntimeError):
     """A problem with the run itself (name taken, nothing to resume, ...)."""
 
 
+DOCTOR_BUDGET_S = 20.0
+
+
 def parse_duration(text: str | float | int | None) -> float | None:
     """'90s', '2m', '1.5h', '300' -> seconds."""
     if text is None or isinstance(text, (int, float)):
@@ -93,8 +96,23 @@ def load_run_data(run: RunDir):
     return config, ds, arrays(ds, splits), data_info(ds, splits)
 
 
-def create_run(data: str, *, label, skip_bad, config: dict, runs_dir: Path, name: str | None, overwrite: bool):
-    """Load and validate the data first: bad input never leaves a run directory behind."""
+def preflight(ds: Dataset, splits: dict, seed: int, console, *, force: bool) -> dict:
+    """The doctor on the data and the default model, before any search.
+    An error stops the run (unless forced) before a run directory exists."""
+    from .doctor import doctor_dataset, render
+
+    report = doctor_dataset(ds, splits, seed=seed, budget_s=DOCTOR_BUDGET_S)
+    render(report, console)
+    if report.has_errors and not force:
+        ids = ", ".join(sorted({f.id for f in report.findings if f.severity == "error"}))
+        raise RunError(f"the doctor found errors ({ids}); fix the data or model as suggested above, or pass --force")
+    return report.to_dict()
+
+
+def create_run(data: str, *, label, skip_bad, config: dict, runs_dir: Path, name: str | None, overwrite: bool,
+               console=None, doctor: bool = True, force: bool = False):
+    """Load and validate the data and run the doctor first: bad input never
+    leaves a run directory behind."""
     ds = load(data, label=label, skip_bad=skip_bad)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if name is None:
@@ -107,12 +125,15 @@ def create_run(data: str, *, label, skip_bad, config: dict, runs_dir: Path, name
             raise RunError(f"run {str(run.path)!r} exists; pass --resume to continue it or --overwrite to start again")
         shutil.rmtree(run.path)
     splits = split(ds.y, seed=config["seed"], val=config["val_frac"], test=config["test_frac"])
+    findings = preflight(ds, splits, config["seed"], console, force=force) if doctor else None
     # Build in a hidden folder and rename: a crash here leaves no half-made run.
     tmp = RunDir(runs_dir / f".{name}.creating")
     shutil.rmtree(tmp.path, ignore_errors=True)
     tmp.data_dir.mkdir(parents=True)
     save_splits(tmp.splits, splits)
     write_json(tmp.profile, profile(ds, splits))
+    if findings is not None:
+        write_json(tmp.path / "doctor.json", findings)
     write_json(tmp.run_json, {
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -143,6 +164,8 @@ def run(
     runs_dir: str | Path = "runs",
     resume: bool = False,
     overwrite: bool = False,
+    doctor: bool = True,
+    force: bool = False,
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
@@ -196,7 +219,7 @@ def run(
                   "sampler": sampler, "pruner": pruner, "workers": workers, "storage": storage, "seed": seed,
                   "device": device, "val_frac": val_frac, "test_frac": test_frac}
         rd, ds, splits = create_run(data, label=label, skip_bad=skip_bad, config=config, runs_dir=runs_dir,
-                                    name=name, overwrite=overwrite)
+                                    name=name, overwrite=overwrite, console=console, doctor=doctor, force=force)
         data_arrays, info = arrays(ds, splits), data_info(ds, splits)
         prior_search_s = 0.0
         if ds.skipped:
@@ -214,10 +237,20 @@ def run(
         deadline = t0 + max(0.0, remaining - search_reserve(config["budget_s"]))
     search_started = time.time()
     try:
-        study = search(rd, config, data_arrays, info, deadline_wall=deadline, resume=resume, quiet=quiet, console=console)
-    finally:
-        rd.update_run(search_elapsed_s=prior_search_s + (time.time() - search_started))
-    finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+        try:
+            study = search(rd, config, data_arrays, info, deadline_wall=deadline, resume=resume, quiet=quiet,
+                           console=console)
+        finally:
+            rd.update_run(search_elapsed_s=prior_search_s + (time.time() - search_started))
+        finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+    except KeyboardInterrupt:
+        rd.update_run(status="interrupted")
+        console.print(f"interrupted; continue with: autopilot run {config['data']} --resume --name {rd.name}"
+                      + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""), highlight=False, soft_wrap=True)
+        raise
+    except Exception:
+        rd.update_run(status="failed")
+        raise
     rd.update_run(status="done", elapsed_s=time.time() - t0)
     try:
         from .report import write_report

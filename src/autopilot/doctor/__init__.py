@@ -1,5 +1,8 @@
 """The doctor: Karpathy's recipe checks on data, set-up and live training.
 
+    import autopilot
+    report = autopilot.doctor(model, (X_train, y_train))   # the module is callable
+
     from autopilot.doctor import doctor, render
     report = doctor(model, (X_train, y_train), val=(X_val, y_val))
     render(report)                       # a table in the terminal
@@ -11,6 +14,9 @@
 
 Finding ids and what they mean: see autopilot.doctor.findings.
 """
+import sys
+import types
+
 from .api import CHECK_NAMES, default_model, doctor, doctor_data, doctor_dataset
 from .findings import IDS, CheckResult, DoctorReport, Finding
 from .fixes import init_final_bias
@@ -31,3 +37,14 @@ __all__ = [
     "init_final_bias",
     "render",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """`autopilot.doctor(model, train, ...)` reads best; the module stays a
+    package too, so `from autopilot.doctor import LiveDoctor` works."""
+
+    def __call__(self, *args, **kwargs) -> DoctorReport:
+        return doctor(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -163,27 +163,41 @@ def doctor(
         kind = kind or kind_of(X)
 
         # How many classes: what the model outputs (the labels may be wrong).
-        with torch.no_grad():
-            out = copy.deepcopy(model).eval()(X[:2].to(device))
-        n_classes = int(out.shape[1]) if out.ndim == 2 else None
+        forward_error = None
+        try:
+            with torch.no_grad():
+                out = copy.deepcopy(model).eval()(X[:2].to(device))
+            n_classes = int(out.shape[1]) if out.ndim == 2 else None
+        except Exception as e:  # report it like any other finding; the data checks still run
+            forward_error, n_classes = f"{type(e).__name__}: {e}"[:500], None
+            report.findings.append(Finding(
+                "probe-failed", "error", {"check": "forward", "error": forward_error,
+                                          "input_shape": list(X.shape[1:]), "input_dtype": str(X.dtype)},
+                f"the model fails on a batch of 2 training inputs: {forward_error[:200]}",
+                "make forward() accept a batch shaped like the data (N, ...) and dtype float32"))
 
         if only is None or only & set(DATA_CHECKS):
-            view = DataView({k: (v[0].numpy(), v[1].numpy()) for k, v in parts.items()}, kind, n_classes,
+            view = DataView({k: (v[0].detach().cpu().numpy(), v[1].detach().cpu().numpy()) for k, v in parts.items()},
+                            kind, n_classes,
                             seed=seed, deadline=t_start + DATA_SHARE * budget_s)
             f, r = run_data_checks(view, only)
             report.findings += f
             report.checks += r
 
-        _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadline, only, device)
+        _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadline, only, device,
+               no_model=forward_error)
     report.elapsed_s = time.perf_counter() - t_start
     return report
 
 
-def _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadline, only, device) -> None:
+def _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadline, only, device,
+           no_model: str | None = None) -> None:
     if only is not None and not only & {p[0] for p in PROBES}:
         return
     skip: dict[str, str] = {}
-    if n_classes is None:
+    if no_model:
+        skip = {p[0]: "the model's forward pass fails (see probe-failed)" for p in PROBES}
+    elif n_classes is None:
         skip = {p[0]: "the model's output is not (N, C) class scores" for p in PROBES}
     elif bool(((y < 0) | (y >= n_classes)).any()) or y.is_floating_point():
         skip = {name: "labels out of range (see labels-out-of-range)" for name in _NEEDS_LABELS}

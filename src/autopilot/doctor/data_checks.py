@@ -110,8 +110,7 @@ def check_constant(v: DataView) -> list[Finding]:
     if len(X) == 0 or not np.issubdtype(X.dtype, np.floating):
         return []
     findings = []
-    whole = {name: float(Xp.flat[0]) for name, (Xp, _) in v.parts.items()
-             if Xp.size and np.nanmin(Xp) == np.nanmax(Xp)}
+    whole = {name: float(Xp.flat[0]) for name, (Xp, _) in v.parts.items() if _all_constant(Xp)}
     if whole:
         findings.append(Finding(
             "constant-inputs", "error", {"constant_splits": whole},
@@ -153,7 +152,13 @@ def check_constant(v: DataView) -> list[Finding]:
     return findings
 
 
+def _all_constant(X: np.ndarray) -> bool:
+    return X.size > 0 and np.issubdtype(X.dtype, np.floating) and bool(np.nanmin(X) == np.nanmax(X))
+
+
 def check_duplicates(v: DataView) -> list[Finding]:
+    if _all_constant(v.train[0]):
+        return []  # every row is the same: constant-inputs already says so, louder
     h = v.hashes("train")
     n = len(h)
     extra = n - len(set(h))
@@ -183,6 +188,8 @@ def check_duplicates(v: DataView) -> list[Finding]:
 
 
 def check_leak(v: DataView) -> list[Finding]:
+    if _all_constant(v.train[0]):
+        return []
     train = set(v.hashes("train"))
     leaks, shares = {}, {}
     for name in v.held_out:
@@ -299,21 +306,32 @@ def check_imbalance(v: DataView) -> list[Finding]:
 
 
 def check_outliers(v: DataView) -> list[Finding]:
+    """Robust z-scores, (x - median) / (1.4826 MAD): a cluster of absurd values
+    inflates the mean and std enough to hide itself, the median and MAD do not.
+    Only continuous columns (>= 10 distinct values): in a 0/1 or small
+    categorical column a rare value is not an outlier."""
     if v.kind != "table":
         return []
     X, _ = v.train
     if len(X) < 10:
         return []
+    sample = X[: min(len(X), 5000)]
     with np.errstate(invalid="ignore"):
-        mean, std = np.nanmean(X, 0), np.nanstd(X, 0)
-    ok = std > 1e-12
+        med = np.nanmedian(sample, 0)
+        scale = 1.4826 * np.nanmedian(np.abs(sample - med), 0)
+        std = np.nanstd(sample, 0)
+    scale = np.where(scale > 1e-12, scale, std)  # MAD is 0 when over half the values are equal
+    distinct = np.array([len(np.unique(sample[:2000, j])) for j in range(X.shape[1])])
+    ok = (scale > 1e-12) & (distinct >= 10)
+    if not ok.any():
+        return []
     rows, total, worst_cols = 0, 0, {}
     names = v.feature_names or [f"feature {j}" for j in range(X.shape[1])]
     for name, (Xp, _) in v.parts.items():
         if not len(Xp):
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.abs((Xp[:, ok] - mean[ok]) / std[ok])
+            z = np.abs((Xp[:, ok] - med[ok]) / scale[ok])
         extreme = np.nan_to_num(z, nan=0.0) > OUTLIER_Z
         rows += int(extreme.any(1).sum())
         total += len(Xp)
@@ -327,7 +345,8 @@ def check_outliers(v: DataView) -> list[Finding]:
     return [Finding(
         "outliers", "warn" if share > OUTLIER_WARN_SHARE else "info",
         {"rows": rows, "share": share, "z": OUTLIER_Z, "columns": top},
-        f"{rows} row(s) ({share:.1%}) have a value more than {OUTLIER_Z:g} standard deviations from the training mean",
+        f"{rows} row(s) ({share:.1%}) have a value more than {OUTLIER_Z:g} robust standard deviations from the "
+        "training median",
         "look at those rows: fix unit or entry errors; for heavy-tailed columns use a log or quantile transform",
     )]
 

@@ -8,31 +8,31 @@ training wrong or useless, `warn` = probably a problem, `info` = worth knowing.
 |---|---|---|---|
 | `labels-out-of-range` | error | a label is < 0, >= the number of classes, or not an integer | data |
 | `non-finite-inputs` | error | NaN or inf in the inputs | data |
-| `constant-inputs` | error / warn | every input is the same (e.g. all zero) → error; constant table columns, image/signal channels or many blank examples → warn | data |
+| `constant-inputs` | error / warn / info | every input of a split is the same value (e.g. all zero) → error; constant table columns, constant image/signal channels, > 1 % blank examples → warn; a few blank examples → info | data |
 | `duplicates` | warn / info | exact copies inside the training split (warn above 1 %) | data |
 | `conflicting-labels` | warn | the same input appears with two different labels | data |
 | `data-leak` | error / warn | the same example is in train and in val/test (error above 1 % of val/test) | data |
 | `near-duplicates` | warn / info | val/test images or signals almost equal to a training one (cosine > 0.995 of downsampled, centred vectors; warn above 1 %) | data |
 | `class-imbalance` | warn / info | largest/smallest class in train > 10 (warn), > 3 (info), or a class missing from train | data |
-| `outliers` | warn / info | table rows with a value more than 6 standard deviations from the training mean (warn above 1 % of rows) | data |
-| `loss-at-init` | warn | loss at initialisation far from ln(C) (> 1.5 × or < 0.5 ×) | set-up |
+| `outliers` | warn / info | table rows with a value more than 6 robust standard deviations (MAD) from the training median, continuous columns only (warn above 1 % of rows) | data |
+| `loss-at-init` | warn / info / error | loss at initialisation > 1.5 × ln(C) → warn (suggests `init_final_bias`); < 0.5 × ln(C) → info (already trained, or the label leaks into x); not finite → error | set-up |
 | `probabilities-into-loss` | error / warn / info | the model outputs probabilities (softmax → error, sigmoid-like → warn) into a loss that applies log-softmax itself; log-softmax outputs into CrossEntropyLoss → info (harmless, redundant) | set-up |
 | `logits-into-nll` | error | raw logits fed to NLLLoss, which expects log-probabilities | set-up |
-| `no-signal` | error | trained briefly, the model on the real inputs does no better than on zeroed inputs (labels shuffled? inputs unused?) | set-up |
+| `no-signal` | error | trained briefly (Adam, fresh batches scored before each step), the model does no better on the real inputs than on zeroed inputs (labels shuffled? inputs unused?) | set-up |
 | `cannot-overfit` | error / warn | cannot reach 100 % accuracy on one small batch (frozen parameters, wrong loss, broken forward) | set-up |
 | `frozen-parameters` | warn | parameters with requires_grad=False or that never change while training | set-up |
 | `batch-mixing` | error | output i depends on input j ≠ i in eval mode (`view` where `permute` was meant) | set-up |
 | `not-reproducible` | warn | two short runs from the same seed give different losses | set-up |
 | `eval-nondeterministic` | error | two eval-mode forward passes of the same batch differ (dropout left on) | set-up |
 | `lr-range` | info | learning-rate range test: the suggested learning rate (`evidence["suggested_lr"]`) | set-up |
-| `lr-too-high` | warn | pre-flight: the given lr is above where the range-test loss stops falling; live: median log10(update/weight) > -1.5 | set-up, live |
-| `lr-too-low` | warn | pre-flight: the given lr is 100× below the suggestion; live: median log10(update/weight) < -5 | set-up, live |
+| `lr-too-high` | warn | pre-flight (given `lr`): past the range test's loss minimum, where the loss has climbed back; live: at peak lr the median log10(update/weight) over layers is > -1, or > -2.5 while the loss stays above its starting value | set-up, live |
+| `lr-too-low` | warn | pre-flight (given `lr`): 100× below the range test's suggestion; live: at peak lr the median log10(update/weight) is < -5 | set-up, live |
 | `diverged` | error | the training loss became NaN or inf | live |
-| `loss-spike` | warn | a training loss more than 6 standard deviations above the last 50 | live |
-| `dead-units` | warn | more than 50 % of a ReLU layer's units output zero for a whole batch | live |
-| `overfitting` | warn / info | validation loss rising while training loss falls, gap growing | live |
+| `loss-spike` | warn | a training loss more than 6 standard deviations above the last 50 and over 1.5 × their median | live |
+| `dead-units` | warn | more than 50 % of a ReLU layer's units output zero for a whole training batch, two samples in a row | live |
+| `overfitting` | warn | validation loss up > 10 % from its best for 3+ epochs while training loss keeps falling and the gap grows | live |
 | `schedule-decays-early` | warn | the schedule drives the lr below 1 % of its peak before half of training | live |
-| `probe-failed` | warn | a check raised an exception (the message is in the evidence) | any |
+| `probe-failed` | warn / error | a check raised an exception (the message is in the evidence); error when the model cannot run a forward pass on the data at all | any |
 """
 from __future__ import annotations
 

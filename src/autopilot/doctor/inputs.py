@@ -19,8 +19,15 @@ def _tensor(a) -> torch.Tensor:
 
 
 def is_pair(data) -> bool:
-    return (isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape")
-            and hasattr(data[1], "shape") and len(data[0]) == len(data[1]))
+    """(X, y) rather than a Dataset of two (x, y) items: y is a sequence of scalars."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        return False
+    X, y = data
+    if not (hasattr(X, "__len__") and hasattr(y, "__len__")) or len(X) != len(y):
+        return False
+    if hasattr(y, "shape"):
+        return len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[1] == 1)
+    return len(y) > 0 and isinstance(y[0], (int, float, np.number))
 
 
 def to_tensors(data, *, max_n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -19,8 +19,8 @@ In your own loop, call the hooks yourself (every one is optional):
     live.on_train_end(None)       # removes the forward hooks
 
 Cost: every `every` steps it copies the weight matrices once (for the
-update-to-data ratio) and records one forward pass's ReLU outputs; between
-samples the hooks return at once. Overhead stays in the low percent.
+update-to-data ratio) and hooks the ReLUs for one forward pass; between
+samples it only adds the loss to running sums. See bench/doctor.py.
 """
 from __future__ import annotations
 
@@ -49,16 +49,19 @@ class LiveDoctor:
         self.spike_window, self.spike_z = spike_window, spike_z
         self.ud_high, self.ud_low = ud_high, ud_low
         self.dead_share, self.overfit_patience = dead_share, overfit_patience
-        self.findings: list[Finding] = []
-        self.ud_samples: list[dict] = []  # {"step", "lr", "median_log10", "layers": {name: log10}}
-        self.dead_samples: list[dict] = []  # {"step", "layers": {name: share}}
+        self._hooks: list = []
         self._reset_run()
 
     def _reset_run(self) -> None:
+        """One LiveDoctor watches one run: on_train_start starts over."""
+        self.findings: list[Finding] = []
+        self.ud_samples: list[dict] = []  # {"step", "lr", "median_log10", "loss", "loss_rose", "layers"}
+        self.dead_samples: list[dict] = []  # {"step", "layers": {name: share of dead units}}
         self.every = self.every_arg or 25
         self.total_steps = None
         self.peak_lr = 0.0
         self._losses: deque = deque(maxlen=self.spike_window)
+        self._sum, self._sumsq, self._pushed = 0.0, 0.0, 0
         self._last_finite = None
         self._first_losses: list[float] = []  # the loss at the start, to see if it ever falls
         self._window_sum, self._window_n = 0.0, 0  # losses since the last update-ratio sample
@@ -66,7 +69,7 @@ class LiveDoctor:
         self._weights: list[tuple[str, nn.Parameter]] = []
         self._snapshot: list[torch.Tensor] | None = None
         self._hooks: list = []
-        self._relu_on = False
+        self._relus: list[tuple[str, nn.Module]] = []
         self._relu_records: dict[str, float] = {}
         self._relu_calls: dict[str, int] = {}
         self._dead_streak: dict[str, int] = {}
@@ -113,14 +116,23 @@ class LiveDoctor:
         # Weight matrices and kernels only (Karpathy's ratio is about weights,
         # and biases/BN scales start at 0/1 where a ratio means little).
         self._weights = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-        for name, mod in model.named_modules():
-            if isinstance(mod, nn.ReLU):
-                self._hooks.append(mod.register_forward_hook(self._relu_hook(name or "relu")))
+        # Hooks go on only for the one forward pass we sample, so between
+        # samples training runs exactly as without the doctor.
+        self._relus = [(name or "relu", mod) for name, mod in model.named_modules() if isinstance(mod, nn.ReLU)]
+
+    def _hook_relus(self) -> None:
+        if not self._hooks:
+            self._hooks = [mod.register_forward_hook(self._relu_hook(name)) for name, mod in self._relus]
+
+    def _unhook_relus(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     def _relu_hook(self, name: str):
         def hook(module, inputs, output):
-            if not self._relu_on or not module.training:
-                return  # the common case: one attribute test per ReLU call
+            if not module.training:
+                return  # an evaluation pass between two training steps: not what we sample
             k = self._relu_calls.get(name, 0)
             self._relu_calls[name] = k + 1
             with torch.no_grad():
@@ -157,7 +169,7 @@ class LiveDoctor:
         if step % self.every == 0:
             # Copy the weights now (after this step's update) to compare after the next one.
             self._snapshot = [p.detach().clone() for _, p in self._weights]
-            self._relu_on = True
+            self._hook_relus()
 
     def on_epoch_end(self, metrics, model: nn.Module | None = None) -> None:
         row = {k: _metric(metrics, k) for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
@@ -183,11 +195,13 @@ class LiveDoctor:
 
     def _spike(self, step: int, loss: float) -> None:
         w = self._losses
-        if len(w) >= 20:
-            mean = statistics.fmean(w)
-            std = statistics.pstdev(w)
-            med = statistics.median(w)
+        n = len(w)
+        if n >= 20:
+            # Running sums: O(1) per step; the median only when z already fires.
+            mean = self._sum / n
+            std = math.sqrt(max(0.0, self._sumsq / n - mean * mean))
             z = (loss - mean) / std if std > 0 else 0.0
+            med = statistics.median(w) if z > self.spike_z else 0.0
             # z alone fires on a flat, near-zero loss; also ask for a real jump.
             if z > self.spike_z and loss > 1.5 * med:
                 self._spikes.append({"step": step, "loss": round(loss, 4), "z": round(z, 1), "window_median": round(med, 4)})
@@ -198,7 +212,16 @@ class LiveDoctor:
                            f"last {self.spike_window} steps (first at step {self._spikes[0]['step']})",
                            "lower the peak learning rate or lengthen warm-up, clip gradients, and look at the batch that "
                            "spiked (a mislabelled or corrupt example)")
+        if n == w.maxlen:
+            old = w[0]
+            self._sum -= old
+            self._sumsq -= old * old
         w.append(loss)
+        self._sum += loss
+        self._sumsq += loss * loss
+        self._pushed += 1
+        if self._pushed % 1000 == 0:  # wipe the rounding drift of the running sums now and then
+            self._sum, self._sumsq = math.fsum(w), math.fsum(v * v for v in w)
 
     def _schedule(self, step: int, lr) -> None:
         if lr is None or not self.total_steps or "schedule-decays-early" in self._by_id or self.peak_lr <= 0:
@@ -266,7 +289,8 @@ class LiveDoctor:
 
     def _dead(self, step: int) -> None:
         layers = self._relu_records
-        self._relu_records, self._relu_calls, self._relu_on = {}, {}, False
+        self._relu_records, self._relu_calls = {}, {}
+        self._unhook_relus()
         self.dead_samples.append({"step": step, "layers": {k: round(v, 3) for k, v in layers.items()}})
         for name, share in layers.items():
             self._dead_streak[name] = self._dead_streak.get(name, 0) + 1 if share > self.dead_share else 0

@@ -494,31 +494,46 @@ def lr_range_test(ctx: ProbeContext, end: float) -> dict:
             "curve": [[float(f"{a:.3g}"), round(b, 4)] for a, b in zip(lrs, losses)]}
 
 
+def loss_at(r: dict, lr: float) -> float:
+    """The smoothed range-test loss at the largest tested lr <= `lr` (inf past a blow-up)."""
+    if r["blowup_lr"] is not None and lr >= r["blowup_lr"]:
+        return math.inf
+    below = [loss for a, loss in r["curve"] if a <= lr * 1.0001]
+    return below[-1] if below else r["start_loss"]
+
+
+def lr_too_high(r: dict, lr: float) -> bool:
+    """Past the loss minimum, and the loss there has climbed back at least a
+    quarter of the way from its minimum to where it started (or blown up).
+    Climbing back covers collapse too: a net whose ReLUs die at a huge lr
+    sits at chance level without ever exploding."""
+    if lr <= r["min_loss_lr"]:
+        return False
+    return loss_at(r, lr) > r["min_loss"] + 0.25 * max(0.0, r["start_loss"] - r["min_loss"])
+
+
 def probe_lr_range(ctx: ProbeContext, end: float) -> Outcome:
     """lr-range (info) and, when the user told us their lr, lr-too-high / lr-too-low."""
     if not _trainable(ctx.model):
         raise Skip("no trainable parameters (see cannot-overfit)")
     r = lr_range_test(ctx, end)
     ctx.results["lr_range"] = r
-    ev = {k: v for k, v in r.items()}
-    findings = []
-    if r["min_loss"] > 0.95 * r["start_loss"]:
-        ev_note = "the loss never fell in the range test"
-    else:
-        ev_note = ""
-    findings.append(Finding(
-        "lr-range", "info", ev,
+    # A curve that never falls (no signal, frozen model) makes the suggestion meaningless: say so.
+    flat = "; the loss hardly fell at any lr, so treat the suggestion with care" if r["min_loss"] > 0.95 * r["start_loss"] else ""
+    findings = [Finding(
+        "lr-range", "info", dict(r),
         f"range test ({r['optimizer']}): the loss falls fastest near lr {r['steepest_lr']:.2g} and is lowest at "
-        f"{r['min_loss_lr']:.2g}" + (f", blowing up by {r['blowup_lr']:.2g}" if r["blowup_lr"] else "")
-        + (f"; {ev_note}" if ev_note else ""),
-        f"start from lr ≈ {r['suggested_lr']:.2g} (a tenth of the loss minimum) with this optimiser"))
+        f"{r['min_loss_lr']:.2g}" + (f", blowing up by {r['blowup_lr']:.2g}" if r["blowup_lr"] else "") + flat,
+        f"start from lr ≈ {r['suggested_lr']:.2g} (a tenth of the loss minimum) with this optimiser")]
     if ctx.lr is not None:
-        user = {"lr": ctx.lr, **{k: r[k] for k in ("suggested_lr", "min_loss_lr", "blowup_lr")}}
-        if ctx.lr > r["min_loss_lr"] and (r["blowup_lr"] is not None or ctx.lr > RANGE_LR_MAX):
+        user = {"lr": ctx.lr, "loss_at_lr": loss_at(r, ctx.lr),
+                **{k: r[k] for k in ("suggested_lr", "min_loss_lr", "blowup_lr", "min_loss", "start_loss")}}
+        if lr_too_high(r, ctx.lr):
             findings.append(Finding(
                 "lr-too-high", "warn", user,
-                f"lr {ctx.lr:g} is above {r['min_loss_lr']:.2g}, where the range-test loss stops falling and "
-                "starts to climb: training is likely to be unstable or to diverge",
+                f"lr {ctx.lr:g} is past {r['min_loss_lr']:.2g}, where the range-test loss stops falling; at lr "
+                f"{ctx.lr:g} it is back up at {user['loss_at_lr']:.3g} (start {r['start_loss']:.3g}, best "
+                f"{r['min_loss']:.3g}): training is likely to stall, collapse or diverge",
                 f"use lr ≈ {r['suggested_lr']:.2g} (or a warm-up to at most {r['min_loss_lr'] / 3:.2g})"))
         elif ctx.lr < r["suggested_lr"] / LR_TOO_LOW_FACTOR:
             findings.append(Finding(

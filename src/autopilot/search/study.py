@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
 from ..train import TrainingDiverged, seed_everything, train
@@ -107,6 +108,7 @@ class Objective:
         seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
         trial.set_user_attr("params_count", count_params(model))
+        live = LiveDoctor()
         metrics_file = open(tdir / "metrics.jsonl", "w")
         writer = _tensorboard_writer(tdir)
 
@@ -125,6 +127,7 @@ class Objective:
             result = train(
                 model, self.data["train"], self.data["val"], hp, kind=self.info["kind"], seed=seed,
                 device=self.config.get("device", "auto"), deadline=self.deadline, on_epoch=on_epoch,
+                callbacks=[live],
             )
         except optuna.TrialPruned:
             raise
@@ -139,6 +142,7 @@ class Objective:
             metrics_file.close()
             if writer is not None:
                 writer.close()
+            _record_live_findings(trial, tdir, live)
         if result.state_dict is None:
             raise RuntimeError("no epoch finished before the deadline")
         trial.set_user_attr("epochs", result.epochs_run)
@@ -148,6 +152,19 @@ class Objective:
         save_model(tdir, model, spec)
         write_json(tdir / "hparams.json", hp)
         return result.best_val_acc
+
+
+def _record_live_findings(trial: optuna.Trial, tdir: Path, live) -> None:
+    """What the live doctor saw during this trial: the full report in the
+    trial folder, the ids of warnings and errors on the trial itself."""
+    try:
+        report = live.report()
+        write_json(tdir / "doctor.json", report.to_dict())
+        serious = sorted({f.id for f in report.findings if f.severity in ("warn", "error")})
+        if serious:
+            trial.set_user_attr("doctor", serious)
+    except Exception as e:  # diagnostics must never fail a trial
+        trial.set_user_attr("doctor_error", f"{type(e).__name__}: {e}")
 
 
 def _tensorboard_writer(tdir: Path):
@@ -176,6 +193,7 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
                 "params_count": t.user_attrs.get("params_count"),
                 "error": t.user_attrs.get("error"),
                 "stopped": t.user_attrs.get("stopped"),  # completed | early-stop | deadline
+                "doctor": t.user_attrs.get("doctor", []),  # ids of live warnings/errors
             }
         )
     return {
