@@ -122,10 +122,10 @@ def _digits_setup(tmp_path, config_overrides=None):
 def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     rd, data, info, config = _digits_setup(tmp_path)
     study = open_study(rd, config, info)
-    diverging = {**space.default_params(info), "optimizer": "sgd", "lr_sgd": 1e6, "epochs": 15}
+    diverging = {**space.default_params(info), "optimizer": "sgd", "lr_sgd": 1e6, "epochs": 10}
     diverging.pop("lr_adamw")
     study.enqueue_trial(diverging)
-    study.enqueue_trial({**space.default_params(info), "epochs": 15, "cnn2d_width": 16})
+    study.enqueue_trial({**space.default_params(info), "epochs": 10, "cnn2d_width": 16})
     objective = Objective(rd, data, info, config, deadline=time.monotonic() + 300)
     optimize(study, objective, time.time() + 300, n_trials=2)
     trials = study.get_trials()

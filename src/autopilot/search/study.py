@@ -96,11 +96,15 @@ class Objective:
         self.run, self.data, self.info, self.config, self.deadline = run, data, info, config, deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
-        if self.config["sampler"] == "grid":
-            params = space.suggest_grid(trial, self.info)
-        else:
-            params = space.suggest(trial, self.info)
-        spec, hp = space.to_config(params, self.info)
+        try:
+            if self.config["sampler"] == "grid":
+                params = space.suggest_grid(trial, self.info)
+            else:
+                params = space.suggest(trial, self.info)
+            spec, hp = space.to_config(params, self.info)
+        except Exception as e:  # e.g. an enqueued value outside the space
+            trial.set_user_attr("error", f"bad configuration: {type(e).__name__}: {e}")
+            raise
         tdir = self.run.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
         write_json(tdir / "config.json", {"params": params, "spec": spec, "hparams": hp})
