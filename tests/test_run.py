@@ -250,3 +250,40 @@ def test_user_csv_and_image_folder_run_and_predict(tmp_path):
     assert res.returncode == 0, res.stderr
     preds = json.loads((tmp_path / "p.json").read_text())["predictions"]
     assert len(preds) == 15 and sum(p["class"] == "right" for p in preds) >= 13
+
+
+def test_doctor_error_stops_the_run_unless_forced(tmp_path):
+    """All-zero inputs: the pre-flight says so, and no run directory is made."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "zeros.npz", X=np.zeros((60, 5), np.float32), y=rng.integers(0, 2, 60))
+    runs = tmp_path / "runs"
+    res = run_cli("run", tmp_path / "zeros.npz", "--trials", "1", "--runs-dir", runs, "--quiet", "--workers", "1")
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the doctor found errors") and "constant-inputs" in last
+    assert "Traceback" not in res.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+    res = run_cli("run", tmp_path / "zeros.npz", "--trials", "1", "--runs-dir", runs, "--name", "z", "--quiet",
+                  "--workers", "1", "--force")
+    assert res.returncode == 0, res.stderr
+    doctor = json.loads((runs / "z" / "doctor.json").read_text())
+    assert any(f["id"] == "constant-inputs" and f["severity"] == "error" for f in doctor["findings"])
+    assert "constant-inputs" in (runs / "z" / "report.html").read_text()
+    assert (runs / "z" / "trials" / "0" / "doctor.json").exists()
+
+
+def test_doctor_command(tmp_path):
+    res = run_cli("doctor", "digits", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert not [f for f in report["findings"] if f["severity"] in ("warn", "error")]
+    assert {c["id"] for c in report["checks"]} >= {"batch-mixing", "cannot-overfit", "no-signal"}
+
+    ds = load("digits")
+    X = ds.X.copy()
+    X[:] = 0.0
+    np.savez(tmp_path / "blank.npz", X=X, y=ds.y)
+    res = run_cli("doctor", tmp_path / "blank.npz")
+    assert res.returncode == 1
+    assert "constant-inputs" in res.stderr
