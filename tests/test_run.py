@@ -287,3 +287,20 @@ def test_doctor_command(tmp_path):
     res = run_cli("doctor", tmp_path / "blank.npz")
     assert res.returncode == 1
     assert "constant-inputs" in res.stderr
+
+
+def test_any_optuna_storage_url(tmp_path):
+    """--storage takes an Optuna URL (here SQLite) instead of the journal file."""
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(3, 1, (30, 4))]).astype(np.float32)
+    y = np.repeat([0, 1], 30)
+    np.savez(tmp_path / "blobs.npz", X=X, y=y)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    res = run_cli("run", tmp_path / "blobs.npz", "--trials", "2", "--storage", url, "--runs-dir", tmp_path / "runs",
+                  "--name", "s", "--quiet", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    study = optuna.load_study(study_name="autopilot", storage=url)
+    assert len(study.trials) == 2
+    assert not (tmp_path / "runs" / "s" / "study" / "journal.log").exists()
+    res = run_cli("report", tmp_path / "runs" / "s")
+    assert res.returncode == 0 and (tmp_path / "runs" / "s" / "report.html").exists()

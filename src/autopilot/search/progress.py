@@ -12,7 +12,6 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-KEY_PARAMS = ("family", "width", "depth", "lr", "epochs")
 
 
 def _short_params(params: dict) -> str:
