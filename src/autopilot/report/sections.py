@@ -327,9 +327,16 @@ def _progress_plot(ts: list[dict]) -> str:
     return fig + extra
 
 
+def _trial_rank(t: dict) -> tuple:
+    """The order the search itself uses: accuracy, then lower validation
+    loss, then the earlier trial (so rank 1 is the best trial)."""
+    loss = num(t.get("val_loss"))
+    return (-t["value"], loss if loss is not None else float("inf"), num(t.get("number")) or 0)
+
+
 def _top_trials(ts: list[dict], best: int | None) -> str:
     done = sorted((t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None),
-                  key=lambda t: -t["value"])[:TOP_TRIALS]
+                  key=_trial_rank)[:TOP_TRIALS]
     if not done:
         return note("No trial has completed yet.", "warn")
     keys: list[str] = []

@@ -190,6 +190,7 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
                 "number": t.number,
                 "state": t.state.name,
                 "value": t.value if t.state == TrialState.COMPLETE else _last_value(t),
+                "val_loss": t.user_attrs.get("val_loss"),
                 "params": t.params,
                 "duration_s": t.duration.total_seconds() if t.duration else None,
                 "finished_s": (t.datetime_complete.timestamp() - started_at) if t.datetime_complete else None,
