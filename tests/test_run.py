@@ -168,12 +168,15 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
         proc.wait()
     assert len(completed) >= 2, "no two trials completed before the kill"
     before = {t.number: (t.value, t.params) for t in _finished_trials(tmp_path / "k") if t.state == TrialState.COMPLETE}
+    cut_short = [t for t in _finished_trials(tmp_path / "k") if t.state == TrialState.RUNNING]
     assert not (tmp_path / "k" / "model" / "card.json").exists()
 
     n_total = len(_finished_trials(tmp_path / "k")) + 2
     res = run_cli("run", "digits", "--resume", "--name", "k", "--runs-dir", tmp_path, "--trials", n_total, "--quiet")
     assert res.returncode == 0, res.stderr
-    assert "completed trial(s) kept" in res.stderr
+    assert f"resuming study: {len(before)} completed trial(s) kept" in res.stderr
+    if cut_short:  # trials the kill cut short run again, once
+        assert f"{len(cut_short)} interrupted trial(s) queued again" in res.stderr
     after = _finished_trials(tmp_path / "k")
     after_complete = {t.number: (t.value, t.params) for t in after if t.state == TrialState.COMPLETE}
     for number, (value, params) in before.items():  # nothing lost

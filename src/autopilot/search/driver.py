@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from ..rundir import RunDir, write_json
 from . import space
 from .progress import Progress
-from .study import Objective, open_study, recover_interrupted, summarize
+from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import FINISHED, optimize, run_workers
 
 
@@ -21,9 +21,11 @@ def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: f
     existing = study.get_trials(deepcopy=False)
     if existing:
         n_before = len(existing)
-        lost = recover_interrupted(study)
+        recover_interrupted(study)
+        retried = requeue_interrupted(study)
         done = sum(t.state == TrialState.COMPLETE for t in existing)
-        console.print(f"resuming study: {done} completed trial(s) kept" + (f", {lost} interrupted trial(s) marked failed" if lost else ""))
+        console.print(f"resuming study: {done} completed trial(s) kept"
+                      + (f", {retried} interrupted trial(s) queued again" if retried else ""), highlight=False)
     elif config["sampler"] != "grid":
         study.enqueue_trial(space.default_params(info))
     # A new sampler seed per session: a resumed random search must not

@@ -77,13 +77,31 @@ def open_study(run: RunDir, config: dict, info: dict, *, sampler_seed: int | Non
     )
 
 
+INTERRUPTED = "interrupted (Ctrl-C or the process was stopped)"
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Give trials that an interruption cut short another go (once each):
+    they were never judged, so dropping them would bias the search, and
+    the first one is often the strong default."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    n = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("error") == INTERRUPTED and t.number not in retried \
+                and "retry_of" not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            n += 1
+    return n
+
+
 def recover_interrupted(study: optuna.Study) -> int:
     """Trials left RUNNING by a killed process can never finish: mark them
     failed so they are not counted, and the study goes on. Completed trials
     are untouched, so none is lost or repeated."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted (process stopped)")
+        study._storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
@@ -134,6 +152,9 @@ class Objective:
                 callbacks=[live],
             )
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", INTERRUPTED)
             raise
         except TrainingDiverged as e:
             trial.set_user_attr("error", f"diverged: {e}")

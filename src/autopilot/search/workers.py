@@ -29,8 +29,7 @@ def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_
     study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
 
 
-def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threads: int, sampler_seed: int,
-                index: int = 0) -> None:
+def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threads: int, sampler_seed: int) -> None:
     import torch
 
     from ..runner import load_run_data  # late import: workers start from a clean interpreter
@@ -41,23 +40,10 @@ def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threa
     config, _ds, data, info = load_run_data(run)
     study = open_study(run, config, info, sampler_seed=sampler_seed)
     objective = Objective(run, data, info, config, deadline=_monotonic_deadline(deadline_wall))
-    if index > 0:
-        _let_first_worker_claim_enqueued(study, deadline_wall)
     try:
         optimize(study, objective, deadline_wall, n_trials)
     except KeyboardInterrupt:
         pass
-
-
-def _let_first_worker_claim_enqueued(study: optuna.Study, deadline_wall: float) -> None:
-    """Two processes popping the same enqueued trial at once can lose it
-    (one claim wins, the trial is recorded as failed): the enqueued default
-    trial is the strongest start, so only worker 0 takes it."""
-    give_up = min(deadline_wall, time.time() + 60)
-    while time.time() < give_up:
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return
-        time.sleep(0.2)
 
 
 def _exit_with_parent() -> None:
@@ -85,7 +71,7 @@ def run_workers(run: RunDir, n_workers: int, deadline_wall: float, n_trials: int
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     procs = [
-        ctx.Process(target=worker_main, args=(str(run.path), deadline_wall, n_trials, threads, base_seed + 1000 * (i + 1), i), daemon=False)
+        ctx.Process(target=worker_main, args=(str(run.path), deadline_wall, n_trials, threads, base_seed + 1000 * (i + 1)), daemon=False)
         for i in range(n_workers)
     ]
     for p in procs:

@@ -1,0 +1,110 @@
+"""Which candidate to ship: a pure function of the measurements.
+
+Rules, in order:
+  1. only candidates whose ONNX file passed its parity check;
+  2. only candidates whose validation accuracy is at most `max_drop` below
+     the baseline's (validation, not test: test accuracy is reported, never
+     used to choose, or it would stop being an honest estimate);
+  3. only candidates that beat the baseline on the target by at least
+     `min_gain` (5 %): never ship something slower or bigger, and do not
+     trade a verified fp32 file for a gain inside measurement noise;
+  4. of those, the best on the target; ties go to higher validation
+     accuracy, then the smaller file.
+When nothing qualifies, the baseline is kept and the reason says why.
+"""
+from __future__ import annotations
+
+TARGETS = ("latency", "size", "throughput")
+MIN_GAIN = 0.05
+_EPS = 1e-9  # accuracies are ratios of counts; guard the comparison against float noise
+
+
+def target_cost(c: dict, target: str) -> float:
+    """Lower is better for every target."""
+    if target == "latency":
+        return float(c["latency_ms"]["1"]["p50"])
+    if target == "size":
+        return float(c["file_bytes"])
+    if target == "throughput":
+        return -float(c["throughput_per_s"]["64"])
+    raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+
+
+def describe_target(c: dict, target: str) -> str:
+    if target == "latency":
+        return f"batch-1 p50 {c['latency_ms']['1']['p50']:.3f} ms"
+    if target == "size":
+        return f"{c['file_bytes'] / 1024:.1f} KiB"
+    return f"{c['throughput_per_s']['64']:.0f} inputs/s at batch 64"
+
+
+def _gain(c: dict, base: dict, target: str) -> float:
+    """Relative improvement over the baseline (0.25 = 25 % better)."""
+    b, v = target_cost(base, target), target_cost(c, target)
+    return (b - v) / abs(b) if b else 0.0
+
+
+def _measured(c: dict, target: str) -> bool:
+    try:
+        target_cost(c, target)
+        return c.get("val_acc") is not None
+    except (KeyError, TypeError):
+        return False
+
+
+def choose(candidates: list[dict], target: str = "latency", max_drop: float = 0.005, *,
+           min_gain: float = MIN_GAIN) -> tuple[dict, str]:
+    """(chosen candidate, reason). `candidates` includes the baseline, marked
+    with "baseline": True. Pure: reads the dicts, changes nothing."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    bases = [c for c in candidates if c.get("baseline")]
+    if len(bases) != 1:
+        raise ValueError(f"expected exactly one baseline candidate, got {len(bases)}")
+    base = bases[0]
+    floor = base["val_acc"] - max_drop
+    not_better = {"latency": "not faster", "size": "not smaller", "throughput": "no more throughput"}[target]
+    rejected: dict[str, list[str]] = {"unmeasured": [], "parity": [], "accuracy": [], not_better: []}
+    eligible = []
+    for c in candidates:
+        if c is base:
+            continue
+        if not _measured(c, target):
+            rejected["unmeasured"].append(c["name"])
+        elif not (c.get("parity") or {}).get("passed", False):
+            rejected["parity"].append(c["name"])
+        elif c["val_acc"] < floor - _EPS:
+            rejected["accuracy"].append(c["name"])
+        elif _gain(c, base, target) < min_gain:
+            rejected[not_better].append(c["name"])
+        else:
+            eligible.append(c)
+    if not eligible:
+        why = "; ".join(f"{k}: {', '.join(v)}" for k, v in rejected.items() if v) or "no candidates"
+        return base, (f"kept the baseline ({base['name']}, {describe_target(base, target)}, val acc {base['val_acc']:.4f}): "
+                      f"no candidate was >= {min_gain:.0%} better on {target} within {max_drop * 100:.2f} points of "
+                      f"validation accuracy with parity passed ({why})")
+    best = min(eligible, key=lambda c: (target_cost(c, target), -c["val_acc"], c["file_bytes"]))
+    drop = (base["val_acc"] - best["val_acc"]) * 100
+    factor = target_cost(best, target) / target_cost(base, target) if target == "throughput" else \
+        target_cost(base, target) / max(target_cost(best, target), 1e-12)
+    word = {"latency": "faster", "size": "smaller", "throughput": "more throughput"}[target]
+    return best, (f"{best['name']}: {describe_target(best, target)} vs {describe_target(base, target)} for the baseline "
+                  f"({factor:.2f}x {word}); val acc {best['val_acc']:.4f} vs {base['val_acc']:.4f} "
+                  f"({drop:+.2f} points drop, limit {max_drop * 100:.2f}); parity {best['parity']['argmax_agree']:.4f}; "
+                  f"best of {len(eligible)} eligible of {len(candidates) - 1} candidates")
+
+
+def pareto_front(candidates: list[dict], target: str) -> set[str]:
+    """Names of candidates not dominated on (validation accuracy up, target
+    cost down)."""
+    pts = [c for c in candidates if _measured(c, target)]
+    front = set()
+    for c in pts:
+        cc, ca = target_cost(c, target), c["val_acc"]
+        dominated = any(
+            (target_cost(o, target) <= cc and o["val_acc"] >= ca) and (target_cost(o, target) < cc or o["val_acc"] > ca)
+            for o in pts if o is not c)
+        if not dominated:
+            front.add(c["name"])
+    return front

@@ -1,0 +1,432 @@
+"""The compression stage: build candidates, measure them all the same way,
+ship the best one the policy allows.
+
+The plan is an ordered ladder, not a search. There are only a handful of
+sensible candidates and each trained one costs a real share of a budget of
+a minute or two, so an NSGA-II study would spend its trials rediscovering
+what we know in advance (int8 is cheap and usually helps CNNs; a 50 % prune
+or a 4x-smaller student is the natural first try). Instead:
+
+  1. the baseline (fp32 model.onnx under ORT's full graph optimisations) and
+     the cheap, training-free candidates: int8 static, plus int8 dynamic on
+     MLPs (on convolutions it is known to be slower);
+  2. two ladders of trained candidates, interleaved so that a small budget
+     still gets one of each:
+       prune:   50 % of channels, fine-tuned; then 70 % if 50 % kept its
+                validation accuracy within max_drop, else 30 %;
+       distill: a student with <= 1/4 of the teacher's parameters; then
+                <= 1/16 if it kept accuracy, else <= 1/2;
+     each trained candidate that keeps accuracy is also quantised;
+  3. every candidate's latency measured together, interleaved (measure.py);
+  4. policy.choose.
+
+Each trained job gets a time slice of what is left (distillation starts from
+scratch, so it gets twice the slice of a fine-tune), and its epoch count is
+fitted to the slice from a timed probe, so its lr schedule completes instead
+of being cut off; a deadline is the hard stop behind it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..export import export_onnx
+from ..models import build_model, count_params, load_model, save_model
+from ..rundir import RunDir, read_json, write_json
+from ..train import DEFAULTS, train
+from . import measure
+from .distill import ALPHA, TEMPERATURE, distill
+from .policy import MIN_GAIN, choose, pareto_front
+from .prune import prune_channels
+from .quantize import calibration_samples, quantize_dynamic_int8, quantize_static_int8
+from .students import describe as describe_student
+from .students import student_spec
+
+# Defaults in one visible place.
+BUDGET_SHARE, MIN_BUDGET_S, NO_RUN_BUDGET_S = 0.25, 60.0, 120.0
+PRUNE_FIRST, PRUNE_UP, PRUNE_DOWN = 0.5, 0.7, 0.3
+STUDENT_FIRST, STUDENT_UP, STUDENT_DOWN = 1 / 4, 1 / 16, 1 / 2
+JOB_WEIGHT = {"prune": 1.0, "distill": 2.0}
+# Fine-tuning starts from good weights, but pruning knocks them about: at 6
+# epochs, 0.1x the search's lr recovered least on mnist5k (val 0.975),
+# 1.0x most (0.993); on mnist1d the order reversed, more mildly (0.992 vs
+# 0.988). Half is the compromise.
+FINETUNE_LR_SCALE = 0.5
+FINETUNE_MAX_EPOCHS = 20
+DISTILL_MAX_EPOCHS = 60
+MIN_EPOCHS = 2
+MIN_JOB_S = 4.0              # a slice shorter than this trains nothing useful
+# Torch threads while training candidates. Not all cores: with another job on
+# the second core, 2 OpenMP threads made a training step 10x slower here
+# (1 s instead of 0.07 s) as each waits for the descheduled other.
+TRAIN_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def compress_budget_s(run_budget_s: float | None) -> float:
+    """Default budget of the stage: 25 % of the run budget, at least 60 s;
+    120 s when the run had no time budget (--trials only)."""
+    if not run_budget_s:
+        return NO_RUN_BUDGET_S
+    return max(MIN_BUDGET_S, BUDGET_SHARE * float(run_budget_s))
+
+
+class _Stage:
+    """State of one compress_run: the candidates so far and the clock."""
+
+    def __init__(self, rd: RunDir, out: Path, data: dict, kind: str, teacher, spec: dict, hp: dict, *,
+                 target: str, max_drop: float, seed: int, deadline: float, final_reserve: float, device: str, console):
+        self.rd, self.out, self.data, self.kind = rd, out, data, kind
+        self.teacher, self.spec, self.hp = teacher, spec, hp
+        self.target, self.max_drop, self.seed = target, max_drop, seed
+        self.deadline, self.final_reserve, self.device = deadline, final_reserve, device
+        self.console = console
+        self.candidates: list[dict] = []
+        self.plan: list[dict] = []
+        self.sources: dict[str, torch.nn.Module] = {}  # fp32 PyTorch model of each fp32 candidate
+        self.calib = calibration_samples(data["train"][0], seed=seed)
+        self.quant_s = 2.0  # updated with the measured cost of quantising + evaluating one file
+        self.int8_gain = 1.0  # how much int8 helped the baseline on the target (for screening)
+
+    # -- bookkeeping -------------------------------------------------------
+    def left(self) -> float:
+        return self.deadline - self.final_reserve - time.monotonic()
+
+    def log(self, step: str, status: str, why: str = "", **extra) -> None:
+        self.plan.append({"step": step, "status": status, "why": why, **extra})
+        style = {"done": "green", "skipped": "yellow", "failed": "red"}.get(status, "")
+        self.console.print(f"  compress: {step:<22} [{style}]{status}[/{style}]" + (f"  {why}" if why else ""),
+                           highlight=False)
+
+    @property
+    def floor(self) -> float:
+        return self.candidates[0]["val_acc"] - self.max_drop
+
+    def rel(self, p: Path) -> str:
+        # Paths as they will be after the temporary folder becomes compress/.
+        return str(Path("compress") / p.relative_to(self.out))
+
+    # -- candidates --------------------------------------------------------
+    def add_file(self, name: str, path: Path, *, method: str, source: str | None, params: int,
+                 ref_test: np.ndarray, built_s: float, **extra) -> dict:
+        against = f"PyTorch fp32 {source or name}"
+        rec = {"name": name, "method": method, "source": source, "baseline": False,
+               "path": self.rel(path) if self.out in path.parents else str(path.relative_to(self.rd.path)),
+               "params": int(params), "build_s": round(built_s, 2), **extra}
+        rec.update(measure.evaluate_file(path, self.data, ref_test, against))
+        rec["_file"] = str(path)
+        self.candidates.append(rec)
+        return rec
+
+    def add_fp32(self, name: str, model, *, method: str, built_s: float, **extra) -> dict:
+        path = self.out / "candidates" / f"{name}.onnx"
+        model = model.eval().cpu()
+        export_onnx(model, self.spec["input_shape"], path)
+        ref = measure.torch_logits(model, self.data["test"][0])
+        self.sources[name] = model
+        return self.add_file(name, path, method=method, source=None, params=count_params(model), ref_test=ref,
+                             built_s=built_s, **extra)
+
+    def add_quantized(self, source: dict) -> None:
+        """int8 static (and dynamic on MLPs) of an fp32 candidate."""
+        modes = ["static"] + (["dynamic"] if self.spec["family"] == "mlp" else [])
+        src_model = self.sources[source["name"]]
+        ref = measure.torch_logits(src_model, self.data["test"][0])
+        for mode in modes:
+            name = ("int8" if source["baseline"] else f"{source['name']}-int8") + ("s" if mode == "static" else "d")
+            if self.left() < self.quant_s:
+                self.log(name, "skipped", f"budget ({self.left():.0f} s left)")
+                continue
+            t = time.monotonic()
+            try:
+                path = self.out / "candidates" / f"{name}.onnx"
+                if mode == "static":
+                    quantize_static_int8(source["_file"], path, self.calib)
+                else:
+                    quantize_dynamic_int8(source["_file"], path)
+                rec = self.add_file(name, path, method=f"int8-{mode}", source=source["name"], params=source["params"],
+                                    ref_test=ref, built_s=time.monotonic() - t)
+            except Exception as e:  # one broken candidate must not stop the stage
+                self.log(name, "failed", f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=3))
+                continue
+            self.quant_s = max(self.quant_s * 0.5, time.monotonic() - t)
+            self.log(name, "done", f"val {rec['val_acc']:.4f}, {rec['file_bytes'] / 1024:.0f} KiB, "
+                                   f"parity {rec['parity']['argmax_agree']:.4f} ({time.monotonic() - t:.1f} s)")
+
+    # -- screening -----------------------------------------------------------
+    def quick_costs(self, paths: dict[str, Path]) -> dict[str, float]:
+        """A rough, fast reading of the target cost (lower is better); files
+        timed together so that load elsewhere hits both."""
+        if self.target == "size":
+            return {n: float(Path(p).stat().st_size) for n, p in paths.items()}
+        b = 1 if self.target == "latency" else 64
+        lat = measure.measure_latency(paths, self.data["test"][0], budget_s=0.5, batches=(b,))
+        return {n: v["latency_ms"][str(b)]["p50"] for n, v in lat.items()}
+
+    def note_int8_gain(self, base: dict, int8: dict) -> None:
+        q = self.quick_costs({"fp32": Path(base["_file"]), "int8": Path(int8["_file"])})
+        self.int8_gain = max(1.0, q["fp32"] / q["int8"])
+
+    def could_win(self, model, name: str) -> tuple[bool, str]:
+        """Latency and size do not depend on the weights: time the untrained
+        architecture before spending a training slice on it. It passes when,
+        even with the int8 gain the baseline got, it could beat the baseline by
+        the policy's margin; else training it would be wasted."""
+        tmp = self.out / f".screen-{name}.onnx"
+        try:
+            export_onnx(model, self.spec["input_shape"], tmp)
+            q = self.quick_costs({"fp32": Path(self.candidates[0]["_file"]), name: tmp})
+        finally:
+            tmp.unlink(missing_ok=True)
+        best = q[name] / self.int8_gain
+        ok = best <= q["fp32"] * (1 - MIN_GAIN)
+        return ok, f"untrained {name}: {q[name]:.3g} vs baseline {q['fp32']:.3g} on {self.target} (int8 at best /{self.int8_gain:.2f})"
+
+    # -- trained candidates ------------------------------------------------
+    def _epochs_for(self, slice_s: float, model, hp: dict, teacher=None) -> tuple[int, float]:
+        """Fit the epoch count to the slice from a timed probe: 3 steps on
+        a copy, after one untimed warm-up step."""
+        from ..data.augment import make_augment
+
+        Xtr, ytr = self.data["train"]
+        bs = int(min(hp["batch_size"], len(Xtr)))
+        steps = max(1, len(Xtr) // bs)
+        probe = copy.deepcopy(model).train()
+        opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+        augment = make_augment(self.kind, float(hp["aug_strength"]), tuple(Xtr.shape[1:]))
+        xb, yb = torch.as_tensor(Xtr[:bs]), torch.as_tensor(ytr[:bs], dtype=torch.long)
+        times = []
+        for i in range(4):
+            t = time.perf_counter()
+            x = augment(xb) if augment is not None else xb
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher(x)
+            loss = torch.nn.functional.cross_entropy(probe(x), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:
+                times.append(time.perf_counter() - t)
+        # + validation pass each epoch, roughly one forward per example
+        epoch_s = float(np.median(times)) * steps * 1.15 + 0.3 * float(np.median(times)) * len(self.data["val"][0]) / bs
+        return int(slice_s // max(epoch_s, 1e-3)), epoch_s
+
+    def train_job(self, job: str, arg: float, slice_s: float) -> dict | str | None:
+        """One trained fp32 candidate (pruned + fine-tuned, or distilled);
+        "too-slow" when screening says it cannot win, None when skipped."""
+        t0 = time.monotonic()
+        if job == "prune":
+            name = f"prune{round(arg * 100)}"
+            model = prune_channels(self.teacher, self.spec["input_shape"], arg)
+            sspec = None
+            hp = {**self.hp, "lr": self.hp["lr"] * FINETUNE_LR_SCALE, "schedule": "cosine", "warmup_frac": 0.05}
+            cap, teacher = FINETUNE_MAX_EPOCHS, None
+        else:
+            sspec = student_spec(self.spec, arg)
+            if sspec is None:
+                self.log(f"distill 1/{round(1 / arg)}", "skipped", "no smaller student of this family fits")
+                return None
+            name = f"distill-w{sspec['width']}d{sspec['depth']}"
+            if any(c["name"] == name for c in self.candidates):
+                self.log(name, "skipped", "same student as an earlier rung")
+                return None
+            torch.manual_seed(self.seed)
+            model = build_model(sspec)
+            # Soft targets carry the teacher's smoothing already.
+            hp = {**self.hp, "label_smoothing": 0.0}
+            cap, teacher = DISTILL_MAX_EPOCHS, self.teacher
+        ok, why = self.could_win(model, name)
+        if not ok:
+            self.log(name, "skipped", f"cannot beat the baseline: {why}")
+            return "too-slow"
+        epochs, epoch_s = self._epochs_for(slice_s - (time.monotonic() - t0), model, hp, teacher)
+        epochs = min(cap, epochs)
+        if epochs < MIN_EPOCHS:
+            self.log(name, "skipped", f"one epoch takes ~{epoch_s:.1f} s; the {slice_s:.0f} s slice fits < {MIN_EPOCHS}")
+            return None
+        hp = {**hp, "epochs": epochs, "patience": epochs + 1}  # the slice is short: no early stop
+        # The hard stop: the slice with some slack for the probe's error, never past the stage's own end.
+        hard = min(time.monotonic() + 1.5 * slice_s, self.deadline - self.final_reserve)
+        t_train = time.monotonic()
+        if job == "prune":
+            res = train(model, self.data["train"], self.data["val"], hp, kind=self.kind, seed=self.seed,
+                        device=self.device, deadline=hard)
+        else:
+            res = distill(teacher, model, self.data["train"], self.data["val"], hp, kind=self.kind,
+                          seed=self.seed, device=self.device, deadline=hard)
+        model = model.cpu().eval()
+        info = {"epochs": epochs, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "stopped": res.stopped,
+                "torch_val_acc": res.best_val_acc, "train_s": round(time.monotonic() - t_train, 1),
+                "slice_s": round(slice_s, 1), "lr": hp["lr"], "schedule": hp["schedule"]}
+        if job == "prune":
+            detail = {"ratio": arg, "train": info}
+        else:
+            detail = {"student": sspec, "share": arg, "temperature": TEMPERATURE, "alpha": ALPHA, "train": info}
+            save_model(self.out / "candidates" / name, model, sspec)  # a student can be rebuilt from its spec
+        rec = self.add_fp32(name, model, method=job, built_s=time.monotonic() - t0, **detail)
+        self.log(name, "done", f"{rec['params']:,} params, {res.epochs_run}/{epochs} epochs in {info['train_s']:.0f} s, "
+                               f"val {rec['val_acc']:.4f} (floor {self.floor:.4f})")
+        return rec
+
+    def ladders(self) -> None:
+        rungs = {"prune": [PRUNE_FIRST], "distill": [STUDENT_FIRST]}
+        done = {"prune": 0, "distill": 0}
+        order = ["prune", "distill"]
+        while any(rungs.values()):
+            # Expected jobs still to come: each ladder has two rungs at most.
+            weights = {j: JOB_WEIGHT[j] * (2 - done[j]) for j in order if rungs[j]}
+            job = next(j for j in order if rungs[j])
+            arg = rungs[job].pop(0)
+            label = f"prune {round(arg * 100)} %" if job == "prune" else f"distill 1/{round(1 / arg)}"
+            # Leave room for quantising what this job makes (and the others).
+            avail = self.left() - self.quant_s * sum(2 - done[j] for j in weights)
+            slice_s = avail * JOB_WEIGHT[job] / sum(weights.values())
+            order = order[1:] + order[:1]  # interleave the two ladders
+            done[job] += 1
+            if slice_s < MIN_JOB_S:
+                self.log(label, "skipped", f"budget ({max(0.0, self.left()):.0f} s left)")
+                continue
+            try:
+                rec = self.train_job(job, arg, slice_s)
+            except Exception as e:
+                self.log(label, "failed", f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=3))
+                continue
+            if rec is None:
+                continue
+            # Next rung: compress harder when this one kept accuracy or was
+            # not fast enough to win; back off when it lost accuracy.
+            ok = rec == "too-slow" or rec["val_acc"] >= self.floor - 1e-9
+            if done[job] == 1:
+                up, down = (PRUNE_UP, PRUNE_DOWN) if job == "prune" else (STUDENT_UP, STUDENT_DOWN)
+                rungs[job].append(up if ok else down)
+            if rec == "too-slow":
+                continue  # no time spent: the next job's slice is larger
+            if ok:
+                self.add_quantized(rec)
+            else:
+                self.log(f"{rec['name']}-int8", "skipped", "its fp32 source already lost more than max_drop")
+
+
+def compress_run(run_dir, *, budget_s: float | None = None, target: str = "latency", max_drop: float = 0.005,
+                 seed: int = 0, console=None, data: dict | None = None, device: str = "auto") -> dict:
+    """Compress the final model of a finished run; returns what it writes to
+    RUN/compress/results.json. `data` ({"train": (X, y), "val": ..., "test": ...})
+    skips reloading the data set when the caller has it in memory."""
+    from rich.console import Console
+
+    from .policy import TARGETS
+    from .table import render
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if not 0 <= max_drop < 1:
+        raise ValueError(f"max_drop is a fraction (0.005 = half a point), got {max_drop}")
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    rd = RunDir(run_dir)
+    if not (rd.model_dir / "card.json").exists():
+        raise FileNotFoundError(f"no model in {str(rd.path)!r} (missing model/card.json); finish `autopilot run` first")
+    card = read_json(rd.model_dir / "card.json")
+    run_info = rd.read_run()
+    if budget_s is None:
+        budget_s = compress_budget_s(run_info.get("config", {}).get("budget_s"))
+    deadline = started + float(budget_s)
+    # Kept back for the final latency measurement, the choice and writing.
+    final_reserve = min(25.0, max(5.0, 0.12 * budget_s))
+    if data is None:
+        from ..runner import load_run_data
+
+        _, _, data, _ = load_run_data(rd)
+    teacher, spec = load_model(rd.model_dir)
+    hp = {**DEFAULTS, **((card.get("hyperparameters") or {}).get("training") or {})}
+    console.print(f"compress [bold]{rd.name}[/bold]: {spec['family']} {count_params(teacher):,} params, target "
+                  f"{target}, max drop {max_drop * 100:.2f} points, budget {budget_s:.0f} s", highlight=False)
+
+    out = rd.path / ".compress.tmp"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "candidates").mkdir(parents=True)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        st = _Stage(rd, out, data, card.get("kind", "table"), teacher, spec, hp, target=target, max_drop=max_drop,
+                    seed=seed, deadline=deadline, final_reserve=final_reserve, device=device, console=console)
+        ref = measure.torch_logits(teacher, data["test"][0])
+        base = st.add_file("fp32", rd.model_dir / "model.onnx", method="fp32", source=None,
+                           params=count_params(teacher), ref_test=ref, built_s=0.0)
+        base["baseline"] = True
+        st.sources["fp32"] = teacher
+        st.log("fp32 (baseline)", "done", f"val {base['val_acc']:.4f}, {base['file_bytes'] / 1024:.0f} KiB")
+        st.add_quantized(base)
+        int8 = next((c for c in st.candidates if c["name"] == "int8s"), None)
+        if int8 is not None:
+            st.note_int8_gain(base, int8)
+        st.ladders()
+
+        # Every candidate timed together (see measure.py), in what is left.
+        lat_budget = max(2.0, deadline - time.monotonic() - 2.0)
+        console.print(f"  compress: timing {len(st.candidates)} candidates at batch 1 and 64, 1 thread "
+                      f"(~{lat_budget:.0f} s)", highlight=False)
+        lat = measure.measure_latency({c["name"]: c["_file"] for c in st.candidates}, data["test"][0],
+                                      budget_s=lat_budget)
+        for c in st.candidates:
+            c.update(lat[c["name"]])
+        chosen, reason = choose(st.candidates, target, max_drop)
+        if not chosen["baseline"]:
+            shutil.copy2(chosen["_file"], out / "chosen.onnx")
+        front = pareto_front(st.candidates, target)
+        for c in st.candidates:
+            c["pareto"] = c["name"] in front
+            c.pop("_file")
+        results = {
+            "run": rd.name,
+            "target": target,
+            "max_drop": max_drop,
+            "seed": seed,
+            "budget_s": float(budget_s),
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "chosen": chosen["name"],
+            "chosen_path": "compress/chosen.onnx" if not chosen["baseline"] else chosen["path"],
+            "reason": reason,
+            "baseline": "fp32",
+            "measurement": {"threads": measure.THREADS, "batches": list(measure.BATCHES),
+                            "calls_per_round": {str(k): v for k, v in measure.CALLS_PER_ROUND.items()},
+                            "interleaved": True, "inputs": "test split (tiled to the batch size)",
+                            "accuracy": "ONNX Runtime on the val and test splits",
+                            "parity": f"argmax agreement with the PyTorch fp32 source on test >= {measure.PARITY_MIN_AGREE}",
+                            "load_average": measure.load_average()},
+            "candidates": st.candidates,
+            "plan": st.plan,
+            "versions": _versions(),
+        }
+        results["elapsed_s"] = round(time.monotonic() - started, 1)
+        write_json(out / "results.json", results)
+        final = rd.path / "compress"
+        shutil.rmtree(final, ignore_errors=True)
+        out.replace(final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads_before)
+    render(results, console)
+    return results
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    out = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        import torch_pruning
+
+        out["torch_pruning"] = getattr(torch_pruning, "__version__", "?")
+    except ImportError:
+        pass
+    return out
