@@ -45,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("input", help="a .npz (array X), a .csv of features, an image file or a folder of images")
     pr.add_argument("--out", help="write predictions here (.csv or .json); default: CSV to standard output")
 
+    c = sub.add_parser("compress", help="measure ONNX, int8, pruned and distilled candidates; ship the best that helps")
+    c.add_argument("run", help="run directory of a finished run")
+    c.add_argument("--budget", help="time for the stage, e.g. 2m (default: 25%% of the run's budget, at least 60s)")
+    c.add_argument("--target", default="latency", choices=["latency", "size", "throughput"],
+                   help="what the shipped model must improve (default latency: batch-1 p50)")
+    c.add_argument("--max-drop", type=float, default=0.5,
+                   help="largest validation accuracy loss accepted, in points (default 0.5)")
+    c.add_argument("--seed", type=int, default=0, help="seed of pruning fine-tuning and distillation (default 0)")
+
+    from .monitor.cli import add_parsers as add_monitor_parsers
+    from .serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
+    add_monitor_parsers(sub)
+
     rep = sub.add_parser("report", help="(re)write report.html of a run")
     rep.add_argument("run", help="run directory")
     return p
@@ -68,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_command
 
             return predict_command(args.run, args.input, args.out)
+        if args.command == "compress":
+            return _cmd_compress(args, console)
+        if args.command == "serve":
+            from .serve.cli import run as serve_run
+
+            return serve_run(args)
+        if args.command in ("monitor", "retrain", "rollback"):
+            from .monitor.cli import run as monitor_run
+
+            return monitor_run(args)
         if args.command == "report":
             from .report import write_report
 
@@ -102,6 +127,18 @@ def _cmd_run(args, console) -> int:
     print(f"model:  {rd.model_dir / 'model.onnx'}")
     print(f"card:   {rd.model_dir / 'card.json'}")
     print(f"report: {rd.report}")
+    return 0
+
+
+def _cmd_compress(args, console) -> int:
+    from .compress import compress_run
+    from .runner import RunError, parse_duration
+
+    if not 0 <= args.max_drop < 100:
+        raise RunError(f"--max-drop is in points of accuracy (0.5 = half a point), got {args.max_drop}")
+    results = compress_run(args.run, budget_s=parse_duration(args.budget), target=args.target,
+                           max_drop=args.max_drop / 100, seed=args.seed, console=console)
+    print(f"chosen: {results.get('chosen')} — {results.get('reason')}")
     return 0
 
 
