@@ -7,7 +7,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -42,7 +41,11 @@ def trained_run(tmp_path_factory) -> Path:
         from autopilot.runner import run as autopilot_run
 
         autopilot_run("digits", trials=1, budget="60s", runs_dir=base, name="digits", overwrite=True, workers=1,
-                      doctor=False, quiet=True)
+                      doctor=False, compress=False, quiet=True)
+    if not (run / "monitor" / "reference.json").exists():
+        from autopilot.monitor.reference import build_reference
+
+        build_reference(run)  # what `autopilot run` does at its end once wired
     return run
 
 
@@ -129,19 +132,23 @@ async def _read_response(reader):
     line = await reader.readline()
     if not line:
         raise ConnectionError("closed")
-    status, length = int(line[9:12]), 0
+    status, length, close = int(line[9:12]), 0, False
     while True:
         h = await reader.readline()
         if h in (b"\r\n", b""):
             break
         k, _, v = h.partition(b":")
-        if k.strip().lower() == b"content-length":
+        k = k.strip().lower()
+        if k == b"content-length":
             length = int(v)
-    return status, await reader.readexactly(length)
+        elif k == b"connection" and v.strip().lower() == b"close":
+            close = True
+    return status, await reader.readexactly(length), close
 
 
 def blast(port: int, bodies: list[bytes], concurrency: int = 8, path: str = "/v1/predict",
-          on_response=None, stop: threading.Event | None = None, duration: float | None = None) -> dict:
+          on_response=None, stop: threading.Event | None = None, duration: float | None = None,
+          pause: float = 0.0) -> dict:
     """Post every body once (or loop over them for `duration` / until `stop`)
     from `concurrency` keep-alive connections; a minimal HTTP/1.1 client,
     because httpx needs ~5x the CPU per request on these 2 cores."""
@@ -154,8 +161,8 @@ def blast(port: int, bodies: list[bytes], concurrency: int = 8, path: str = "/v1
             while True:
                 if stop is not None and stop.is_set():
                     return
-                if duration is not None:
-                    if time.monotonic() > t_end:
+                if duration is not None or stop is not None:  # loop over the bodies until told to stop
+                    if duration is not None and time.monotonic() > t_end:
                         return
                     i = (k + result["sent"]) % len(bodies)
                 else:
@@ -165,16 +172,21 @@ def blast(port: int, bodies: list[bytes], concurrency: int = 8, path: str = "/v1
                 result["sent"] += 1
                 writer.write(head + str(len(bodies[i])).encode() + b"\r\n\r\n" + bodies[i])
                 try:
-                    status, data = await _read_response(reader)
+                    status, data, close = await _read_response(reader)
                 except (OSError, ConnectionError, asyncio.IncompleteReadError):
                     result["errors"] += 1
                     writer.close()
                     reader, writer = await asyncio.open_connection(HOST, port)
                     continue
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
                 result["answered"] += 1
                 result["status"][status] = result["status"].get(status, 0) + 1
                 if on_response is not None:
                     on_response(i, status, data)
+                if pause:
+                    await asyncio.sleep(pause)
         finally:
             writer.close()
 
@@ -216,10 +228,17 @@ def server(run_copy):
     s.stop()
 
 
-def test_server_process_never_imports_torch(server, run_copy):
-    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
-    assert "libtorch" not in maps  # no torch shared library mapped into the server process
-    assert "torch not loaded" in server.log()
+def test_server_process_never_imports_torch(run_copy):
+    """Even when it first builds the missing drift reference (in a subprocess)."""
+    shutil.rmtree(run_copy / "monitor")
+    server = Server(run_copy)
+    try:
+        maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert "libtorch" not in maps  # no torch shared library mapped into the server process
+        assert "torch not loaded" in server.log()
+        assert (run_copy / "monitor" / "reference.json").exists() and (run_copy / "monitor" / "rules.yaml").exists()
+    finally:
+        server.stop()
     code = ("import sys, autopilot.serve.app, autopilot.serve.cli, autopilot.monitor.status, autopilot.monitor.evaluator;"
             "assert 'torch' not in sys.modules, 'torch imported'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -284,7 +303,7 @@ def test_health_ready_model_and_metrics(server):
 def test_concurrent_single_requests_share_onnx_runtime_calls(server, digits_data):
     X = digits_data["test"][0][:50]
     model_answers = {}
-    res = blast(server.port, bodies_of(np.repeat(X, 8, axis=0)), concurrency=32,
+    res = blast(server.port, bodies_of(np.tile(X, (8, 1, 1, 1))), concurrency=32,
                 on_response=lambda i, st, d: model_answers.setdefault(i % 50, set()).add(orjson.loads(d)["predictions"][0]["class"]))
     assert res["status"] == {200: 400} and res["errors"] == 0
     assert all(len(v) == 1 for v in model_answers.values())  # batching never mixes up answers
@@ -365,7 +384,8 @@ def test_request_log_and_feedback(server, run_copy, digits_data):
     while time.time() < deadline:  # written off the request path: wait for the writer thread
         with eng.connect() as c:
             n_fb = c.execute(sa.text("select count(*) from feedback")).scalar()
-        if n_fb == 31:
+            n_resp = c.execute(sa.text("select count(*) from responses where endpoint='feedback'")).scalar()
+        if n_fb == 31 and n_resp == 34:
             break
         time.sleep(0.1)
     with eng.connect() as c:

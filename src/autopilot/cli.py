@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
     r.add_argument("--force", action="store_true", help="go on even when the doctor finds an error")
     r.add_argument("--no-doctor", action="store_true", help="skip the doctor's pre-flight checks")
+    r.add_argument("--no-compress", action="store_true", help="skip the compression stage")
+    r.add_argument("--compress-target", default="latency", choices=["latency", "size", "throughput"],
+                   help="what compression must improve (default latency)")
+    r.add_argument("--max-drop", type=float, default=0.5,
+                   help="validation accuracy points compression may lose (default 0.5)")
 
     d = sub.add_parser("doctor", help="check a data set and its default model the way a careful engineer would")
     d.add_argument("data", help="the same forms as for `run`")
@@ -115,7 +120,8 @@ def _cmd_run(args, console) -> int:
             args.data, label=args.label, skip_bad=args.skip_bad, budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
-            quiet=args.quiet, doctor=not args.no_doctor, force=args.force, started=_STARTED, console=console,
+            quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=not args.no_compress,
+            compress_target=args.compress_target, max_drop=args.max_drop / 100, started=_STARTED, console=console,
         )
     except KeyboardInterrupt:
         return 130  # the runner has said how to resume
@@ -125,6 +131,10 @@ def _cmd_run(args, console) -> int:
     print(f"test accuracy {card['test_accuracy']:.4f} ± {card['test_accuracy_se']:.4f} "
           f"(val {card['val_accuracy']:.4f}, {card['params']} parameters, {card['family']}, {card['elapsed_s']:.0f}s)")
     print(f"model:  {rd.model_dir / 'model.onnx'}")
+    results_file = rd.path / "compress" / "results.json"
+    if results_file.exists():
+        results = read_json(results_file)
+        print(f"shipped: {results.get('chosen')} ({results.get('reason')})")
     print(f"card:   {rd.model_dir / 'card.json'}")
     print(f"report: {rd.report}")
     return 0

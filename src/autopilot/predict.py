@@ -16,9 +16,12 @@ from .rundir import RunDir, read_json
 
 
 def shipped_model(rd: RunDir) -> Path:
-    """The compressed model when compression chose one, else the plain export."""
-    chosen = rd.path / "compress" / "chosen.onnx"
-    return chosen if chosen.exists() else rd.model_dir / "model.onnx"
+    """The model being served: the current version after a retrain or
+    rollback, else the compressed model when compression chose one, else
+    the plain export."""
+    from .monitor.versions import current
+
+    return current(rd.path).onnx
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

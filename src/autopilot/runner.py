@@ -48,6 +48,21 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return value
 
 
+COMPRESS_SHARE = 0.25  # of a run's budget, for the compression stage
+MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
+
+
+def compress_share(budget_s: float | None) -> float:
+    """Time for compression inside `autopilot run`: a quarter of the budget
+    (the run as a whole must end within its budget), or the stage's own
+    default when the run has no time budget."""
+    if not budget_s:
+        from .compress import compress_budget_s
+
+        return compress_budget_s(None)
+    return COMPRESS_SHARE * budget_s
+
+
 def search_reserve(budget_s: float) -> float:
     """Seconds kept back from the search for the final stage (test
     evaluation, ONNX export, parity check, report)."""
@@ -166,6 +181,9 @@ def run(
     overwrite: bool = False,
     doctor: bool = True,
     force: bool = False,
+    compress: bool = True,
+    compress_target: str = "latency",
+    max_drop: float = 0.005,
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
@@ -217,7 +235,8 @@ def run(
             budget_s = DEFAULT_BUDGET_S
         config = {"data": data, "label": label, "skip_bad": skip_bad, "budget_s": budget_s, "trials": trials,
                   "sampler": sampler, "pruner": pruner, "workers": workers, "storage": storage, "seed": seed,
-                  "device": device, "val_frac": val_frac, "test_frac": test_frac}
+                  "device": device, "val_frac": val_frac, "test_frac": test_frac, "compress": compress,
+                  "compress_target": compress_target, "max_drop": max_drop}
         rd, ds, splits = create_run(data, label=label, skip_bad=skip_bad, config=config, runs_dir=runs_dir,
                                     name=name, overwrite=overwrite, console=console, doctor=doctor, force=force)
         data_arrays, info = arrays(ds, splits), data_info(ds, splits)
@@ -232,9 +251,12 @@ def run(
     # The final stage (test evaluation, ONNX export, report) needs a few
     # seconds; keep them out of the search so the run ends within budget.
     deadline = None
+    compress_s = compress_share(config.get("budget_s")) if config.get("compress", True) else 0.0
     if config.get("budget_s"):
+        if compress_s < MIN_COMPRESS_S:
+            compress_s = 0.0
         remaining = config["budget_s"] - prior_search_s
-        deadline = t0 + max(0.0, remaining - search_reserve(config["budget_s"]))
+        deadline = t0 + max(0.0, remaining - search_reserve(config["budget_s"]) - compress_s)
     search_started = time.time()
     try:
         try:
@@ -243,6 +265,12 @@ def run(
         finally:
             rd.update_run(search_elapsed_s=prior_search_s + (time.time() - search_started))
         finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+        if compress_s > 0:
+            from .compress import compress_run
+
+            compress_run(rd.path, budget_s=compress_s, target=config.get("compress_target", "latency"),
+                         max_drop=config.get("max_drop", 0.005), seed=config["seed"], console=console,
+                         data=data_arrays, device=config.get("device", "auto"))
     except KeyboardInterrupt:
         rd.update_run(status="interrupted")
         console.print(f"interrupted; continue with: autopilot run {config['data']} --resume --name {rd.name}"
@@ -252,6 +280,12 @@ def run(
         rd.update_run(status="failed")
         raise
     rd.update_run(status="done", elapsed_s=time.time() - t0)
+    try:  # what `autopilot serve` and `autopilot monitor` compare live inputs with
+        from .monitor.reference import build_reference
+
+        build_reference(rd.path, data=data_arrays)
+    except Exception as e:
+        console.print(f"[yellow]warning: drift reference not written: {e}[/yellow]")
     try:
         from .report import write_report
 
