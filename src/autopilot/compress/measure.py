@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -86,41 +87,45 @@ def _percentiles(times_s: list[float]) -> dict:
     return {"p50": float(np.median(a)), "p90": float(np.percentile(a, 90)), "n": int(len(a))}
 
 
-def measure_latency(paths: dict[str, str | Path], X: np.ndarray, *, budget_s: float = 10.0,
-                    batches: tuple[int, ...] = BATCHES, threads: int = THREADS) -> dict[str, dict]:
-    """Latency of every file on the same inputs, interleaved round by round.
+def batch_inputs(X: np.ndarray, batches: tuple[int, ...] = BATCHES) -> dict[int, np.ndarray]:
+    """The same inputs for everyone: the first b test examples (a tiny test
+    set is tiled up to the batch size)."""
+    out = {}
+    for b in batches:
+        reps = -(-b // max(1, len(X)))
+        out[b] = np.ascontiguousarray(np.concatenate([X] * reps)[:b], dtype=np.float32)
+    return out
+
+
+def time_interleaved(runners: dict[str, Callable[[np.ndarray], object]], X: np.ndarray, *, budget_s: float = 10.0,
+                     batches: tuple[int, ...] = BATCHES) -> dict[str, dict]:
+    """Latency of every runner (a function of one input batch) on the same
+    inputs, interleaved round by round with the order rotating.
 
     Returns {name: {"latency_ms": {"1": {p50, p90, n}, "64": {...}},
                     "throughput_per_s": {"1": ..., "64": ...}}}.
     At least MIN_ROUNDS rounds run even past `budget_s`, so that every
     number is a median of something.
     """
-    inputs = {}
-    for b in batches:
-        reps = -(-b // max(1, len(X)))  # tile a tiny test set up to the batch size
-        inputs[b] = np.ascontiguousarray(np.concatenate([X] * reps)[:b], dtype=np.float32)
-    sessions = {}
-    for name, path in paths.items():
-        sess = ort_session(path, threads)
-        feed = sess.get_inputs()[0].name
-        for b in batches:  # warm-up: first calls allocate and pick kernels
+    inputs = batch_inputs(X, batches)
+    for fn in runners.values():  # warm-up: first calls allocate and pick kernels
+        for b in batches:
             for _ in range(3):
-                sess.run(None, {feed: inputs[b]})
-        sessions[name] = (sess, feed)
-    times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in sessions}
-    names = list(sessions)
+                fn(inputs[b])
+    times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in runners}
+    names = list(runners)
     t_end = time.perf_counter() + budget_s
     for r in range(MAX_ROUNDS):
         if r >= MIN_ROUNDS and time.perf_counter() > t_end:
             break
         k = r % len(names)
         for name in names[k:] + names[:k]:  # rotate who goes first
-            sess, feed = sessions[name]
+            fn = runners[name]
             for b in batches:
-                x = {feed: inputs[b]}
+                x = inputs[b]
                 for _ in range(CALLS_PER_ROUND.get(b, 3)):
                     t = time.perf_counter()
-                    sess.run(None, x)
+                    fn(x)
                     times[name][b].append(time.perf_counter() - t)
     out = {}
     for name in names:
@@ -128,6 +133,19 @@ def measure_latency(paths: dict[str, str | Path], X: np.ndarray, *, budget_s: fl
         out[name] = {"latency_ms": lat,
                      "throughput_per_s": {str(b): 1e3 * b / lat[str(b)]["p50"] for b in batches}}
     return out
+
+
+def onnx_runner(path: str | Path, threads: int = THREADS) -> Callable[[np.ndarray], object]:
+    sess = ort_session(path, threads)
+    feed = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {feed: x})
+
+
+def measure_latency(paths: dict[str, str | Path], X: np.ndarray, *, budget_s: float = 10.0,
+                    batches: tuple[int, ...] = BATCHES, threads: int = THREADS) -> dict[str, dict]:
+    """time_interleaved over ONNX Runtime sessions of the given files."""
+    return time_interleaved({n: onnx_runner(p, threads) for n, p in paths.items()}, X, budget_s=budget_s,
+                            batches=batches)
 
 
 def load_average() -> list[float] | None:

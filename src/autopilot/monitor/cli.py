@@ -17,13 +17,25 @@ def add_parsers(sub) -> None:
     m.add_argument("--prometheus-rules", metavar="FILE", help="write the rules as Prometheus alerting rules to FILE and exit")
     m.add_argument("--notify", action="store_true", help="POST firing alerts to the rules' webhook")
 
-    from .retrain import add_arguments
-
     r = sub.add_parser("retrain", help="train a challenger on new labelled data; promote it if it wins (exit 1 if not)")
-    add_arguments(r)
+    add_retrain_arguments(r)
 
     b = sub.add_parser("rollback", help="serve the previous model version again")
     b.add_argument("run", help="run directory")
+
+
+def add_retrain_arguments(p) -> None:
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", help="new labelled data: any form `autopilot run` reads, same classes and input shape")
+    p.add_argument("--label", help="label column of a CSV")
+    p.add_argument("--from-feedback", action="store_true", help="use the labelled predictions of the request log")
+    p.add_argument("--budget", default="5m", help="search time (default 5m)")
+    p.add_argument("--trials", type=int, help="stop after this many trials (default: budget only)")
+    p.add_argument("--top-k", type=int, default=3, help="best trials of the previous study to start from (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new-data split and the search (default 0)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="accuracy the challenger may lose on the regression set (default 0)")
+    p.add_argument("--log-url", help="SQLAlchemy URL of the request log (default RUN/serve/requests.db)")
+    p.add_argument("--no-promote", action="store_true", help="compare only; never promote")
 
 
 def run(args) -> int:

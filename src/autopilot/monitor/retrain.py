@@ -315,20 +315,6 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     return decision
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory")
-    p.add_argument("--data", help="new labelled data: any form `autopilot run` reads, same classes and input shape")
-    p.add_argument("--label", help="label column of a CSV")
-    p.add_argument("--from-feedback", action="store_true", help="use the labelled predictions of the request log")
-    p.add_argument("--budget", default="5m", help="search time (default 5m)")
-    p.add_argument("--trials", type=int, help="stop after this many trials (default: budget only)")
-    p.add_argument("--top-k", type=int, default=3, help="best trials of the previous study to start from (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the new-data split and the search (default 0)")
-    p.add_argument("--tolerance", type=float, default=0.0, help="accuracy the challenger may lose on the regression set (default 0)")
-    p.add_argument("--log-url", help="SQLAlchemy URL of the request log (default RUN/serve/requests.db)")
-    p.add_argument("--no-promote", action="store_true", help="compare only; never promote")
-
-
 def run(args) -> int:
     """Exit status: 0 promoted, 1 not promoted, 2 an error."""
     from ..data import DataError
@@ -354,8 +340,10 @@ def _f(v) -> str:
 
 
 def main(argv=None) -> int:
+    from .cli import add_retrain_arguments
+
     p = argparse.ArgumentParser(prog="python -m autopilot.monitor.retrain", description="retrain a run's model")
-    add_arguments(p)
+    add_retrain_arguments(p)
     return run(p.parse_args(argv))
 
 

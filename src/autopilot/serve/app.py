@@ -44,25 +44,10 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .model import ServedModel
 from .requestlog import RequestLog, default_url
 from .schema import BadRequest, parse_feedback, parse_inputs
+from .settings import Settings
 
 log = logging.getLogger("autopilot.serve")
 JSON = "application/json"
-
-
-@dataclass
-class Settings:
-    """Server defaults, in one place."""
-    max_batch: int = 64            # items per ONNX Runtime call
-    max_wait_ms: float = 0.0       # extra wait for a fuller batch under load (see batcher.py)
-    max_items: int = 256           # inputs per request
-    max_body_bytes: int = 8 << 20  # request body limit
-    log_url: str | None = None     # SQLAlchemy URL of the request log; default sqlite RUN/serve/requests.db
-    raw_keep: int = 10_000         # raw inputs kept for labelling (latest N, plus every labelled one)
-    poll_s: float = 1.0            # how often model/versions.json is checked for a promoted version
-    threads: int = 1               # ONNX Runtime intra-op threads
-    rules: str | None = None       # alert rules file; default RUN/monitor/rules.yaml (written if absent)
-    monitor: bool = True           # run the background evaluator
-    build_reference: bool = True   # build RUN/monitor/reference.json in a subprocess when it is missing
 
 
 @dataclass
@@ -199,29 +184,38 @@ async def _watch_versions(st: State) -> None:
         log.warning("model %s -> %s", old, new.version)
 
 
-def _error(st: State, endpoint: str, status: int, message: str, t0: float, n: int = 0) -> tuple[int, bytes]:
+def _error(st: State, endpoint: str, status: int, message: str, t0: float, n: int = 0,
+           close: bool = False) -> tuple[int, bytes, bool]:
     seconds = time.perf_counter() - t0
     st.metrics.request(endpoint, status, seconds)
     st.log.log_response(time.time(), endpoint, status, n, seconds * 1e3, message)
-    return status, orjson.dumps({"detail": message})
+    return status, orjson.dumps({"detail": message}), close
+
+
+DRAIN_FACTOR = 8  # an oversized body up to 8x the limit is read and dropped, so the connection stays usable
 
 
 async def _read_body(body_chunks, content_length: str | None, limit: int) -> bytes:
-    if content_length is not None:
-        if not content_length.isdigit():
-            raise BadRequest(400, "bad Content-Length header")
-        if int(content_length) > limit:
-            raise BadRequest(413, f"body of {int(content_length)} bytes is over the limit of {limit} bytes")
+    if content_length is not None and not content_length.isdigit():
+        raise BadRequest(400, "bad Content-Length header", close=True)
+    declared = int(content_length) if content_length is not None else None
     chunks, n = [], 0
     async for chunk in body_chunks:
         n += len(chunk)
-        if n > limit:
-            raise BadRequest(413, f"body over the limit of {limit} bytes")
+        if n > limit or (declared is not None and declared > limit):
+            # Read on (discarding) so the client gets its 413 on a clean
+            # keep-alive connection; a far larger body is cut off instead.
+            if n > DRAIN_FACTOR * limit:
+                raise BadRequest(413, f"body over the limit of {limit} bytes", close=True)
+            chunks = None
+            continue
         chunks.append(chunk)
+    if chunks is None:
+        raise BadRequest(413, f"body of {n} bytes is over the limit of {limit} bytes")
     return b"".join(chunks)
 
 
-async def handle_predict(st: State, body_chunks, content_length: str | None) -> tuple[int, bytes]:
+async def handle_predict(st: State, body_chunks, content_length: str | None) -> tuple[int, bytes, bool]:
     """The whole predict request: body -> checks -> micro-batched ORT -> JSON.
     Shared by the FastAPI route and the raw ASGI fast path (see FastPath)."""
     t0 = time.perf_counter()
@@ -230,7 +224,7 @@ async def handle_predict(st: State, body_chunks, content_length: str | None) -> 
         body = await _read_body(body_chunks, content_length, st.settings.max_body_bytes)
         x = parse_inputs(body, model.input_shape, model.kind, st.settings.max_items)
     except BadRequest as e:
-        return _error(st, "predict", e.status, e.message, t0)
+        return _error(st, "predict", e.status, e.message, t0, close=e.close)
     try:
         probs, model = await st.batcher.infer(x)
         cls = probs.argmax(1)
@@ -253,7 +247,7 @@ async def handle_predict(st: State, body_chunks, content_length: str | None) -> 
     st.metrics.predictions(cls.tolist())
     st.log.log_predictions(ids[0], now, ids, x, cls, conf, seconds * 1e3, model.version)
     st.log.log_response(now, "predict", 200, len(cls), seconds * 1e3)
-    return 200, out
+    return 200, out, False
 
 
 class FastPath:
@@ -272,9 +266,9 @@ class FastPath:
             st = getattr(self.fastapi.state, "s", None)
             if st is not None:
                 cl = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-                status, out = await handle_predict(st, _asgi_chunks(receive), cl)
+                status, out, close = await handle_predict(st, _asgi_chunks(receive), cl)
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
-                if status == 413:
+                if close:
                     headers.append((b"connection", b"close"))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": out})
@@ -292,8 +286,8 @@ async def _asgi_chunks(receive):
             return
 
 
-def _response(status: int, out: bytes) -> Response:
-    headers = {"Connection": "close"} if status == 413 else None  # do not read the rest of a huge body
+def _response(status: int, out: bytes, close: bool = False) -> Response:
+    headers = {"Connection": "close"} if close else None  # the rest of a huge body was not read
     return Response(out, status_code=status, media_type=JSON, headers=headers)
 
 
@@ -301,8 +295,7 @@ def _routes(app: FastAPI) -> None:
     @app.post("/v1/predict")
     async def predict(request: Request) -> Response:
         st: State = request.app.state.s
-        status, out = await handle_predict(st, request.stream(), request.headers.get("content-length"))
-        return _response(status, out)
+        return _response(*await handle_predict(st, request.stream(), request.headers.get("content-length")))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
@@ -316,9 +309,11 @@ def _routes(app: FastAPI) -> None:
                 raise BadRequest(404, f"no prediction with id {pid!r} in the request log")
         except BadRequest as e:
             return _response(*_error(st, "feedback", e.status, e.message, t0))
-        st.log.log_feedback(pid, label, time.time(), cls)
+        now, seconds = time.time(), time.perf_counter() - t0
+        st.log.log_feedback(pid, label, now, cls)
+        st.log.log_response(now, "feedback", 200, 1, seconds * 1e3)
         st.metrics.feedback.inc()
-        st.metrics.request("feedback", 200, time.perf_counter() - t0)
+        st.metrics.request("feedback", 200, seconds)
         return Response(orjson.dumps({"id": pid, "label": st.model.classes[label], "recorded": True}), media_type=JSON)
 
     @app.get("/healthz")

@@ -84,16 +84,16 @@ class MicroBatcher:
                 self._n_pending -= n
                 self._last_batch = n
                 model = self.model  # one version per batch, even during a swap
-                X = chunks[0][0] if len(chunks) == 1 else np.concatenate([c[0] for c in chunks])
                 try:
+                    X = chunks[0][0] if len(chunks) == 1 else np.concatenate([c[0] for c in chunks])
                     probs = await loop.run_in_executor(self._executor, model.predict_proba, X)
-                except Exception as e:  # a model failure fails these requests (5xx), not the server
+                    if self.on_batch is not None:
+                        self.on_batch(n)
+                except Exception as e:  # a failure fails these requests (5xx), never the batcher
                     for _x, fut in chunks:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                if self.on_batch is not None:
-                    self.on_batch(n)
                 i = 0
                 for x, fut in chunks:
                     if not fut.done():  # the client may have gone away

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from .app import Settings
+    from .settings import Settings
 
     d = Settings()
     s = sub.add_parser("serve", help="serve a run's model over HTTP (predict, feedback, health, metrics)")

@@ -21,9 +21,10 @@ MAX_IMAGE_PIXELS = 4096 * 4096  # a decompression bomb is refused before decodin
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, close: bool = False):
         super().__init__(message)
         self.status, self.message = status, message
+        self.close = close  # the rest of the body was not read: the connection must close
 
 
 def parse_json(body: bytes):

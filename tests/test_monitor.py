@@ -1,0 +1,386 @@
+"""Monitoring: drift statistics (checked against scipy), alert rules, the
+server's evaluator end to end (real server, real SQLite, a real webhook
+receiver on 127.0.0.1), `autopilot monitor`, model versions and the
+retrain loop."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import yaml
+
+from autopilot.monitor import versions
+from autopilot.monitor.alerts import AlertEngine, RulesError, load_config, parse_config
+from autopilot.monitor.drift import compute_metrics, ks_pvalue, ks_statistic, psi
+from autopilot.monitor.features import Reducer
+from autopilot.monitor.reference import feature_stats, reference_from_arrays
+from autopilot.monitor.retrain import compare, decide, file_data, split_new
+from autopilot.monitor.window import Window
+
+from .test_serve import HOST, Server, blast, bodies_of, digits_data, local_model, run_copy, trained_run  # noqa: F401
+
+
+def monitor_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autopilot.monitor", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+# -- statistics against reference implementations -----------------------------
+
+def test_ks_and_psi_against_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=20000)
+    q = feature_stats(ref[:, None])["quantiles"][0]
+    for shift, n in ((0.0, 500), (0.3, 500), (1.0, 200)):
+        live = rng.normal(shift, 1, size=n)
+        want = stats.ks_2samp(ref, live)
+        d = ks_statistic(q, live)
+        assert abs(d - want.statistic) < 0.015, (shift, d, want.statistic)
+        p = ks_pvalue(want.statistic, n, len(ref))
+        want_p = stats.ks_2samp(ref, live, method="asymp").pvalue
+        assert abs(p - want_p) < 0.02 or (p < 1e-6 and want_p < 1e-6)
+    # PSI by hand: sum (a - e) ln(a / e)
+    ref_p = np.array([0.25, 0.25, 0.5])
+    counts = np.array([50, 25, 25])
+    live = (counts + 0.5) / (100 + 1.5)
+    assert psi(ref_p, counts) == pytest.approx(np.sum((live - ref_p) * np.log(live / ref_p)))
+    assert psi(ref_p, np.array([2500, 2500, 5000])) < 1e-4
+
+
+def test_reducer_pools_blocks():
+    x = np.random.default_rng(0).random((3, 1, 28, 28)).astype(np.float32)
+    f = Reducer("image", (1, 28, 28))(x)
+    assert f.shape == (3, 49)
+    assert np.allclose(f, x.reshape(3, 7, 4, 7, 4).mean((2, 4)).reshape(3, 49), atol=1e-6)
+    assert Reducer("image", (1, 8, 8)).n_features == 16
+    assert Reducer("signal", (2, 40))(np.ones((2, 2, 40))).shape == (2, 28)
+    assert Reducer("table", (5,))(np.ones((4, 5))).shape == (4, 5)
+
+
+def test_shifted_inputs_drift_and_in_distribution_does_not(run_copy, digits_data):
+    """Inverted, noisy and never-seen inputs drift; held-out inputs from the
+    training distribution do not, at the default thresholds."""
+    model = local_model(run_copy)
+    ref = reference_from_arrays(model, digits_data["train"][0], digits_data["val"][0], digits_data["val"][1])
+    red = Reducer("image", (1, 8, 8))
+    X = np.concatenate([digits_data["test"][0], digits_data["val"][0]])
+    rng = np.random.default_rng(0)
+
+    def metrics(Xw):
+        p = model.predict_proba(Xw.astype(np.float32))
+        w = Window(red(Xw), p.argmax(1), p.max(1), np.ones(len(Xw)), np.full(len(Xw), 200), np.zeros(0, int), np.zeros(0, int))
+        return compute_metrics(w, ref)[0]
+
+    for _ in range(20):
+        m = metrics(X[rng.choice(len(X), 200)])
+        assert m["input_drift_share"] <= 0.3 and m["prediction_drift_psi"] <= 0.25, m
+    base = X[rng.choice(len(X), 200)]
+    for name, shifted in (("inverted", 1 - base), ("noisy", np.clip(base + rng.normal(0, 0.3, base.shape), 0, 1)),
+                          ("never seen", rng.random(base.shape))):
+        m = metrics(shifted)
+        assert m["input_drift_share"] > 0.3, (name, m)
+
+
+# -- rules ------------------------------------------------------------------
+
+def test_default_rules_written_and_parsed(tmp_path):
+    cfg = load_config(tmp_path)
+    assert (tmp_path / "monitor" / "rules.yaml").exists()
+    names = [r.name for r in cfg.rules]
+    assert names == ["InputDrift", "PredictionDrift", "LowConfidence", "AccuracyDrop", "HighLatency", "ServerErrors"]
+    assert cfg.interval_s == 10 and cfg.window == 500 and cfg.rules[0].for_s == 60
+    low = cfg.rules[2]
+    assert low.threshold is None and low.limit({"mean_confidence": 0.9}) == pytest.approx(0.72)
+    for bad, msg in (({"rules": [{"name": "A", "metric": "nope", "op": ">", "threshold": 1}]}, "unknown metric"),
+                     ({"rules": [{"name": "A", "metric": "error_rate", "op": "!", "threshold": 1}]}, "op must be"),
+                     ({"rules": [{"name": "A", "metric": "error_rate", "op": ">"}]}, "exactly one of"),
+                     ({"rules": [{"name": "A", "metric": "error_rate", "op": ">", "threshold": 1, "coefficient": 2}]}, "exactly one of"),
+                     ({"rules": [{"name": "A", "metric": "error_rate", "op": ">", "threshold": 1, "for": "soon"}]}, "duration"),
+                     ({"rules": [{"name": "A", "metric": "error_rate", "op": ">", "threshold": 1, "colour": 2}]}, "unknown field")):
+        with pytest.raises(RulesError, match=msg):
+            parse_config(bad)
+
+
+def test_alert_engine_pending_firing_resolved():
+    cfg = parse_config({"rules": [{"name": "Drift", "metric": "input_drift_share", "op": ">", "threshold": 0.3, "for": "10s"},
+                                  {"name": "Acc", "metric": "accuracy", "op": "<", "coefficient": 0.9, "for": 0}]})
+    eng = AlertEngine(cfg.rules, {"accuracy": 0.95})
+    assert eng.update({"input_drift_share": 0.5, "accuracy": None}, 100) == []  # pending; None never fires
+    assert eng.status()[0]["state"] == "pending"
+    assert eng.update({"input_drift_share": 0.5, "accuracy": 0.9}, 105) == []
+    ev = eng.update({"input_drift_share": 0.5, "accuracy": 0.8}, 110)
+    assert [(e["alert"], e["state"]) for e in ev] == [("Drift", "firing"), ("Acc", "firing")]
+    assert ev[1]["limit"] == pytest.approx(0.855)
+    ev = eng.update({"input_drift_share": 0.1, "accuracy": 0.8}, 111)
+    assert [(e["alert"], e["state"]) for e in ev] == [("Drift", "resolved")]
+    assert [s.rule.name for s in eng.firing()] == ["Acc"]
+
+
+def test_prometheus_rules_use_the_servers_gauges(run_copy, tmp_path):
+    from autopilot.serve.metrics import Metrics
+
+    out = tmp_path / "alerts.rules.yml"
+    res = monitor_cli("monitor", run_copy, "--prometheus-rules", out)
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load(out.read_text())
+    rules = doc["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == ["InputDrift", "PredictionDrift", "LowConfidence", "AccuracyDrop", "HighLatency", "ServerErrors"]
+    exported = {m.name for m in Metrics(["0"], []).registry.collect()}
+    for r in rules:
+        name, op, value = r["expr"].split()
+        assert name in exported and op in (">", "<") and float(value) > 0, r
+        assert r["for"] in ("1m", "5m") and r["labels"]["severity"]
+    ref = json.loads((run_copy / "monitor" / "reference.json").read_text())
+    low = next(r for r in rules if r["alert"] == "LowConfidence")
+    assert float(low["expr"].split()[-1]) == pytest.approx(0.8 * ref["baselines"]["mean_confidence"], rel=1e-5)
+
+
+# -- the server's evaluator, end to end ------------------------------------------
+
+class Hooks:
+    """A webhook receiver on 127.0.0.1 that keeps what it is sent."""
+
+    def __init__(self):
+        got = self.got = []
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer((HOST, 0), H)
+        self.url = f"http://{HOST}:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+FAST_RULES = """
+evaluation: {interval: 0.2s, window: 200, min_samples: 100, min_labels: 20, max_age: 1h}
+drift: {ks_alpha: 0.01, psi: 0.1}
+webhook: WEBHOOK
+retrain: {cooldown: 1h, args: ["--data", "/nonexistent/new.npz"]}
+rules:
+  - {name: InputDrift, metric: input_drift_share, op: ">", threshold: 0.3, for: 1s, on_fire: retrain}
+  - {name: PredictionDrift, metric: prediction_drift_psi, op: ">", threshold: 0.25, for: 1s}
+  - {name: LowConfidence, metric: mean_confidence, op: "<", coefficient: 0.8, for: 1s}
+  - {name: AccuracyDrop, metric: accuracy, op: "<", coefficient: 0.9, for: 1s}
+  - {name: HighLatency, metric: latency_p99_ms, op: ">", threshold: 250, for: 5s}
+  - {name: ServerErrors, metric: error_rate, op: ">", threshold: 0.01, for: 0s}
+"""
+
+
+def test_drift_alert_fires_on_shift_and_never_in_distribution(run_copy, digits_data):
+    hooks = Hooks()
+    rules = run_copy / "fast-rules.yaml"
+    rules.write_text(FAST_RULES.replace("WEBHOOK", hooks.url))
+    s = Server(run_copy, "--rules", str(rules))
+    try:
+        X = np.concatenate([digits_data["test"][0], digits_data["val"][0]])
+        rng = np.random.default_rng(1)
+        seen_states: set = set()
+        stop = threading.Event()
+
+        def watch():  # every alert state the server reports while traffic flows
+            while not stop.is_set():
+                for a in s.monitor().get("alerts", []):
+                    seen_states.add((a["alert"], a["state"]))
+                time.sleep(0.1)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        res = blast(s.port, bodies_of(X[rng.choice(len(X), 10_000)]), concurrency=8)
+        time.sleep(0.6)  # a last evaluation over the final window
+        stop.set()
+        w.join()
+        assert res["status"] == {200: 10_000} and res["errors"] == 0
+        assert not any(state == "firing" for _, state in seen_states), seen_states
+        m = s.monitor()
+        assert m["metrics"]["window_size"] == 200 and m["metrics"]["input_drift_share"] <= 0.3
+        assert s.metric("autopilot_alerts_firing")[""] == 0 and hooks.got == []
+        res = monitor_cli("monitor", run_copy, "--rules", rules)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "0 alert(s) firing" in res.stdout
+
+        # Now inverted images: the drift alert fires within one window.
+        shifted = bodies_of(1 - X[rng.choice(len(X), 400)])
+        sent, pending_at, fired_at, t_pending = 0, None, None, None
+        while sent < 400 and fired_at is None:
+            blast(s.port, shifted[sent:sent + 10], concurrency=2)
+            sent += 10
+            time.sleep(0.3)  # one log-writer batch (50 ms) and one evaluation (0.2 s) see these
+            state = {a["alert"]: a["state"] for a in s.monitor()["alerts"]}["InputDrift"]
+            if state != "inactive" and pending_at is None:
+                pending_at, t_pending = sent, time.time()
+            if state == "firing":
+                fired_at = sent
+        print(f"InputDrift pending after {pending_at} shifted requests, firing after {fired_at} (window 200)")
+        assert pending_at is not None and pending_at <= 200, pending_at
+        assert fired_at is not None and time.time() - t_pending < 3.0
+        assert s.metric("autopilot_alert_firing")['{alert="InputDrift",severity="warning"}'] == 1
+        assert s.metric("autopilot_input_drift_share")[""] > 0.3
+        end = time.time() + 5
+        while time.time() < end and not any(a["alert"] == "InputDrift" for h in hooks.got for a in h["alerts"]):
+            time.sleep(0.1)
+        hook = next(h for h in hooks.got if h["alerts"][0]["alert"] == "InputDrift")
+        assert hook["alerts"][0]["state"] == "firing" and hook["run"] == "digits" and hook["model_version"] == "v1"
+
+        res = monitor_cli("monitor", run_copy, "--rules", rules)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "FIRING    InputDrift" in res.stdout
+        res = monitor_cli("monitor", run_copy, "--rules", rules, "--json")
+        assert "InputDrift" in json.loads(res.stdout)["firing"]
+
+        # on_fire: retrain started `retrain` in its own process (here with data that does not exist)
+        end = time.time() + 30
+        logs = []
+        while time.time() < end:
+            logs = list((run_copy / "monitor").glob("retrain-*.log"))
+            if logs and "error:" in logs[0].read_text():
+                break
+            time.sleep(0.2)
+        assert logs and "/nonexistent/new.npz" in logs[0].read_text()
+    finally:
+        s.stop()
+        hooks.close()
+
+
+# -- versions and the retrain loop ---------------------------------------------
+
+def test_versions_promote_and_rollback(run_copy):
+    with pytest.raises(versions.VersionError):
+        versions.rollback(run_copy)
+    vs = versions.ensure_versions(run_copy)
+    assert vs["current"] == "v1" and versions.current(run_copy).onnx == run_copy / "model" / "v1" / "model.onnx"
+    v2 = versions.add_version(run_copy, run_copy / "model" / "v1", {"source": "test"})
+    v3 = versions.add_version(run_copy, run_copy / "model" / "v1", {"source": "test"})
+    assert (v2, v3) == ("v2", "v3") and versions.current(run_copy).version == "v1"  # added, not promoted
+    versions.promote(run_copy, v2)
+    versions.promote(run_copy, v3)
+    assert versions.current(run_copy).version == "v3"
+    assert versions.rollback(run_copy) == "v2"
+    assert versions.rollback(run_copy) == "v1"
+    assert (run_copy / "model" / "model.onnx").read_bytes() == (run_copy / "model" / "v1" / "model.onnx").read_bytes()
+    with pytest.raises(versions.VersionError):
+        versions.rollback(run_copy)
+    res = monitor_cli("rollback", run_copy)
+    assert res.returncode == 2 and "nothing to roll back" in res.stderr
+
+
+def test_promotion_rule():
+    champ = {"regression": 0.90, "new": 0.40}
+    assert decide(champ, {"regression": 0.95, "new": 0.90})[0]
+    assert not decide(champ, {"regression": 0.89, "new": 0.99})[0]  # worse on the regression set
+    assert decide(champ, {"regression": 0.89, "new": 0.99}, tolerance=0.02)[0]
+    assert not decide(champ, {"regression": 0.95, "new": 0.40})[0]  # not better on the new data
+    split = split_new(np.repeat(np.arange(5), 20), seed=0)
+    assert sorted(np.concatenate(list(split.values()))) == list(range(100))
+    assert len(split["holdout"]) == 30 and len(split["val"]) == 15
+
+
+def test_worse_challenger_is_not_promoted(run_copy, digits_data, tmp_path):
+    """A real but worse challenger (the champion's architecture, untrained)
+    loses the comparison the retrain loop makes."""
+    from autopilot.export import export_onnx
+    from autopilot.models import build_model
+    from autopilot.rundir import write_json
+    from autopilot.serve.model import ServedModel
+
+    spec = json.loads((run_copy / "model" / "spec.json").read_text())
+    cdir = tmp_path / "challenger"
+    cdir.mkdir()
+    export_onnx(build_model(spec), spec["input_shape"], cdir / "model.onnx")
+    write_json(cdir / "card.json", json.loads((run_copy / "model" / "card.json").read_text()))
+    champion, challenger = local_model(run_copy), ServedModel.load("c", cdir / "model.onnx", cdir / "card.json")
+    holdout = (1 - digits_data["val"][0][:100], digits_data["val"][1][:100])
+    s_champ, s_chal = compare(champion, challenger, digits_data, holdout)
+    ok, why = decide(s_champ, s_chal)
+    assert not ok and "worse on the regression set" in why
+    assert s_chal["original_test"] < s_champ["original_test"]
+
+
+def test_new_data_file_is_mapped_onto_the_models_classes(tmp_path, digits_data):
+    X, y = digits_data["val"]
+    np.savez(tmp_path / "new.npz", X=X[y >= 5], y=y[y >= 5])  # classes "5".."9" only
+    Xn, yn = file_data(str(tmp_path / "new.npz"), [str(d) for d in range(10)], (1, 8, 8))
+    assert np.array_equal(yn, y[y >= 5]) and Xn.shape == (int((y >= 5).sum()), 1, 8, 8)
+    from autopilot.data import DataError
+
+    with pytest.raises(DataError, match="not among the model's classes"):
+        file_data(str(tmp_path / "new.npz"), ["5", "6"], (1, 8, 8))
+    with pytest.raises(DataError, match="shape"):
+        file_data(str(tmp_path / "new.npz"), [str(d) for d in range(10)], (1, 28, 28))
+
+
+@pytest.mark.slow
+def test_retrain_from_feedback_promotes_and_server_swaps_without_failures(run_copy, digits_data):
+    """The loop: inputs shift (inverted digits), users label some of them,
+    retraining on the feedback promotes a challenger, the running server
+    swaps it in under load without a failed request, and rollback returns."""
+    s = Server(run_copy, "--no-monitor")
+    try:
+        X = np.concatenate([digits_data["test"][0], digits_data["val"][0]])
+        y = np.concatenate([digits_data["test"][1], digits_data["val"][1]])
+        rng = np.random.default_rng(2)
+        idx = rng.choice(len(X), 300, replace=False)
+        st, out = s.post("/v1/predict", {"inputs": 1 - X[idx[:60]]})
+        st2, out2 = s.post("/v1/predict", {"inputs": 1 - X[idx[60:120]]})
+        st3, out3 = s.post("/v1/predict", {"inputs": 1 - X[idx[120:180]]})
+        preds = out["predictions"] + out2["predictions"] + out3["predictions"]
+        before = np.mean([p["class"] == str(t) for p, t in zip(preds, y[idx[:180]])])
+        for p, t in zip(preds, y[idx[:180]]):
+            assert s.post("/v1/feedback", {"id": p["id"], "label": str(t)})[0] == 200
+        time.sleep(0.5)  # the log writer batches every 50 ms
+
+        seen: list = []
+        stop = threading.Event()
+        load: dict = {}
+        bodies = bodies_of(1 - X[idx[180:]])
+        t = threading.Thread(target=lambda: load.update(blast(
+            s.port, bodies, concurrency=4, stop=stop, pause=0.02,  # steady traffic, not a CPU hog beside training
+            on_response=lambda i, code, d: seen.append((i, code, json.loads(d) if code == 200 else None)))))
+        t.start()
+        res = monitor_cli("retrain", run_copy, "--from-feedback", "--trials", "1", "--budget", "4m")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "now serving v2" in res.stdout
+        end = time.time() + 20
+        while time.time() < end and (not seen or seen[-1][2]["model_version"] != "v2"):
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop.set()
+        t.join(30)
+        assert load["errors"] == 0 and set(load["status"]) == {200} and load["sent"] == load["answered"]
+        v2 = [(i, r) for i, _, r in seen if r["model_version"] == "v2"]
+        assert v2, "the server never answered with v2"
+        truth = y[idx[180:]]
+        after = np.mean([r["predictions"][0]["class"] == str(truth[i]) for i, r in v2])
+        assert after > before + 0.2, (before, after)
+
+        decision = json.loads(next((run_copy / "retrain").glob("*/decision.json")).read_text())
+        assert decision["promote"] and decision["version"] == "v2" and decision["warm_start_trials"] >= 1
+        assert decision["challenger"]["regression"] >= decision["champion"]["regression"]
+        assert decision["challenger"]["new"] > decision["champion"]["new"]
+        assert (run_copy / "model" / "v2" / "reference.json").exists()
+        assert json.loads((run_copy / "model" / "versions.json").read_text())["current"] == "v2"
+
+        res = monitor_cli("rollback", run_copy)
+        assert res.returncode == 0 and "v1" in res.stdout
+        end = time.time() + 10
+        while time.time() < end and json.loads(s.get("/readyz")[1])["model_version"] != "v1":
+            time.sleep(0.2)
+        assert json.loads(s.get("/readyz")[1])["model_version"] == "v1"
+    finally:
+        s.stop()
