@@ -1,7 +1,7 @@
 """Serving benchmark: `autopilot serve` under load on 127.0.0.1, beside the
 same inputs run through ONNX Runtime in-process (the limit).
 
-    .venv/bin/python bench/serve.py --run runs/mnist5k-001              # acceptance: 32 clients x 60 s, ~2 min
+    .venv/bin/python bench/serve.py --run runs/mnist5k-001                # acceptance: 32 clients x 60 s, ~2 min
     .venv/bin/python bench/serve.py --run runs/digits-001 --duration 5 --levels 1 8   # smoke test
 
 What runs:
@@ -226,7 +226,7 @@ def ort_inprocess(onnx: Path, X: np.ndarray, seconds: float) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default="runs/mnist5k-001", help="a finished run directory (default runs/mnist5k-001)")
+    ap.add_argument("--run", default="runs/mnist5k-001", help="a finished run directory, e.g. of `autopilot run mnist5k --budget 10m` (default runs/mnist5k-001)")
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrency levels (default 1 8 32)")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds at the largest level (default 60)")
     ap.add_argument("--short", type=float, default=15.0, help="seconds at the other levels (default 15)")
