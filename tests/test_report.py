@@ -147,3 +147,19 @@ def test_many_classes_show_worst_table(tmp_path):
 def test_missing_run_dir(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "nope")
+
+
+def test_compression_section_shows_every_candidate_and_the_choice(tmp_path):
+    import json
+
+    d = make_run(tmp_path)
+    (d / "compress").mkdir()
+    cand = lambda name, p50, base=False: {"name": name, "method": name, "baseline": base, "val_acc": 0.99, "test_acc": 0.98,
+                                          "file_bytes": 4096, "params": 100, "latency_ms": {"1": {"p50": p50}, "64": {"p50": 1.0}},
+                                          "throughput_per_s": {"64": 6400.0}, "pareto": not base}
+    (d / "compress" / "results.json").write_text(json.dumps({
+        "chosen": "int8s", "reason": "int8s: 2.0x faster <within limit>", "target": "latency", "elapsed_s": 12.0,
+        "candidates": [cand("fp32", 0.2, True), cand("int8s", 0.1)]}))
+    html = write_report(d).read_text()
+    assert "<h2>Compression" in html and "int8s" in html and "fp32" in html
+    assert "&lt;within limit&gt;" in html and "<within limit>" not in html

@@ -28,6 +28,7 @@ SECTIONS = [
     ("confusion", "Confusion matrix", sections.confusion),
     ("metrics", "Test metrics", sections.metrics),
     ("model", "Model", sections.model),
+    ("compress", "Compression", sections.compression),
 ]
 
 

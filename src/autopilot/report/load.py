@@ -31,6 +31,7 @@ class Run:
     card: dict | None = None
     spec: object = None
     doctor: dict | None = None
+    compress: dict | None = None
     missing: list[str] = field(default_factory=list)  # expected files that do not exist
     problems: list[str] = field(default_factory=list)  # files that exist but could not be used
 
@@ -74,6 +75,7 @@ def load(run_dir: Path) -> Run:
     run.spec = _read(run, "model/spec.json", want_dict=False)
     # doctor.json is optional: its absence is not "missing".
     run.doctor = _read(run, "doctor.json", want_dict=True, optional=True)
+    run.compress = _read(run, "compress/results.json", want_dict=True, optional=True)
     return run
 
 

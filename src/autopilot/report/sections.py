@@ -493,6 +493,33 @@ def model(run: Run) -> str:
 
 # ---- footer -----------------------------------------------------------------
 
+def compression(run: Run) -> str:
+    """Every candidate measured the same way, and which one ships and why."""
+    res = run.compress
+    if res is None:
+        return ""  # compression not run (--no-compress, or not yet)
+    cands = [c for c in as_list(res.get("candidates")) if isinstance(c, dict)]
+    chosen = res.get("chosen")
+    rows, classes = [], []
+    for c in cands:
+        lat = as_dict(c.get("latency_ms"))
+        thr = as_dict(c.get("throughput_per_s"))
+        size = num(c.get("file_bytes"))
+        mark = " ✓" if c.get("name") == chosen else (" (baseline)" if c.get("baseline") else "")
+        rows.append([f"<code>{e(c.get('name', ''))}</code>{e(mark)}", e(c.get("method", "")), _num_cell(c.get("val_acc")),
+                     _num_cell(c.get("test_acc")), fmt(f"{size / 1024:.0f} KiB") if size is not None else "—",
+                     fmt(c.get("params")), _num_cell(num(get(lat, "1", "p50")), 3), _num_cell(num(get(lat, "64", "p50")), 2),
+                     fmt(f"{num(thr.get('64')):.0f}") if num(thr.get("64")) is not None else "—",
+                     "yes" if c.get("pareto") else ""])
+        classes.append("best" if c.get("name") == chosen else "")
+    body = kv([("shipped", f"<code>{e(chosen)}</code>"), ("why", e(res.get("reason", ""))),
+               ("target", e(res.get("target", ""))), ("time", duration(num(res.get("elapsed_s"))))])
+    body += table(["candidate", "method", "val acc", "test acc", "file", "params", "p50 batch 1 (ms)",
+                   "p50 batch 64 (ms)", "items/s (batch 64)", "Pareto"], rows, numeric={2, 3, 4, 5, 6, 7, 8},
+                  row_classes=classes)
+    return section("compress", "Compression", body)
+
+
 def footer(run: Run) -> str:
     r, card = as_dict(run.run), as_dict(run.card)
     rv, cv = as_dict(r.get("versions")), as_dict(card.get("versions"))
