@@ -28,7 +28,7 @@ def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: f
                       + (f", {retried} interrupted trial(s) queued again" if retried else ""), highlight=False)
     elif config["sampler"] != "grid":
         study.enqueue_trial(space.default_params(info))
-    # A new sampler seed per session: a resumed random search must not
+    # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.
     sampler_seed = int(config["seed"]) + 7919 * n_before
     study = open_study(rd, config, info, sampler_seed=sampler_seed)
