@@ -138,6 +138,7 @@ def train(
     deadline: float | None = None,
     on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
     callbacks: list | None = None,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train `model` in place and return the metrics and best-epoch weights.
 
@@ -150,6 +151,9 @@ def train(
       on_step(step, loss, model, optimizer, lr)   # after optimizer.step(); loss is a float
       on_epoch_end(metrics, model)
       on_train_end(result)
+
+    `batch_loss(logits, inputs, labels)` replaces the cross-entropy (with the
+    hyper-parameters' label smoothing); distillation passes its own.
     """
     hp = {**DEFAULTS, **(hparams or {})}
     device = resolve_device(device) if isinstance(device, str) else device
@@ -162,7 +166,11 @@ def train(
     opt = make_optimizer(model, hp)
     base_lrs = [g["lr"] for g in opt.param_groups]
     augment = make_augment(kind, float(hp["aug_strength"]), tuple(Xtr.shape[1:]))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
+    if batch_loss is None:
+        cross_entropy = nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
+
+        def batch_loss(logits, _inputs, targets):
+            return cross_entropy(logits, targets)
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
     bs = int(min(hp["batch_size"], len(Xtr)))
@@ -200,7 +208,7 @@ def train(
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * factor
             logits = model(xb)
-            loss = loss_fn(logits, yb)
+            loss = batch_loss(logits, xb, yb)
             if not torch.isfinite(loss):
                 fire("on_step", step, float(loss.item()), model, opt, base_lrs[0] * factor)
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {b + 1} (lr {base_lrs[0] * factor:.3g})")
