@@ -42,7 +42,7 @@ STUDY = "plain-tpe"
 def search_seconds(budget: float) -> float:
     """The search time autopilot gives itself: runner.run keeps this reserve
     for the final stage (test, ONNX export, report) out of the budget."""
-    from autopilot.runner import search_reserve
+    from autopilot.config import search_reserve
 
     return budget - search_reserve(budget)
 
@@ -54,7 +54,7 @@ def default_workers() -> int:
 def build_data(dataset: str, seed: int):
     """The arrays and model facts exactly as runner.create_run builds them."""
     from autopilot.data import load, split
-    from autopilot.runner import arrays, data_info
+    from autopilot.data.stats import arrays, data_info
 
     ds = load(dataset)
     splits = split(ds.y, seed=seed, val=0.15, test=0.15)
@@ -216,7 +216,7 @@ def print_report(records, summary, datasets, methods) -> None:
 # ---------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    from autopilot.runner import parse_duration
+    from autopilot.config import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

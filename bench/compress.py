@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from autopilot.models import count_params, load_model
     from autopilot.predict import shipped_model
     from autopilot.rundir import RunDir, read_json
-    from autopilot.runner import load_run_data
+    from autopilot.rundata import load_run_data
 
     console = Console(stderr=True)
     torch.set_num_threads(measure.THREADS)

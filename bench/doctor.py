@@ -3,7 +3,7 @@
     python bench/doctor.py                         # pre-flight on mnist5k, digits, mnist1d + live overhead
     python bench/doctor.py --datasets mnist5k --no-live
 
-Pre-flight: `autopilot.doctor.doctor_dataset(ds, splits, budget_s=20)`, exactly
+Pre-flight: `autopilot.doctor.doctor_dataset(ds, splits, model=default, budget_s=20)`, exactly
 what `autopilot run` calls: the data checks plus the set-up probes on the
 default model. The first data set pays the process's one-off costs (e.g. the
 first optimiser step imports torch._dynamo, ~1.5 s), as a fresh `autopilot run`
@@ -36,11 +36,13 @@ import numpy as np
 def preflight(name: str, budget: float) -> dict:
     from autopilot.data import load, split
     from autopilot.doctor import doctor_dataset
+    from autopilot.search.space import default_model
 
     ds = load(name)
     splits = split(ds.y, seed=0, val=0.15, test=0.15)
     t0 = time.perf_counter()
-    report = doctor_dataset(ds, splits, budget_s=budget)
+    model, hp = default_model(ds, splits)  # built inside the timing, as the run does
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=budget)
     wall = time.perf_counter() - t0
     d = report.to_dict()
     return {"dataset": name, "budget_s": budget, "elapsed_s": round(report.elapsed_s, 3), "wall_s": round(wall, 3),
@@ -72,8 +74,9 @@ def live_overhead(epochs: int, repeats: int) -> dict:
     import torch
 
     from autopilot.data import load, split
-    from autopilot.doctor import LiveDoctor, default_model
-    from autopilot.runner import arrays
+    from autopilot.data.stats import arrays
+    from autopilot.doctor import LiveDoctor
+    from autopilot.search.space import default_model
     from autopilot.train import train
 
     torch.set_num_threads(1)
@@ -111,7 +114,8 @@ def step_overhead(blocks: int = 8, steps: int = 60) -> dict:
     from torch.nn import functional as F
 
     from autopilot.data import load, split
-    from autopilot.doctor import LiveDoctor, default_model
+    from autopilot.doctor import LiveDoctor
+    from autopilot.search.space import default_model
 
     torch.set_num_threads(1)
     ds = load("digits")

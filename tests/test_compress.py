@@ -22,7 +22,8 @@ from autopilot.export import check_parity, export_onnx
 from autopilot.models import build_model, count_params, save_model
 from autopilot.predict import predict
 from autopilot.rundir import read_json, write_json
-from autopilot.runner import arrays, create_run, data_info
+from autopilot.data.stats import arrays, data_info
+from autopilot.runner import create_run
 from autopilot.train import train
 
 HP = {"epochs": 12, "lr": 3e-3, "batch_size": 64, "aug_strength": 0.0}

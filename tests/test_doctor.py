@@ -15,10 +15,11 @@ from torch import nn
 
 from autopilot.data import Dataset, load, split
 from autopilot.doctor import (
-    IDS, LiveDoctor, default_model, doctor, doctor_data, doctor_dataset, init_final_bias, render,
+    IDS, LiveDoctor, doctor, doctor_data, doctor_dataset, init_final_bias, render,
 )
 from autopilot.doctor import findings as findings_module
-from autopilot.runner import arrays
+from autopilot.data.stats import arrays
+from autopilot.search.space import default_model
 from autopilot.train import TrainingDiverged, train
 
 BUDGET = 10.0
@@ -250,7 +251,8 @@ def test_a_model_that_cannot_run_is_reported_not_raised(digits):
 def test_default_model_on_builtin_data_raises_no_alarm(name):
     ds = load(name)
     splits = split(ds.y, seed=0)
-    report = doctor_dataset(ds, splits, budget_s=20)
+    model, hp = default_model(ds, splits)
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20)
     assert alarms(report) == [], report.to_dict()
     assert all(c.status == "ok" for c in report.checks), report.to_dict()["checks"]
     assert report.get("lr-range").evidence["suggested_lr"] > 0
@@ -260,7 +262,8 @@ def test_default_model_on_builtin_data_raises_no_alarm(name):
 def test_default_model_on_mnist5k_raises_no_alarm_within_20s():
     ds = load("mnist5k")
     splits = split(ds.y, seed=0)
-    report = doctor_dataset(ds, splits, budget_s=20)
+    model, hp = default_model(ds, splits)
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20)
     assert alarms(report) == [], report.to_dict()
     assert report.elapsed_s < 20
     assert not [c for c in report.checks if c.status == "skipped"], report.to_dict()["checks"]

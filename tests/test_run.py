@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from autopilot.data import load, split
 from autopilot.models import build_model
 from autopilot.rundir import RunDir
-from autopilot.runner import arrays, data_info
+from autopilot.data.stats import arrays, data_info
 from autopilot.search import space
 from autopilot.search.study import Objective, open_study
 from autopilot.search.workers import optimize

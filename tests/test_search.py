@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from autopilot.models import build_model
-from autopilot.runner import RunError, parse_duration, search_reserve
+from autopilot.config import RunError, parse_duration, search_reserve
 from autopilot.search import space
 from autopilot.search.study import make_pruner, make_sampler
 

@@ -4,7 +4,7 @@
     rd = autopilot.run("digits", budget="2m")        # the same as `autopilot run`
     report = autopilot.doctor(model, (X, y))          # recipe checks on any nn.Module
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def run(data, **kwargs):

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     from .data import DataError
     from .final import NoModelError
-    from .runner import RunError
+    from .config import RunError
 
     try:
         if args.command == "run":
@@ -142,7 +142,7 @@ def _cmd_run(args, console) -> int:
 
 def _cmd_compress(args, console) -> int:
     from .compress import compress_run
-    from .runner import RunError, parse_duration
+    from .config import RunError, parse_duration
 
     if not 0 <= args.max_drop < 100:
         raise RunError(f"--max-drop is in points of accuracy (0.5 = half a point), got {args.max_drop}")
@@ -157,12 +157,15 @@ def _cmd_doctor(args, console) -> int:
     import json
 
     from .data import load, split
+    from .config import parse_duration
     from .doctor import doctor_dataset, render
-    from .runner import parse_duration
+    from .search.space import default_model
 
     ds = load(args.data, label=args.label, skip_bad=args.skip_bad)
     splits = split(ds.y, seed=args.seed)
-    report = doctor_dataset(ds, splits, seed=args.seed, budget_s=parse_duration(args.budget))
+    model, hparams = default_model(ds, splits, args.seed)
+    report = doctor_dataset(ds, splits, model=model, hparams=hparams, seed=args.seed,
+                            budget_s=parse_duration(args.budget))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

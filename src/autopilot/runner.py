@@ -5,7 +5,6 @@ can be resumed after Ctrl-C or kill -9 and a stage can be re-run alone.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import shutil
@@ -15,41 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .data import DataError, Dataset, load, profile, split
-from .data.split import load_splits, save_splits
+from .config import (COMPRESS_SHARE, DEFAULT_BUDGET_S, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunError, parse_duration,
+                     search_reserve)
+from .data import Dataset, load, profile, split
+from .data.split import save_splits
+from .data.stats import arrays, data_info
+from .rundata import load_run_data
 from .rundir import NAME_RE, RunDir, next_run_name, write_json
-
-DEFAULT_BUDGET_S = 300.0
-
-
-class RunError(RuntimeError):
-    """A problem with the run itself (name taken, nothing to resume, ...)."""
-
-
-DOCTOR_BUDGET_S = 20.0
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """'90s', '2m', '1.5h', '300' -> seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    t = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        if t and t[-1] in units:
-            value = float(t[:-1]) * units[t[-1]]
-        else:
-            value = float(t)
-    except ValueError:
-        raise RunError(f"cannot read duration {text!r}; use e.g. 90s, 2m or 1h") from None
-    if not math.isfinite(value) or value <= 0:
-        raise RunError(f"duration must be positive, got {text!r}")
-    return value
-
-
-COMPRESS_SHARE = 0.25  # of a run's budget, for the compression stage
-MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
+from .version import __version__
 
 
 def compress_share(budget_s: float | None) -> float:
@@ -63,12 +35,6 @@ def compress_share(budget_s: float | None) -> float:
     return COMPRESS_SHARE * budget_s
 
 
-def search_reserve(budget_s: float) -> float:
-    """Seconds kept back from the search for the final stage (test
-    evaluation, ONNX export, parity check, report)."""
-    return min(60.0, max(8.0, 0.06 * budget_s))
-
-
 def versions() -> dict:
     import onnxruntime
     import optuna
@@ -78,45 +44,14 @@ def versions() -> dict:
             "optuna": optuna.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
 
 
-def data_info(ds: Dataset, splits: dict) -> dict:
-    """Facts about the data the model builder needs; normalisation
-    statistics come from the training split only."""
-    Xtr = ds.X[splits["train"]]
-    if ds.kind == "table":
-        mean, std = Xtr.mean(0), Xtr.std(0)
-    else:
-        axes = (0,) + tuple(range(2, Xtr.ndim))
-        mean, std = Xtr.mean(axes), Xtr.std(axes)
-    std = np.where(std > 1e-6, std, 1.0)  # a constant feature stays constant, not infinite
-    return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-
-
-def arrays(ds: Dataset, splits: dict) -> dict:
-    return {k: (ds.X[idx], ds.y[idx]) for k, idx in splits.items()}
-
-
-def load_run_data(run: RunDir):
-    """Rebuild exactly the data a run was created with (used by resume and
-    worker processes); refuses if the data has changed since."""
-    info_json = run.read_run()
-    config = info_json["config"]
-    ds = load(config["data"], label=config.get("label"), skip_bad=config.get("skip_bad", False))
-    if ds.fingerprint() != info_json["data"]["fingerprint"]:
-        raise RunError(
-            f"data {config['data']!r} changed since run {run.name!r} was created "
-            f"(fingerprint {ds.fingerprint()} != {info_json['data']['fingerprint']})"
-        )
-    splits = load_splits(run.splits)
-    return config, ds, arrays(ds, splits), data_info(ds, splits)
-
-
 def preflight(ds: Dataset, splits: dict, seed: int, console, *, force: bool) -> dict:
     """The doctor on the data and the default model, before any search.
     An error stops the run (unless forced) before a run directory exists."""
     from .doctor import doctor_dataset, render
+    from .search.space import default_model
 
-    report = doctor_dataset(ds, splits, seed=seed, budget_s=DOCTOR_BUDGET_S)
+    model, hparams = default_model(ds, splits, seed)
+    report = doctor_dataset(ds, splits, model=model, hparams=hparams, seed=seed, budget_s=DOCTOR_BUDGET_S)
     render(report, console)
     if report.has_errors and not force:
         ids = ", ".join(sorted({f.id for f in report.findings if f.severity == "error"}))

@@ -359,7 +359,7 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
     # Kept back for the final latency measurement, the choice and writing.
     final_reserve = min(25.0, max(5.0, 0.12 * budget_s))
     if data is None:
-        from ..runner import load_run_data
+        from ..rundata import load_run_data
 
         _, _, data, _ = load_run_data(rd)
     teacher, spec = load_model(rd.model_dir)

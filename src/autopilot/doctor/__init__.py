@@ -17,7 +17,7 @@ Finding ids and what they mean: see autopilot.doctor.findings.
 import sys
 import types
 
-from .api import CHECK_NAMES, default_model, doctor, doctor_data, doctor_dataset
+from .api import CHECK_NAMES, doctor, doctor_data, doctor_dataset
 from .findings import IDS, CheckResult, DoctorReport, Finding
 from .fixes import init_final_bias
 from .live import LiveDoctor
@@ -30,7 +30,6 @@ __all__ = [
     "DoctorReport",
     "Finding",
     "LiveDoctor",
-    "default_model",
     "doctor",
     "doctor_data",
     "doctor_dataset",

@@ -235,39 +235,22 @@ def _doctor_data(ds, splits, *, seed, budget_s, only=None):
     return run_data_checks(view, only)
 
 
-def default_model(ds, splits: dict, seed: int = 0) -> tuple[nn.Module, dict]:
-    """The search's first trial for this data: (model, training hyper-parameters)."""
-    from ..models.spec import build_model
-    from ..runner import data_info  # imported here: runner may import the doctor
-    from ..search import space
-
-    info = data_info(ds, splits)
-    spec, hp = space.to_config(space.default_params(info), info)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(spec)
-    return model, hp
-
-
 def doctor_dataset(
     ds,
     splits: dict,
     *,
-    model: nn.Module | None = None,
+    model: nn.Module,
     hparams: dict | None = None,
     budget_s: float = 20.0,
     seed: int = 0,
     checks: Iterable[str] | None = None,
 ) -> DoctorReport:
     """Pre-flight for `autopilot run`: the data checks on the whole data set
-    and splits, then the set-up probes on `model` (default: the search's
-    default model for this data, built from space.default_params) with the
-    learning rate and optimiser of `hparams` (default: that trial's)."""
+    and splits, then the set-up probes on `model` (the run passes the
+    search's first trial, `search.space.default_model`) with the learning
+    rate and optimiser of `hparams`."""
     t_start = time.perf_counter()
     only = _selected(checks)
-    if model is None:
-        model, default_hp = default_model(ds, splits, seed)
-        hparams = hparams or default_hp
     hparams = hparams or {}
     report = DoctorReport()
     with _quiet_rng_and_threads():

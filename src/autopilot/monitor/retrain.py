@@ -169,7 +169,7 @@ def _previous_best(rd: RunDir, vs: dict, info: dict, top_k: int) -> list[dict]:
 
 
 def _info(X: np.ndarray, kind: str, n_classes: int) -> dict:
-    """Model facts for the challenger: the same rules as runner.data_info,
+    """Model facts for the challenger: the same rules as data.stats.data_info,
     normalisation from the challenger's own training data."""
     if kind == "table":
         mean, std = X.mean(0), X.std(0)
@@ -191,7 +191,8 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     from ..export import check_parity, export_onnx
     from ..final import NoModelError
     from ..models import count_params, load_model
-    from ..runner import load_run_data, parse_duration
+    from ..config import parse_duration
+    from ..rundata import load_run_data
     from ..search.study import Objective, open_study, rank_trial
     from ..search.workers import optimize
     from ..serve.model import ServedModel
@@ -319,7 +320,7 @@ def run(args) -> int:
     """Exit status: 0 promoted, 1 not promoted, 2 an error."""
     from ..data import DataError
     from ..final import NoModelError
-    from ..runner import RunError
+    from ..config import RunError
 
     try:
         d = retrain(args.run, data=args.data, from_feedback=args.from_feedback, label=args.label, budget=args.budget,

@@ -142,3 +142,19 @@ def to_config(params: dict, info: dict) -> tuple[dict, dict]:
     }
     hp["patience"] = max(5, hp["epochs"] // 3)
     return spec, hp
+
+
+def default_model(ds, splits: dict, seed: int = 0):
+    """The search's first trial for this data, built: (model, training
+    hyper-parameters). The doctor's pre-flight probes this model."""
+    import torch
+
+    from ..data.stats import data_info
+    from ..models import build_model
+
+    info = data_info(ds, splits)
+    spec, hp = to_config(default_params(info), info)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+    return model, hp

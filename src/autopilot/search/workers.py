@@ -32,7 +32,7 @@ def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_
 def worker_main(run_path: str, deadline_wall: float, n_trials: int | None, threads: int, sampler_seed: int) -> None:
     import torch
 
-    from ..runner import load_run_data  # late import: workers start from a clean interpreter
+    from ..rundata import load_run_data  # late import: workers start from a clean interpreter
 
     torch.set_num_threads(threads)
     _exit_with_parent()

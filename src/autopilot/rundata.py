@@ -1,0 +1,26 @@
+"""Rebuild exactly the data a run was created with, from its run directory.
+
+Used by resume, worker processes, compression, the drift reference and
+retraining; refuses when the data has changed since the run was made.
+"""
+from __future__ import annotations
+
+from .config import RunError
+from .data import load
+from .data.split import load_splits
+from .data.stats import arrays, data_info
+from .rundir import RunDir
+
+
+def load_run_data(run: RunDir):
+    """(config, dataset, {"train"|"val"|"test": (X, y)}, data_info)."""
+    info_json = run.read_run()
+    config = info_json["config"]
+    ds = load(config["data"], label=config.get("label"), skip_bad=config.get("skip_bad", False))
+    if ds.fingerprint() != info_json["data"]["fingerprint"]:
+        raise RunError(
+            f"data {config['data']!r} changed since run {run.name!r} was created "
+            f"(fingerprint {ds.fingerprint()} != {info_json['data']['fingerprint']})"
+        )
+    splits = load_splits(run.splits)
+    return config, ds, arrays(ds, splits), data_info(ds, splits)

@@ -1,0 +1,64 @@
+"""Paired comparisons of two models on the same examples.
+
+Two models scored on one split are not independent samples: what matters is
+where they disagree. Both tests here look only at the discordant examples
+(one model right, the other wrong), which is what makes them exact and
+honest on small splits. numpy and scipy only: the server may import this.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Counts of a paired comparison of model B against model A."""
+    n: int  # examples compared
+    b_only: int  # B right, A wrong
+    a_only: int  # A right, B wrong
+
+    @property
+    def diff(self) -> float:
+        """Accuracy of B minus accuracy of A."""
+        return (self.b_only - self.a_only) / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "diff": self.diff}
+
+
+def paired(a_correct, b_correct) -> Paired:
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired comparison needs two 1-D arrays of one length, got {a.shape} and {b.shape}")
+    return Paired(n=int(a.size), b_only=int((b & ~a).sum()), a_only=int((a & ~b).sum()))
+
+
+def mcnemar_p(p: Paired, alternative: str = "greater") -> float:
+    """Exact McNemar test (a binomial test on the discordant pairs).
+
+    alternative="greater": H1 is "B is more accurate than A";
+    "less": "B is less accurate"; "two-sided": "they differ".
+    With no discordant pair there is no evidence either way: p = 1.
+    """
+    d = p.b_only + p.a_only
+    if d == 0:
+        return 1.0
+    return float(binomtest(p.b_only, d, 0.5, alternative=alternative).pvalue)
+
+
+def drop_upper_bound(p: Paired, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound on A's accuracy minus B's (how much
+    B may lose), exact given the discordant count: among the d discordant
+    examples A wins a share q, and the drop is d * (2q - 1) / n; the
+    Clopper-Pearson bound on q bounds the drop."""
+    d = p.b_only + p.a_only
+    if p.n == 0:
+        return 1.0
+    if d == 0:
+        return 0.0
+    q_hi = binomtest(p.a_only, d, 0.5).proportion_ci(confidence_level=2 * confidence - 1, method="exact").high
+    return d * (2 * q_hi - 1) / p.n
