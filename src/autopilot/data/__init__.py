@@ -9,7 +9,7 @@ from .files import load_path
 from .inputs import read_inputs
 from .load import load
 from .profile import profile
-from .split import load_splits, save_splits, split
+from .split import TEST_SPLITS, load_splits, official_test, save_splits, split
 from .validate import validate
 
 __all__ = [
@@ -20,9 +20,11 @@ __all__ = [
     "load_builtin",
     "load_path",
     "load_splits",
+    "official_test",
     "profile",
     "read_inputs",
     "save_splits",
     "split",
+    "TEST_SPLITS",
     "validate",
 ]

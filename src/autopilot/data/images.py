@@ -1,4 +1,5 @@
-"""Image files: decoding with Pillow, and a folder of class sub-folders as a Dataset."""
+"""Image files: listing and decoding with Pillow. A folder of class sub-folders
+as a Dataset is data.folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .dataset import DataError, Dataset
+from .dataset import DataError
 from .validate import one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -91,66 +92,3 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {one_line(e)}") from None
     a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
-
-
-def load_image_folder(root: Path, *, skip_bad: bool = False) -> Dataset:
-    """Classes are the sorted sub-folder names; every image in a sub-folder (at
-    any depth) belongs to that class. All grey -> 1 channel, else 3 (RGB)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders; put each class's images in its own sub-folder, e.g. {root / 'cat'}")
-    files: list[tuple[Path, int]] = []
-    for ci, d in enumerate(class_dirs):
-        found = list_images(d)
-        if not found:
-            raise DataError(f"empty class folder: {d} (no {'/'.join(IMAGE_EXTS)} files)")
-        files += [(p, ci) for p in found]
-
-    skipped: list[str] = []
-
-    def bad(p: Path, e: Exception) -> None:
-        if not skip_bad:
-            raise DataError(f"cannot read image {p}: {one_line(e)} (pass --skip-bad to skip unreadable images)")
-        skipped.append(str(p))
-
-    # Pass 1 reads only headers, to choose one size before decoding everything.
-    sizes: dict[Path, tuple[int, int]] = {}
-    for p, _ in files:
-        try:
-            with Image.open(p) as im:
-                sizes[p] = im.size
-        except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
-            bad(p, e)
-    if not sizes:
-        raise DataError(f"{root}: no readable images ({len(skipped)} skipped)")
-    h, w = choose_size(list(sizes.values()))
-
-    # Pass 2 decodes at the chosen size (corrupt pixel data shows up only here).
-    arrays, labels, grey = [], [], True
-    for p, ci in files:
-        if p not in sizes:
-            continue
-        try:
-            im = decode(p, (h, w))
-        except Exception as e:  # noqa: BLE001
-            bad(p, e)
-            continue
-        grey = grey and is_grey(im)
-        arrays.append(np.asarray(im))
-        labels.append(ci)
-    y = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(y, minlength=len(class_dirs))
-    for d, n in zip(class_dirs, counts):
-        if n == 0:
-            raise DataError(f"no readable images left in class folder: {d} (all skipped)")
-
-    if grey:  # 'L' arrays are (H, W); grey RGB ones have equal channels
-        x = np.stack([a if a.ndim == 2 else a[..., 0] for a in arrays])[:, None]
-    else:
-        x = np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
-        x = x.transpose(0, 3, 1, 2)
-    x = x.astype(np.float32) / 255.0
-    return Dataset(
-        name=root.resolve().name, kind="image", X=x, y=y, classes=[d.name for d in class_dirs],
-        source=str(root), skipped=skipped,
-    )

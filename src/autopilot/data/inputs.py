@@ -29,6 +29,12 @@ def _fit_shape(x: np.ndarray, shape: tuple[int, ...], kind: str, where: str) -> 
         x = x[None]
     elif x.ndim == 2 and len(shape) > 1 and x.shape[1] == math.prod(shape):
         x = x.reshape(len(x), *shape)
+    if kind == "image" and len(shape) == 3 and x.ndim == 4 and x.shape[1:] != shape:
+        channels_last = (shape[1], shape[2], shape[0])
+        if x.shape[1:] == channels_last:  # (N, H, W, C): the model's shape tells the layout apart
+            x = x.transpose(0, 3, 1, 2)
+    elif kind == "image" and len(shape) == 3 and x.ndim == 3 and x.shape == (shape[1], shape[2], shape[0]) != shape:
+        x = x.transpose(2, 0, 1)[None]  # one channels-last picture
     if x.shape[1:] != shape:
         raise DataError(f"{where}: expected inputs of shape (N, {', '.join(map(str, shape))}), got {x.shape}")
     with np.errstate(over="ignore"):

@@ -7,13 +7,17 @@ from .files import load_path
 from .validate import validate
 
 
-def load(source: str, *, label: str | None = None, skip_bad: bool = False) -> Dataset:
-    """Built-in names win over a same-named folder; write ./digits for the folder."""
+def load(source: str, *, label: str | None = None, skip_bad: bool = False, layout: str | None = None) -> Dataset:
+    """Built-in names win over a same-named folder; write ./digits for the folder.
+    `layout` ("nhwc" or "nchw") says how a 4-D .npz array is laid out when its
+    shape cannot tell."""
     if source in BUILTINS:
+        if layout is not None:
+            raise DataError(f"--layout applies to image arrays in .npz files, not to the built-in {source!r}")
         ds = load_builtin(source)
     else:
         try:
-            ds = load_path(source, label=label, skip_bad=skip_bad)
+            ds = load_path(source, label=label, skip_bad=skip_bad, layout=layout)
         except DataError as e:
             if str(e).startswith("no such file or folder"):
                 raise DataError(f"{e} (built-in data sets: {', '.join(BUILTINS)})") from None

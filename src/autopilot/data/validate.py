@@ -70,4 +70,9 @@ def validate(ds: Dataset) -> Dataset:
     if ds.kind == "image" and (ds.X.min() < 0 or ds.X.max() > 1):
         raise DataError(f"{where}: image values must be in [0, 1], got [{ds.X.min():g}, {ds.X.max():g}]")
     check_class_counts(ds.y, ds.classes, where)
+    if ds.official_test is not None:
+        t = np.asarray(ds.official_test)
+        if t.ndim != 1 or t.dtype.kind not in "iu" or len(t) == 0 or t.min() < 0 or t.max() >= len(ds) \
+                or len(np.unique(t)) != len(t):
+            raise DataError(f"{where}: official_test must be distinct example indices in 0..{len(ds) - 1}")
     return ds
