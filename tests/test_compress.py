@@ -23,6 +23,7 @@ from autopilot.models import build_model, count_params, save_model
 from autopilot.predict import predict
 from autopilot.rundir import read_json, write_json
 from autopilot.data.stats import arrays, data_info
+from autopilot.config import RunConfig
 from autopilot.runner import create_run
 from autopilot.train import train
 
@@ -54,11 +55,8 @@ def digits_run(tmp_path_factory):
     """A real run directory (run.json, splits) on digits whose final model is
     a small MLP trained here instead of by a search, to keep the test fast."""
     root = tmp_path_factory.mktemp("runs")
-    config = {"data": "digits", "label": None, "skip_bad": False, "budget_s": None, "trials": 1, "sampler": "tpe",
-              "pruner": "none", "workers": 1, "storage": None, "seed": 0, "device": "cpu", "val_frac": 0.15,
-              "test_frac": 0.15}
-    rd, ds, splits = create_run("digits", label=None, skip_bad=False, config=config, runs_dir=root, name="d",
-                                overwrite=False, doctor=False)
+    config = RunConfig(data="digits", trials=1, pruner="none", workers=1, device="cpu")
+    rd, ds, splits = create_run(config, runs_dir=root, name="d", overwrite=False, doctor=False)
     data, info = arrays(ds, splits), data_info(ds, splits)
     torch.manual_seed(0)
     spec = _spec(info)

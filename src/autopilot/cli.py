@@ -7,6 +7,13 @@ import time
 
 _STARTED = time.time()  # the budget counts from here, imports included
 
+from .config import COMPRESS_TARGETS, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, RunConfig  # noqa: E402  (pydantic only)
+
+
+def default(option: str):
+    """The default of a run option: RunConfig holds them all, in one place."""
+    return RunConfig.model_fields[option].get_default(call_default_factory=True)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autopilot", description="Train, check and ship a small PyTorch classifier.")
@@ -18,24 +25,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping (the count is reported)")
     r.add_argument("--budget", help="wall-clock budget of the whole run, e.g. 90s, 5m, 1h (default 5m when --trials is not given)")
     r.add_argument("--trials", type=int, help="stop after this many finished trials")
-    r.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp"], help="search algorithm (default tpe)")
-    r.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"], help="early stopping of weak trials (default hyperband)")
+    r.add_argument("--sampler", choices=SAMPLERS, help=f"search algorithm (default {default('sampler')})")
+    r.add_argument("--pruner", choices=PRUNERS, help=f"early stopping of weak trials (default {default('pruner')})")
     r.add_argument("--workers", type=int, help="trial processes on this machine, each with cores/N torch threads (default: one per core)")
     r.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run directory)")
     r.add_argument("--name", help="run name (default: DATA-NNN, the first free number)")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default ./runs)")
     r.add_argument("--resume", action="store_true", help="continue the study of run --name after an interruption")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
-    r.add_argument("--seed", type=int, default=0, help="seed of splits, sampler and training (default 0)")
-    r.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
+    r.add_argument("--seed", type=int, help=f"seed of splits, sampler and training (default {default('seed')})")
+    r.add_argument("--device", help=f"auto, cpu or cuda (default {default('device')}: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
     r.add_argument("--force", action="store_true", help="go on even when the doctor finds an error")
     r.add_argument("--no-doctor", action="store_true", help="skip the doctor's pre-flight checks")
     r.add_argument("--no-compress", action="store_true", help="skip the compression stage")
-    r.add_argument("--compress-target", default="latency", choices=["latency", "size", "throughput"],
-                   help="what compression must improve (default latency)")
-    r.add_argument("--max-drop", type=float, default=0.5,
-                   help="validation accuracy points compression may lose (default 0.5)")
+    r.add_argument("--compress-target", choices=COMPRESS_TARGETS,
+                   help=f"what compression must improve (default {default('compress_target')})")
+    r.add_argument("--max-drop", type=float,
+                   help=f"validation accuracy points compression may lose, judged with its uncertainty "
+                        f"(default {default('max_drop')}, at most {MAX_DROP_LIMIT:g})")
 
     d = sub.add_parser("doctor", help="check a data set and its default model the way a careful engineer would")
     d.add_argument("data", help="the same forms as for `run`")
@@ -53,10 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="measure ONNX, int8, pruned and distilled candidates; ship the best that helps")
     c.add_argument("run", help="run directory of a finished run")
     c.add_argument("--budget", help="time for the stage, e.g. 2m (default: 25%% of the run's budget, at least 60s)")
-    c.add_argument("--target", default="latency", choices=["latency", "size", "throughput"],
+    c.add_argument("--target", default=default("compress_target"), choices=COMPRESS_TARGETS,
                    help="what the shipped model must improve (default latency: batch-1 p50)")
-    c.add_argument("--max-drop", type=float, default=0.5,
-                   help="largest validation accuracy loss accepted, in points (default 0.5)")
+    c.add_argument("--max-drop", type=float, default=default("max_drop"),
+                   help=f"largest validation accuracy loss accepted, in points (default {default('max_drop')})")
     c.add_argument("--seed", type=int, default=0, help="seed of pruning fine-tuning and distillation (default 0)")
 
     from .monitor.cli import add_parsers as add_monitor_parsers
@@ -72,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":  # before the imports below: the server must never load torch
+        from .serve.cli import run as serve_run
+
+        return serve_run(args)
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -90,10 +102,6 @@ def main(argv: list[str] | None = None) -> int:
             return predict_command(args.run, args.input, args.out)
         if args.command == "compress":
             return _cmd_compress(args, console)
-        if args.command == "serve":
-            from .serve.cli import run as serve_run
-
-            return serve_run(args)
         if args.command in ("monitor", "retrain", "rollback"):
             from .monitor.cli import run as monitor_run
 
@@ -120,8 +128,8 @@ def _cmd_run(args, console) -> int:
             args.data, label=args.label, skip_bad=args.skip_bad, budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
-            quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=not args.no_compress,
-            compress_target=args.compress_target, max_drop=args.max_drop / 100, started=_STARTED, console=console,
+            quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=False if args.no_compress else None,
+            compress_target=args.compress_target, max_drop=args.max_drop, started=_STARTED, console=console,
         )
     except KeyboardInterrupt:
         return 130  # the runner has said how to resume
@@ -142,12 +150,10 @@ def _cmd_run(args, console) -> int:
 
 def _cmd_compress(args, console) -> int:
     from .compress import compress_run
-    from .config import RunError, parse_duration
+    from .config import parse_duration
 
-    if not 0 <= args.max_drop < 100:
-        raise RunError(f"--max-drop is in points of accuracy (0.5 = half a point), got {args.max_drop}")
     results = compress_run(args.run, budget_s=parse_duration(args.budget), target=args.target,
-                           max_drop=args.max_drop / 100, seed=args.seed, console=console)
+                           max_drop=args.max_drop, seed=args.seed, console=console)
     print(f"chosen: {results.get('chosen')} — {results.get('reason')}")
     return 0
 

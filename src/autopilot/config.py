@@ -7,6 +7,10 @@ same rules without importing the orchestrator.
 from __future__ import annotations
 
 import math
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_BUDGET_S = 300.0  # a run with neither --budget nor --trials
 DOCTOR_BUDGET_S = 20.0  # the pre-flight checks; the doctor's own target
@@ -40,3 +44,79 @@ def search_reserve(budget_s: float) -> float:
     """Seconds kept back from the search for the final stage (test
     evaluation, ONNX export, parity check, report)."""
     return min(60.0, max(8.0, 0.06 * budget_s))
+
+
+SAMPLERS = ("tpe", "random", "grid", "gp")
+PRUNERS = ("hyperband", "median", "none")
+COMPRESS_TARGETS = ("latency", "size", "throughput")
+MAX_DROP_LIMIT = 20.0  # points; a larger accepted loss is a typo (0.5 meant as 50?), not a wish
+
+
+def default_workers() -> int:
+    # Small models gain little from intra-op threads and lose a lot when a
+    # core is busy; one single-threaded trial per core uses the machine best.
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def check_max_drop(points: float, what: str = "max_drop") -> float:
+    """Accuracy drops are in points everywhere (0.5 = half a point of accuracy)."""
+    if not isinstance(points, (int, float)) or not math.isfinite(points) or not 0 <= points <= MAX_DROP_LIMIT:
+        raise RunError(f"{what} is in points of accuracy between 0 and {MAX_DROP_LIMIT:g} (0.5 = half a point), "
+                       f"got {points!r}")
+    return float(points)
+
+
+class RunConfig(BaseModel):
+    """Everything that decides what `autopilot run` does, with its default
+    and the reason for it. The CLI and the Python API both build this; it
+    is stored as run.json's `config`, so a resumed run or a worker on
+    another machine reads the same settings."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str  # built-in name, image folder, .csv or .npz
+    label: str | None = None  # CSV label column; None: label/target/class/y
+    skip_bad: bool = False  # unreadable files stop the run unless asked to skip
+    budget_s: float | None = Field(None, gt=0)  # whole run; DEFAULT_BUDGET_S when trials is also None
+    trials: int | None = Field(None, ge=1)  # stop after this many finished trials
+    sampler: Literal["tpe", "random", "grid", "gp"] = "tpe"  # TPE: about half the trials of random on small spaces
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"  # cheap early rungs on a CPU budget
+    workers: int = Field(default_factory=default_workers, ge=1)  # one single-threaded trial per core
+    storage: str | None = None  # Optuna URL; None: journal file in the run (~9 ms per trial)
+    seed: int = 0
+    device: str = "auto"  # cuda when available
+    val_frac: float = Field(0.15, gt=0, lt=0.5)  # enough examples to rank trials
+    test_frac: float = Field(0.15, gt=0, lt=0.5)  # touched once, after selection
+    compress: bool = True  # measured candidates; ships only what helps
+    compress_target: Literal["latency", "size", "throughput"] = "latency"  # batch-1 p50 is what a server feels
+    max_drop: float = 0.5  # points of validation accuracy compression may lose, judged with its uncertainty
+
+    @field_validator("max_drop")
+    @classmethod
+    def _points(cls, v: float) -> float:
+        return check_max_drop(v)
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self):
+        if self.val_frac + self.test_frac >= 0.8:
+            raise ValueError(f"val_frac + test_frac = {self.val_frac + self.test_frac:.2f} leaves too little to train on")
+        return self
+
+    @classmethod
+    def build(cls, **options) -> "RunConfig":
+        """From keyword options; None means "the default"; a bad value is a
+        RunError naming the option, not a pydantic traceback."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if given.get("budget_s") is None and given.get("trials") is None:
+            given["budget_s"] = DEFAULT_BUDGET_S
+        try:
+            return cls(**given)
+        except ValidationError as e:
+            raise RunError(describe_error(e)) from None
+
+
+def describe_error(e: ValidationError) -> str:
+    """One line: which option, what is wrong."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg

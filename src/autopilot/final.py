@@ -11,9 +11,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from .config import RunConfig
 from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
 from .models import count_params, load_model
 from .rundir import RunDir, write_json
+from .schemas.run import read_run
 from .search.study import rank_trial
 
 
@@ -21,7 +23,7 @@ class NoModelError(RuntimeError):
     """The search finished no trial, so there is no model to ship."""
 
 
-def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: dict, *, started: float, console) -> dict:
+def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float, console) -> dict:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and (rd.trial_dir(t.number) / "weights.safetensors").exists()]
     if not complete:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
@@ -58,7 +60,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         import json
 
         hparams = json.loads(hp_file.read_text())
-    run_info = rd.read_run()
+    run_info = read_run(rd.path)
     card = {
         "name": rd.name,
         "task": "classification",
@@ -80,11 +82,11 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         "per_class_accuracy": per_class,
         "onnx_parity": parity,
         "data_fingerprint": ds.fingerprint(),
-        "seed": config["seed"],
-        "budget_s": config.get("budget_s"),
+        "seed": config.seed,
+        "budget_s": config.budget_s,
         "elapsed_s": time.time() - started,
         "hyperparameters": {"params": best.params, "training": hparams},
-        "versions": run_info.get("versions", {}),
+        "versions": run_info.versions,
     }
     write_json(tmp / "card.json", card)
     shutil.rmtree(mdir, ignore_errors=True)

@@ -10,17 +10,18 @@ from .data import load
 from .data.split import load_splits
 from .data.stats import arrays, data_info
 from .rundir import RunDir
+from .schemas.run import read_run
 
 
 def load_run_data(run: RunDir):
-    """(config, dataset, {"train"|"val"|"test": (X, y)}, data_info)."""
-    info_json = run.read_run()
-    config = info_json["config"]
-    ds = load(config["data"], label=config.get("label"), skip_bad=config.get("skip_bad", False))
-    if ds.fingerprint() != info_json["data"]["fingerprint"]:
+    """(RunConfig, dataset, {"train"|"val"|"test": (X, y)}, data_info)."""
+    info = read_run(run.path)
+    config = info.config
+    ds = load(config.data, label=config.label, skip_bad=config.skip_bad)
+    if ds.fingerprint() != info.data.fingerprint:
         raise RunError(
-            f"data {config['data']!r} changed since run {run.name!r} was created "
-            f"(fingerprint {ds.fingerprint()} != {info_json['data']['fingerprint']})"
+            f"data {config.data!r} changed since run {run.name!r} was created "
+            f"(fingerprint {ds.fingerprint()} != {info.data.fingerprint})"
         )
     splits = load_splits(run.splits)
     return config, ds, arrays(ds, splits), data_info(ds, splits)

@@ -41,15 +41,6 @@ class RunDir:
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / str(number)
 
-    def read_run(self) -> dict:
-        return read_json(self.run_json)
-
-    def update_run(self, **fields) -> dict:
-        info = self.read_run()
-        info.update(fields)
-        write_json(self.run_json, info)
-        return info
-
 
 def next_run_name(runs_root: Path, stem: str) -> str:
     """digits-001, digits-002, ...: the first name not taken."""

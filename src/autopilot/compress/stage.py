@@ -42,9 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import check_max_drop
 from ..export import export_onnx
 from ..models import build_model, count_params, load_model, save_model
 from ..rundir import RunDir, read_json, write_json
+from ..schemas.run import read_run
 from ..train import DEFAULTS, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
@@ -332,7 +334,7 @@ class _Stage:
                 self.log(f"{rec['name']}-int8", "skipped", "its fp32 source already lost more than max_drop")
 
 
-def compress_run(run_dir, *, budget_s: float | None = None, target: str = "latency", max_drop: float = 0.005,
+def compress_run(run_dir, *, budget_s: float | None = None, target: str = "latency", max_drop: float = 0.5,
                  seed: int = 0, console=None, data: dict | None = None, device: str = "auto") -> dict:
     """Compress the final model of a finished run; returns what it writes to
     RUN/compress/results.json. `data` ({"train": (X, y), "val": ..., "test": ...})
@@ -344,17 +346,15 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if not 0 <= max_drop < 1:
-        raise ValueError(f"max_drop is a fraction (0.005 = half a point), got {max_drop}")
+    max_drop = check_max_drop(max_drop) / 100  # points in, a fraction of accuracy inside
     console = console or Console(stderr=True)
     started = time.monotonic()
     rd = RunDir(run_dir)
     if not (rd.model_dir / "card.json").exists():
         raise FileNotFoundError(f"no model in {str(rd.path)!r} (missing model/card.json); finish `autopilot run` first")
     card = read_json(rd.model_dir / "card.json")
-    run_info = rd.read_run()
     if budget_s is None:
-        budget_s = compress_budget_s(run_info.get("config", {}).get("budget_s"))
+        budget_s = compress_budget_s(read_run(rd.path).config.budget_s)
     deadline = started + float(budget_s)
     # Kept back for the final latency measurement, the choice and writing.
     final_reserve = min(25.0, max(5.0, 0.12 * budget_s))

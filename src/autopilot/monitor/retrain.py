@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rundir import RunDir, read_json, write_json
+from ..schemas.run import read_run
 from . import versions
 
 HOLDOUT = 0.3
@@ -161,8 +162,8 @@ def _previous_best(rd: RunDir, vs: dict, info: dict, top_k: int) -> list[dict]:
 
     entry = next(e for e in vs["versions"] if e["version"] == vs["current"])
     src = RunDir(rd.path / entry["retrain_dir"]) if entry.get("retrain_dir") else rd
-    run_cfg = rd.read_run()["config"]
-    cfg = {**run_cfg, "storage": None if entry.get("retrain_dir") else run_cfg.get("storage")}
+    run_cfg = read_run(rd.path).config
+    cfg = run_cfg.model_copy(update={"storage": None if entry.get("retrain_dir") else run_cfg.storage})
     study = open_study(src, cfg, info)
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     return [t.params for t in sorted(done, key=rank_trial, reverse=True)[:top_k]]
@@ -238,11 +239,10 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     # The search: a study of its own, warm-started from the champion's best trials.
     wdir = _next_dir(rd)
     wrun = RunDir(wdir)
-    run_cfg = rd.read_run()["config"]
-    cfg = {"sampler": run_cfg.get("sampler", "tpe"), "pruner": run_cfg.get("pruner", "hyperband"), "seed": seed,
-           "device": run_cfg.get("device", "auto"), "storage": None}
-    if cfg["sampler"] == "grid":
-        cfg["sampler"] = "tpe"  # a grid cannot take enqueued trials outside it
+    run_cfg = read_run(rd.path).config
+    # A grid cannot take enqueued trials outside it: a grid search retrains with TPE.
+    cfg = run_cfg.model_copy(update={"seed": seed, "storage": None,
+                                     "sampler": "tpe" if run_cfg.sampler == "grid" else run_cfg.sampler})
     best_before = _previous_best(rd, vs, info, top_k)
     study = open_study(wrun, cfg, info)
     for p in best_before:

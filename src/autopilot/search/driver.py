@@ -7,14 +7,16 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from ..config import RunConfig
 from ..rundir import RunDir, write_json
+from ..schemas.run import read_run, update_run
 from . import space
 from .progress import Progress
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import FINISHED, optimize, run_workers
 
 
-def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
+def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
            quiet: bool, console) -> optuna.Study:
     n_before = 0
     study = open_study(rd, config, info)
@@ -26,19 +28,18 @@ def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: f
         done = sum(t.state == TrialState.COMPLETE for t in existing)
         console.print(f"resuming study: {done} completed trial(s) kept"
                       + (f", {retried} interrupted trial(s) queued again" if retried else ""), highlight=False)
-    elif config["sampler"] != "grid":
+    elif config.sampler != "grid":
         study.enqueue_trial(space.default_params(info))
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.
-    sampler_seed = int(config["seed"]) + 7919 * n_before
+    sampler_seed = config.seed + 7919 * n_before
     study = open_study(rd, config, info, sampler_seed=sampler_seed)
 
-    run_info = rd.read_run()
-    started_at = run_info.get("search_started_at") or time.time()
-    rd.update_run(search_started_at=started_at)
+    started_at = read_run(rd.path).search_started_at or time.time()
+    update_run(rd.path, search_started_at=started_at)
     if deadline_wall is None:
         deadline_wall = float("inf")
-    n_trials = config.get("trials")
+    n_trials = config.trials
 
     def load_trials():
         return study.get_trials(deepcopy=False)
@@ -46,8 +47,8 @@ def search(rd: RunDir, config: dict, data: dict, info: dict, *, deadline_wall: f
     progress = Progress(load_trials, None if deadline_wall == float("inf") else deadline_wall, quiet=quiet, console=console)
     try:
         with progress:
-            if config.get("workers", 1) > 1:
-                run_workers(rd, int(config["workers"]), deadline_wall, n_trials, sampler_seed)
+            if config.workers > 1:
+                run_workers(rd, config.workers, deadline_wall, n_trials, sampler_seed)
             else:
                 import os
 

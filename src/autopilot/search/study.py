@@ -13,14 +13,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
-
-SAMPLERS = ("tpe", "random", "grid", "gp")
-PRUNERS = ("hyperband", "median", "none")
 STUDY_NAME = "autopilot"
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own view reports trials
@@ -65,14 +63,14 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
 
 
-def open_study(run: RunDir, config: dict, info: dict, *, sampler_seed: int | None = None) -> optuna.Study:
-    seed = config["seed"] if sampler_seed is None else sampler_seed
+def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int | None = None) -> optuna.Study:
+    seed = config.seed if sampler_seed is None else sampler_seed
     return optuna.create_study(
         study_name=STUDY_NAME,
-        storage=make_storage(run, config.get("storage")),
+        storage=make_storage(run, config.storage),
         direction="maximize",
-        sampler=make_sampler(config["sampler"], seed, info),
-        pruner=make_pruner(config["pruner"]),
+        sampler=make_sampler(config.sampler, seed, info),
+        pruner=make_pruner(config.pruner),
         load_if_exists=True,
     )
 
@@ -110,12 +108,12 @@ def recover_interrupted(study: optuna.Study) -> int:
 class Objective:
     """Train one configuration; report validation accuracy each epoch."""
 
-    def __init__(self, run: RunDir, data: dict, info: dict, config: dict, deadline: float):
+    def __init__(self, run: RunDir, data: dict, info: dict, config: RunConfig, deadline: float):
         self.run, self.data, self.info, self.config, self.deadline = run, data, info, config, deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            if self.config["sampler"] == "grid":
+            if self.config.sampler == "grid":
                 params = space.suggest_grid(trial, self.info)
             else:
                 params = space.suggest(trial, self.info)
@@ -126,7 +124,7 @@ class Objective:
         tdir = self.run.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
         write_json(tdir / "config.json", {"params": params, "spec": spec, "hparams": hp})
-        seed = int(self.config["seed"]) + trial.number
+        seed = self.config.seed + trial.number
         seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
         trial.set_user_attr("params_count", count_params(model))
@@ -148,7 +146,7 @@ class Objective:
         try:
             result = train(
                 model, self.data["train"], self.data["val"], hp, kind=self.info["kind"], seed=seed,
-                device=self.config.get("device", "auto"), deadline=self.deadline, on_epoch=on_epoch,
+                device=self.config.device, deadline=self.deadline, on_epoch=on_epoch,
                 callbacks=[live],
             )
         except optuna.TrialPruned:
@@ -200,7 +198,7 @@ def _tensorboard_writer(tdir: Path):
     return SummaryWriter(log_dir=str(tdir))
 
 
-def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
+def summarize(study: optuna.Study, started_at: float, config: RunConfig) -> dict:
     trials = []
     best = None
     for t in study.get_trials(deepcopy=False):
@@ -223,8 +221,8 @@ def summarize(study: optuna.Study, started_at: float, config: dict) -> dict:
             }
         )
     return {
-        "sampler": config["sampler"],
-        "pruner": config["pruner"],
+        "sampler": config.sampler,
+        "pruner": config.pruner,
         "started_at": started_at,
         "elapsed_s": time.time() - started_at,
         "best_trial": best.number if best else None,
