@@ -58,11 +58,17 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
+def _drop_problem(points) -> str | None:
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not math.isfinite(points) \
+            or not 0 <= points <= MAX_DROP_LIMIT:
+        return f"must be in points of accuracy between 0 and {MAX_DROP_LIMIT:g} (0.5 = half a point), got {points!r}"
+    return None
+
+
 def check_max_drop(points: float, what: str = "max_drop") -> float:
     """Accuracy drops are in points everywhere (0.5 = half a point of accuracy)."""
-    if not isinstance(points, (int, float)) or not math.isfinite(points) or not 0 <= points <= MAX_DROP_LIMIT:
-        raise RunError(f"{what} is in points of accuracy between 0 and {MAX_DROP_LIMIT:g} (0.5 = half a point), "
-                       f"got {points!r}")
+    if problem := _drop_problem(points):
+        raise RunError(f"{what} {problem}")
     return float(points)
 
 
@@ -93,7 +99,9 @@ class RunConfig(BaseModel):
     @field_validator("max_drop")
     @classmethod
     def _points(cls, v: float) -> float:
-        return check_max_drop(v)
+        if problem := _drop_problem(v):
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self):
