@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,7 +22,7 @@ from PIL import Image
 
 from .cache import cache_dir, read_npz, write_npz
 from .dataset import DataError, Dataset, pixels_to_float
-from .images import IMAGE_EXTS, MAX_SIDE, choose_size, decode, is_grey, list_images
+from .images import IMAGE_EXTS, MAX_SIDE, choose_size, decode, list_images
 from .validate import one_line
 
 # Below this many files a process pool's start-up (~0.5 s) costs more than it
@@ -83,10 +84,10 @@ def _read_sizes(paths: list[str]) -> list[tuple[int, int] | str]:
     return out
 
 
-def _decode_chunk(paths: list[str], h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """(n, 3, h, w) uint8, which images are grey, and {position: error}."""
+def _decode_chunk(paths: list[str], h: int, w: int) -> tuple[np.ndarray, bool, dict[int, str]]:
+    """(n, 3, h, w) uint8, whether every image is grey, and {position: error}."""
     x = np.zeros((len(paths), 3, h, w), np.uint8)
-    grey = np.ones(len(paths), bool)
+    all_grey = True
     errors: dict[int, str] = {}
     for i, p in enumerate(paths):
         try:
@@ -99,8 +100,9 @@ def _decode_chunk(paths: list[str], h: int, w: int) -> tuple[np.ndarray, np.ndar
             x[i] = a  # grey: the same plane in all three channels
         else:
             x[i] = a.transpose(2, 0, 1)
-            grey[i] = is_grey(im)
-    return x, grey, errors
+            # Once one image has colour the folder is RGB: no need to look further.
+            all_grey = all_grey and bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+    return x, all_grey, errors
 
 
 def _chunks(items: list, size: int = CHUNK_FILES) -> list[list]:
@@ -108,7 +110,9 @@ def _chunks(items: list, size: int = CHUNK_FILES) -> list[list]:
 
 
 def _workers(n_files: int) -> int:
-    if n_files < PARALLEL_MIN_FILES:
+    import multiprocessing as mp
+
+    if n_files < PARALLEL_MIN_FILES or mp.current_process().daemon:  # a daemon may not have children
         return 1
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
@@ -138,7 +142,7 @@ def _progress(show: bool):
 # ----------------------------------------------------------------- loading
 
 def _decode_folder(root: Path, class_dirs: list[Path], files: list[tuple[Path, int]], skip_bad: bool,
-                   show_progress: bool) -> FolderPixels:
+                   show_progress: bool, parallel: bool = True) -> FolderPixels:
     skipped: list[str] = []
 
     def bad(p: str, why: str) -> None:
@@ -147,7 +151,7 @@ def _decode_folder(root: Path, class_dirs: list[Path], files: list[tuple[Path, i
         skipped.append(p)
 
     paths = [str(p) for p, _ in files]
-    n_workers = _workers(len(paths))
+    n_workers = _workers(len(paths)) if parallel else 1
     progress = _progress(show_progress and len(paths) >= PARALLEL_MIN_FILES)
     # spawn, not fork: the caller may hold threads (torch, rich) that fork would copy mid-lock.
     pool = None
@@ -184,13 +188,12 @@ def _decode_folder(root: Path, class_dirs: list[Path], files: list[tuple[Path, i
         ok = np.ones(n, bool)
         todo = [paths[i] for i in readable]
         at = 0
-        for chunk, (x, grey, errors) in zip(_chunks(todo), _run(_decode_chunk, _chunks(todo), h, w, pool=pool,
+        for chunk, (x, all_grey, errors) in zip(_chunks(todo), _run(_decode_chunk, _chunks(todo), h, w, pool=pool,
                                                                  progress=progress, task=task)):
-            for i, why in errors.items():
+            for i, why in errors.items():  # unreadable rows stay zero (grey) and are dropped below
                 bad(chunk[i], why)
                 ok[at + i] = False
-                grey[i] = True  # an empty row must not turn the folder to colour
-            if colour_px is None and not grey.all():
+            if colour_px is None and not all_grey:
                 colour_px = np.empty((n, 3, h, w), np.uint8)
                 colour_px[:] = grey_px  # earlier rows were grey: repeat the plane
                 grey_px = None
@@ -229,7 +232,10 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
                                 skipped=[str(root / s) for s in hit["skipped"].tolist()], cache_file=path,
                                 from_cache=True)
     t0 = time.time()
-    got = _decode_folder(root, class_dirs, files, skip_bad, show_progress)
+    try:
+        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress)
+    except BrokenProcessPool:  # workers could not start (e.g. an interactive main): one process instead
+        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress, parallel=False)
     if use_cache:
         rel = np.asarray([Path(s).relative_to(root).as_posix() for s in got.skipped], dtype=str)
         if write_npz(path, {"pixels": got.pixels, "y": got.y, "skipped": rel}):

@@ -1,0 +1,100 @@
+"""Image folders: uint8 decoding in a process pool, the on-disk cache and when
+it is rebuilt. Real PNG files in tmp_path."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autopilot.data import DataError, load
+from autopilot.data import folder as folder_mod
+from autopilot.data.folder import read_image_folder
+
+
+def save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+def photos(root, per=6, size=(9, 7), grey_class=None, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in ("a", "b", "c"):
+        for i in range(per):
+            shape = size if c == grey_class else (*size, 3)
+            save_png(root / c / f"{i:03d}.png", rng.integers(0, 256, shape))
+    return root
+
+
+def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    root = photos(tmp_path / "imgs")
+    first = read_image_folder(root)
+    assert not first.from_cache and first.cache_file.parent == tmp_path / "cache" / "images"
+    assert first.pixels.dtype == np.uint8 and first.pixels.shape == (18, 3, 9, 7)
+    second = read_image_folder(root)
+    assert second.from_cache and np.array_equal(second.pixels, first.pixels)
+    assert np.array_equal(second.y, first.y)
+    # The Dataset is the same whether decoded or read from the cache.
+    ds = load(str(root))
+    ref = np.asarray(Image.open(root / "a" / "000.png"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    assert np.array_equal(ds.X[0], ref)
+
+
+def test_cache_is_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    root = photos(tmp_path / "imgs")
+    before = read_image_folder(root)
+    target = root / "b" / "002.png"
+    save_png(target, np.zeros((9, 7, 3)))
+    os.utime(target, ns=(1, 1))  # a different mtime even on a coarse clock
+    after = read_image_folder(root)
+    assert not after.from_cache and after.cache_file != before.cache_file
+    assert after.pixels[8].max() == 0 and before.pixels[8].max() > 0
+    (root / "c" / "005.png").unlink()  # a removed file changes the key too
+    assert len(read_image_folder(root).y) == 17
+
+
+def test_process_pool_gives_the_same_pixels_as_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    root = photos(tmp_path / "imgs", per=40, grey_class="a")  # grey first, colour later: switches to RGB
+    serial = read_image_folder(root, use_cache=False)
+    monkeypatch.setattr(folder_mod, "PARALLEL_MIN_FILES", 10)
+    monkeypatch.setattr(folder_mod, "CHUNK_FILES", 16)
+    assert folder_mod._workers(120) >= min(2, os.cpu_count() or 1)
+    pooled = read_image_folder(root, use_cache=False)
+    assert pooled.pixels.shape == (120, 3, 9, 7)
+    assert np.array_equal(pooled.pixels, serial.pixels) and np.array_equal(pooled.y, serial.y)
+    grey = pooled.pixels[:40]  # grey images: one plane repeated in R, G and B
+    assert np.array_equal(grey[:, 0], grey[:, 2])
+
+
+def test_grey_folder_stays_one_channel_and_bad_files_in_the_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder_mod, "PARALLEL_MIN_FILES", 10)
+    monkeypatch.setattr(folder_mod, "CHUNK_FILES", 8)
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for c in ("x", "y"):
+        for i in range(12):
+            save_png(root / c / f"{i:02d}.png", rng.integers(0, 256, (6, 6)))
+    broken = root / "y" / "05.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # header fine, pixels cut off
+    with pytest.raises(DataError, match="05.png.*--skip-bad"):
+        read_image_folder(root)
+    got = read_image_folder(root, skip_bad=True)
+    assert got.pixels.shape == (23, 1, 6, 6) and got.skipped == [str(broken)]
+    cached = read_image_folder(root, skip_bad=True)
+    assert cached.from_cache and cached.skipped == [str(broken)]
+    assert load(str(root), skip_bad=True).skipped == [str(broken)]
+
+
+def test_unreadable_cache_file_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    root = photos(tmp_path / "imgs")
+    first = read_image_folder(root)
+    first.cache_file.write_bytes(b"not an npz")
+    again = read_image_folder(root)
+    assert not again.from_cache and np.array_equal(again.pixels, first.pixels)
+    assert read_image_folder(root).from_cache
