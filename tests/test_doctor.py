@@ -254,7 +254,9 @@ def test_default_model_on_builtin_data_raises_no_alarm(name):
     model, hp = default_model(ds, splits)
     report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20)
     assert alarms(report) == [], report.to_dict()
-    assert all(c.status == "ok" for c in report.checks), report.to_dict()["checks"]
+    # digits are not mirror symmetric: the augmentation check finds that (tested below)
+    assert all(c.status == "ok" for c in report.checks if c.id != "augmentation-changes-labels"), \
+        report.to_dict()["checks"]
     assert report.get("lr-range").evidence["suggested_lr"] > 0
     assert report.elapsed_s < 20
 
@@ -483,3 +485,49 @@ def test_every_id_is_documented():
                 "not-reproducible", "eval-nondeterministic", "lr-too-high", "lr-too-low", "diverged", "loss-spike",
                 "dead-units", "overfitting", "schedule-decays-early"]
     assert set(required) <= set(IDS)
+
+
+# ------------------------------------------------------------------ augmentations that change labels
+
+def _mirrored(X, y):
+    """The same images and their mirror images under the same labels: a data
+    set whose classes are left-right symmetric by construction."""
+    return np.concatenate([X, X[..., ::-1]]), np.concatenate([y, y])
+
+
+def test_digits_lose_flips_with_the_measured_drop():
+    from autopilot.doctor.augment_check import check_augmentations, excluded_families
+
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    model, hp = default_model(ds, splits)
+    parts = arrays(ds, splits)
+    findings, result = check_augmentations(model, hp, parts["train"], parts["val"], ds.n_classes, budget_s=8)
+    assert result.status == "found"
+    by_family = {f.evidence["family"]: f for f in findings}
+    assert "hflip" in by_family and "hflip" in excluded_families(findings)
+    ev = by_family["hflip"].evidence
+    assert ev["drop_points"] > ev["limit_points"] >= 5
+    assert ev["transformed_accuracy"] < ev["clean_accuracy"] - 0.05
+
+
+def test_a_left_right_symmetric_set_keeps_flips():
+    from autopilot.doctor.augment_check import check_augmentations, excluded_families
+
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    model, hp = default_model(ds, splits)
+    parts = arrays(ds, splits)
+    findings, result = check_augmentations(model, hp, _mirrored(*parts["train"]), _mirrored(*parts["val"]),
+                                           ds.n_classes, budget_s=10)
+    assert "hflip" not in excluded_families(findings), result.note
+    assert "vflip" in excluded_families(findings)  # mirrored left-right only: upside down still changes digits
+
+
+def test_the_preflight_reports_the_augmentation_check_on_images():
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    model, hp = default_model(ds, splits)
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20)
+    assert report.get("augmentation-changes-labels") is not None
+    assert any(c.id == "augmentation-changes-labels" and c.status == "found" for c in report.checks)

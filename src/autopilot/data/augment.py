@@ -1,8 +1,10 @@
-"""Whole-batch augmentation on the tensor's own device, one `strength` knob.
+"""Augmentation on the tensor's own device, per example, by kind of data.
 
-The search tunes a single number in [0, 1] instead of a dozen magnitudes; each
-kind maps it to transforms that keep the label true. Randomness comes from
-torch's global RNG, so torch.manual_seed(...) makes a run repeatable.
+Images use a policy (data.policies: none, affine, cropflip, trivial,
+randaugment, optional Cutout) from which the doctor has removed the
+transforms that change labels on this data; signals a shift, scale and
+noise whose range is one `strength` knob. Randomness comes from torch's
+global RNG, so torch.manual_seed(...) makes a run repeatable.
 """
 from __future__ import annotations
 
@@ -11,25 +13,6 @@ from typing import Callable
 import torch
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _image_augment(s: float, input_shape: tuple) -> Augment:
-    import kornia.augmentation as K  # imported here: ~2 s, and only images need it
-
-    h, w = input_shape[-2:]
-    # Rotating an 8x8 digit by 15 degrees moves too many of its few pixels;
-    # small images get a gentler range.
-    degrees = (15.0 if min(h, w) >= 16 else 8.0) * s
-    # No flips: digits and letters are not mirror symmetric.
-    affine = K.RandomAffine(
-        degrees=degrees, translate=(0.12 * s, 0.12 * s), scale=(1 - 0.12 * s, 1 + 0.12 * s), p=1.0
-    )
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return affine(x)
-
-    return augment
 
 
 def _signal_augment(s: float, input_shape: tuple) -> Augment:
@@ -55,16 +38,31 @@ def _signal_augment(s: float, input_shape: tuple) -> Augment:
     return augment
 
 
-def make_augment(kind: str, strength: float, input_shape: tuple) -> Augment | None:
+def make_augment(kind: str, strength: float, input_shape: tuple, *, policy: str = "affine", n_ops: int = 2,
+                 cutout: float = 0.0, exclude: tuple[str, ...] = ()) -> Augment | None:
     """A function (B, C, ...) -> same shape, or None when there is nothing to do
-    (strength 0, or tables, where no transform is known to keep labels true)."""
+    (no policy, or tables, where no transform is known to keep labels true).
+    `policy`, `n_ops`, `cutout` and `exclude` apply to images (data.policies)."""
     s = float(strength)
     if not 0.0 <= s <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
-    if s == 0.0 or kind == "table":
+    if kind == "table":
         return None
     if kind == "image":
-        return _image_augment(s, tuple(input_shape))
+        from .policies import image_policy  # kornia: ~2 s to import, and only images need it
+
+        if policy == "affine" and s == 0.0:
+            policy = "none"
+        return image_policy(policy, strength=s, n_ops=n_ops, cutout=cutout, exclude=exclude,
+                            channels=int(input_shape[0]))
     if kind == "signal":
-        return _signal_augment(s, tuple(input_shape))
+        return _signal_augment(s, tuple(input_shape)) if s > 0 else None
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def augment_from_hparams(kind: str, hp: dict, input_shape: tuple) -> Augment | None:
+    """The augmentation a trial's training hyper-parameters describe; a trial
+    stored before policies existed (only `aug_strength`) gets the affine policy."""
+    return make_augment(kind, float(hp.get("aug_strength", 0.0)), input_shape,
+                        policy=hp.get("aug_policy", "affine"), n_ops=int(hp.get("aug_ops", 2)),
+                        cutout=float(hp.get("cutout", 0.0)), exclude=tuple(hp.get("aug_exclude", ())))

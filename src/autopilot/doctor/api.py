@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment_check import CHECK as AUGMENT_CHECK
+from .augment_check import check_augmentations
 from .data_checks import DATA_CHECKS, DataView, run_data_checks
 from .findings import CheckResult, DoctorReport, Finding
 from .inputs import kind_of, to_tensors
@@ -48,7 +50,8 @@ PROBES: list[tuple[str, Callable, float, float]] = [
     ("no-signal", probe_no_signal, 0.30, 0.5),
     ("lr-range", probe_lr_range, 0.30, 0.5),
 ]
-CHECK_NAMES = list(DATA_CHECKS) + [p[0] for p in PROBES]
+CHECK_NAMES = list(DATA_CHECKS) + [AUGMENT_CHECK] + [p[0] for p in PROBES]
+AUGMENT_SHARE = 0.35  # of the pre-flight budget: a quick model must learn the classes first
 # Probes that feed labels to the loss: pointless (and crashing) with labels out of range.
 _NEEDS_LABELS = {"loss-at-init", "not-reproducible", "cannot-overfit", "no-signal", "lr-range"}
 DATA_SAMPLE = 20000  # examples per split read for the data checks (torch Datasets are sampled beyond)
@@ -246,9 +249,10 @@ def doctor_dataset(
     checks: Iterable[str] | None = None,
 ) -> DoctorReport:
     """Pre-flight for `autopilot run`: the data checks on the whole data set
-    and splits, then the set-up probes on `model` (the run passes the
-    search's first trial, `search.space.default_model`) with the learning
-    rate and optimiser of `hparams`."""
+    and splits, on images the label check of augmentations, then the set-up
+    probes on `model` (the run passes the search's first trial,
+    `search.space.default_model`) with the learning rate and optimiser of
+    `hparams`."""
     t_start = time.perf_counter()
     only = _selected(checks)
     hparams = hparams or {}
@@ -259,6 +263,11 @@ def doctor_dataset(
             report.findings += f
             report.checks += r
         tr = splits["train"] if splits else np.arange(len(ds))
+        if ds.kind == "image" and splits and "val" in splits and (only is None or AUGMENT_CHECK in only):
+            f, r = check_augmentations(model, hparams, (ds.X[tr], ds.y[tr]), (ds.X[splits["val"]], ds.y[splits["val"]]),
+                                       ds.n_classes, budget_s=AUGMENT_SHARE * budget_s, seed=seed)
+            report.findings += f
+            report.checks.append(r)
         X = torch.from_numpy(np.ascontiguousarray(ds.X[tr], dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(ds.y[tr], dtype=np.int64))
         _probe(report, model, X, y, ds.n_classes, nn.CrossEntropyLoss(), seed, hparams.get("lr"),

@@ -32,6 +32,7 @@ training wrong or useless, `warn` = probably a problem, `info` = worth knowing.
 | `dead-units` | warn | more than 50 % of a ReLU layer's units output zero for a whole training batch, two samples in a row | live |
 | `overfitting` | warn | validation loss up > 10 % from its best for 3+ epochs while training loss keeps falling and the gap grows | live |
 | `schedule-decays-early` | warn | the schedule drives the lr below 1 % of its peak before half of training | live |
+| `augmentation-changes-labels` | info | images only: a quickly trained default model loses more than max(5 points, ¼ of its margin over chance) of validation accuracy on mirror images (hflip, vflip) or upside-down images (rotate); that family is left out of the augmentation search | data + set-up |
 | `probe-failed` | warn / error | a check raised an exception (the message is in the evidence); error when the model cannot run a forward pass on the data at all | any |
 """
 from __future__ import annotations
@@ -72,6 +73,7 @@ IDS: dict[str, str] = {
     "dead-units": "dead ReLU units",
     "overfitting": "overfitting",
     "schedule-decays-early": "schedule decays too early",
+    "augmentation-changes-labels": "an augmentation that changes labels",
     "probe-failed": "a check failed to run",
 }
 
