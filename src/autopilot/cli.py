@@ -20,9 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="search for a model on a data set and export it to ONNX")
-    r.add_argument("data", help="built-in name (digits, mnist1d, mnist5k), a folder of class sub-folders of images, a .csv or a .npz")
+    r.add_argument("data", help="built-in name (digits, mnist1d, mnist5k, fashion), a folder of class sub-folders of images, a CIFAR binary or IDX folder, a .csv or a .npz")
     r.add_argument("--label", help="label column of a CSV (default: a column named label, target, class or y)")
     r.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping (the count is reported)")
+    r.add_argument("--layout", choices=["nhwc", "nchw"], help="layout of 4-D image arrays in an .npz when the shape cannot tell (channels last or first)")
+    r.add_argument("--test-split", choices=["seeded", "official"], help="official: the data set's own test set (Fashion-MNIST, CIFAR, IDX t10k); default seeded")
     r.add_argument("--budget", help="wall-clock budget of the whole run, e.g. 90s, 5m, 1h (default 5m when --trials is not given)")
     r.add_argument("--trials", type=int, help="stop after this many finished trials")
     r.add_argument("--sampler", choices=SAMPLERS, help=f"search algorithm (default {default('sampler')})")
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("data", help="the same forms as for `run`")
     d.add_argument("--label", help="label column of a CSV")
     d.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
+    d.add_argument("--layout", choices=["nhwc", "nchw"], help="layout of 4-D image arrays in an .npz when the shape cannot tell")
     d.add_argument("--seed", type=int, default=0, help="seed of the split and the probes (default 0)")
     d.add_argument("--budget", default="20s", help="time for all checks (default 20s)")
     d.add_argument("--json", action="store_true", help="print the findings as JSON instead of a table")
@@ -125,7 +128,8 @@ def _cmd_run(args, console) -> int:
 
     try:
         rd = run(
-            args.data, label=args.label, skip_bad=args.skip_bad, budget=args.budget, trials=args.trials,
+            args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout, test_split=args.test_split,
+            budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
             quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=False if args.no_compress else None,
@@ -167,7 +171,7 @@ def _cmd_doctor(args, console) -> int:
     from .doctor import doctor_dataset, render
     from .search.space import default_model
 
-    ds = load(args.data, label=args.label, skip_bad=args.skip_bad)
+    ds = load(args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout)
     splits = split(ds.y, seed=args.seed)
     model, hparams = default_model(ds, splits, args.seed)
     report = doctor_dataset(ds, splits, model=model, hparams=hparams, seed=args.seed,

@@ -17,11 +17,11 @@ def load_run_data(run: RunDir):
     """(RunConfig, dataset, {"train"|"val"|"test": (X, y)}, data_info)."""
     info = read_run(run.path)
     config = info.config
-    ds = load(config.data, label=config.label, skip_bad=config.skip_bad)
+    ds = load(config.data, label=config.label, skip_bad=config.skip_bad, layout=config.layout)
     if ds.fingerprint() != info.data.fingerprint:
         raise RunError(
             f"data {config.data!r} changed since run {run.name!r} was created "
             f"(fingerprint {ds.fingerprint()} != {info.data.fingerprint})"
         )
     splits = load_splits(run.splits)
-    return config, ds, arrays(ds, splits), data_info(ds, splits)
+    return config, ds, arrays(ds, splits), {**data_info(ds, splits), "augment_exclude": info.augment_exclude}

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunConfig, RunError, describe_error,
                      parse_duration, search_reserve)
-from .data import Dataset, load, profile, split
+from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
 from .data.stats import arrays, data_info
+from .doctor.augment_check import excluded_in
 from .rundata import load_run_data
 from .rundir import NAME_RE, RunDir, next_run_name
 from .schemas import write
@@ -69,7 +70,7 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
                doctor: bool = True, force: bool = False):
     """Load and validate the data and run the doctor first: bad input never
     leaves a run directory behind."""
-    ds = load(config.data, label=config.label, skip_bad=config.skip_bad)
+    ds = load(config.data, label=config.label, skip_bad=config.skip_bad, layout=config.layout)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if name is None:
         name = next_run_name(runs_dir, ds.name)
@@ -80,7 +81,8 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
         if not overwrite:
             raise RunError(f"run {str(run.path)!r} exists; pass --resume to continue it or --overwrite to start again")
         shutil.rmtree(run.path)
-    splits = split(ds.y, seed=config.seed, val=config.val_frac, test=config.test_frac)
+    splits = split(ds.y, seed=config.seed, val=config.val_frac, test=config.test_frac,
+                   official_test=official_test(ds, config.test_split))
     findings = preflight(ds, splits, config.seed, console, force=force) if doctor else None
     # Build in a hidden folder and rename: a crash here leaves no half-made run.
     tmp = RunDir(runs_dir / f".{name}.creating")
@@ -99,6 +101,7 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
         versions=versions(),
         data=ds.describe(),
         status="running",
+        augment_exclude=excluded_in(findings) if findings is not None else [],
     ), tmp.path)
     os.replace(tmp.path, run.path)
     return run, ds, splits
@@ -160,7 +163,8 @@ def run(
         config = RunConfig.build(data=data, budget_s=budget_s, **options)
         rd, ds, splits = create_run(config, runs_dir=runs_dir, name=name, overwrite=overwrite, console=console,
                                     doctor=doctor, force=force)
-        data_arrays, info = arrays(ds, splits), data_info(ds, splits)
+        data_arrays = arrays(ds, splits)
+        info = {**data_info(ds, splits), "augment_exclude": read_run(rd.path).augment_exclude}
         prior_search_s = 0.0
         if ds.skipped:
             console.print(f"skipped {len(ds.skipped)} unreadable file(s) (--skip-bad)")
