@@ -95,6 +95,11 @@ _EFFECT = {"hflip": "no horizontal flips", "vflip": "no vertical flips",
            "rotate": "rotations stay within +-30 degrees"}
 
 
-def excluded_families(findings) -> list[str]:
+def excluded_families(findings: list[Finding]) -> list[str]:
     """The families a report's findings exclude from augmentation."""
     return sorted({f.evidence["family"] for f in findings if f.id == CHECK})
+
+
+def excluded_in(doctor_json: dict) -> list[str]:
+    """The same, from a written doctor.json."""
+    return sorted({f["evidence"]["family"] for f in doctor_json.get("findings", []) if f["id"] == CHECK})

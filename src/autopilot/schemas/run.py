@@ -33,6 +33,9 @@ class RunInfo(RunFile):
     versions: dict[str, str]  # python, torch, optuna, onnxruntime, numpy, autopilot
     data: DataDescription
     status: Literal["running", "interrupted", "failed", "done"]
+    # Augmentation families the doctor measured to change labels on this data
+    # (data.policies.FAMILIES); every trial leaves them out.
+    augment_exclude: list[str] = []
     search_elapsed_s: float = 0.0  # summed over invocations, so --resume grants the rest of the budget
     search_started_at: float | None = None  # epoch seconds of the first search
     elapsed_s: float | None = None  # wall time of the last invocation, when done
