@@ -531,3 +531,33 @@ def test_the_preflight_reports_the_augmentation_check_on_images():
     report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20)
     assert report.get("augmentation-changes-labels") is not None
     assert any(c.id == "augmentation-changes-labels" and c.status == "found" for c in report.checks)
+
+
+def test_colour_photos_keep_flips_but_not_upside_down(tmp_path):
+    """Shapes on textured colour backgrounds, every class left-right symmetric
+    and three of them not upside-down symmetric (triangles, arches): loaded
+    as users bring them (channels-last uint8 NPZ)."""
+    from autopilot.data.synthetic import make_shapes
+    from autopilot.doctor.augment_check import check_augmentations, excluded_families
+
+    X, y, _ = make_shapes(3000, 32, seed=0)
+    np.savez(tmp_path / "shapes.npz", X=X, y=y)
+    ds = load(str(tmp_path / "shapes.npz"))
+    splits = split(ds.y, seed=0)
+    model, hp = default_model(ds, splits)
+    parts = arrays(ds, splits)
+    findings, result = check_augmentations(model, hp, parts["train"], parts["val"], ds.n_classes, budget_s=9)
+    assert result.status in ("ok", "found"), result.note
+    excluded = excluded_families(findings)
+    assert "hflip" not in excluded, result.note
+    assert {"vflip", "rotate"} <= set(excluded), result.note
+
+
+def test_unmeasured_label_check_excludes_every_family():
+    from autopilot.data.policies import FAMILIES
+    from autopilot.doctor.augment_check import excluded_in
+
+    assert excluded_in(None, "image") == list(FAMILIES)
+    skipped = {"findings": [], "checks": [{"id": "augmentation-changes-labels", "status": "skipped", "seconds": 1.0}]}
+    assert excluded_in(skipped, "image") == list(FAMILIES)
+    assert excluded_in(None, "signal") == []

@@ -101,7 +101,7 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
         versions=versions(),
         data=ds.describe(),
         status="running",
-        augment_exclude=excluded_in(findings) if findings is not None else [],
+        augment_exclude=excluded_in(findings, ds.kind),
     ), tmp.path)
     os.replace(tmp.path, run.path)
     return run, ds, splits

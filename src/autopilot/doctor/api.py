@@ -51,7 +51,7 @@ PROBES: list[tuple[str, Callable, float, float]] = [
     ("lr-range", probe_lr_range, 0.30, 0.5),
 ]
 CHECK_NAMES = list(DATA_CHECKS) + [AUGMENT_CHECK] + [p[0] for p in PROBES]
-AUGMENT_SHARE = 0.25  # of the pre-flight budget: a quick model must learn the classes first
+AUGMENT_SHARE = 0.35  # of the pre-flight budget: a quick model must learn the classes first
 # Probes that feed labels to the loss: pointless (and crashing) with labels out of range.
 _NEEDS_LABELS = {"loss-at-init", "not-reproducible", "cannot-overfit", "no-signal", "lr-range"}
 DATA_SAMPLE = 20000  # examples per split read for the data checks (torch Datasets are sampled beyond)
