@@ -9,14 +9,19 @@ import time
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
+from autopilot.config import RunConfig
 from autopilot.data import load, split
 from autopilot.models import build_model
 from autopilot.rundir import RunDir
+from autopilot.schemas import read
+from autopilot.schemas.search import EpochLine, SearchFile, TrialConfig
+from autopilot.search.select import best_trial
 from autopilot.data.stats import arrays, data_info
 from autopilot.search import space
-from autopilot.search.study import Objective, open_study
+from autopilot.search.study import PROGRESS_STEPS, Objective, open_study, summarize
 from autopilot.search.workers import optimize
 from autopilot.train import seed_everything, train
 
@@ -47,11 +52,20 @@ def test_run_digits_end_to_end(tmp_path):
               "data/splits.npz", "data/profile.json", "search.json", "study/journal.log", "doctor.json",
               "compress/results.json", "monitor/reference.json"):
         assert (rd / f).exists(), f
-    search = json.loads((rd / "search.json").read_text())
-    assert len(search["trials"]) == 2
-    best = search["best_trial"]
+    search = read(SearchFile, rd)  # the writer's own schema
+    assert len(search.trials) == 2
+    best = search.best_trial
+    assert search.selection is not None and search.selection.trial == best and search.selection.how == "complete"
+    for t in search.trials:  # complete means the planned training ran (or stopped early on validation)
+        if t.state == "COMPLETE":
+            assert t.stopped in ("completed", "early-stop"), t
+            assert t.stopped == "early-stop" or t.epochs == t.planned_epochs == t.params["epochs"], t
+    config = read(TrialConfig, rd / "trials" / str(best))
+    assert config.hparams["epochs"] == config.params["epochs"]
     lines = (rd / "trials" / str(best) / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[0])["epoch"] == 1
+    epochs = [EpochLine.model_validate_json(line) for line in lines]
+    assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1))
+    assert max(e.val_acc for e in epochs) == search.best_value
     assert any(p.name.startswith("events.out.tfevents") for p in (rd / "trials" / str(best)).iterdir())
     # The splits partition the data and the test split matches the card.
     s = np.load(rd / "data" / "splits.npz", allow_pickle=False)
@@ -118,7 +132,8 @@ def _digits_setup(tmp_path, config_overrides=None):
     ds = load("digits")
     splits = split(ds.y, seed=0)
     data, info = arrays(ds, splits), data_info(ds, splits)
-    config = {"seed": 0, "sampler": "tpe", "pruner": "none", "storage": None, "device": "cpu", **(config_overrides or {})}
+    config = RunConfig(**{"data": "digits", "seed": 0, "sampler": "tpe", "pruner": "none", "storage": None,
+                          "device": "cpu", **(config_overrides or {})})
     rd = RunDir(tmp_path / "r")
     rd.path.mkdir()
     return rd, data, info, config
@@ -137,6 +152,43 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     assert trials[0].state == TrialState.FAIL
     assert "diverged" in trials[0].user_attrs["error"]
     assert trials[1].state == TrialState.COMPLETE and trials[1].value > 0.9
+
+
+def test_trial_cut_by_the_deadline_is_pruned_not_complete(tmp_path):
+    """A trial the deadline stops is no result: PRUNED with the values it
+    reported, its best weights kept, and offered as the final model only
+    while nothing completed, saying how it ended."""
+    torch.set_num_threads(1)
+    rd, data, info, config = _digits_setup(tmp_path)
+    study = open_study(rd, config, info)
+    study.enqueue_trial({**space.default_params(info), "epochs": 45})
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 4), time.time() + 60, n_trials=1)
+    cut = study.get_trials()[0]
+    assert cut.state == TrialState.PRUNED, cut.state
+    assert cut.user_attrs["stopped"] == "deadline" and cut.user_attrs["planned_epochs"] == 45
+    k = cut.user_attrs["epochs"]
+    assert 1 <= k < 45
+    # Steps are per mille of the planned schedule; the values are all there.
+    assert sorted(cut.intermediate_values) == [round(PROGRESS_STEPS * e / 45) for e in range(1, k + 1)]
+    assert (rd.trial_dir(0) / "weights.safetensors").exists()
+    chosen = best_trial(study, rd)
+    assert chosen.trial.number == 0 and not chosen.complete
+    assert chosen.how == f"cut by the deadline after {k} of 45 epochs"
+
+    # A trial that finishes its (short) schedule is a result, and results
+    # come first whatever accuracy the cut trial reached.
+    study.enqueue_trial({**space.default_params(info), "epochs": 10, "cnn2d_width": 16, "cnn2d_depth": 1})
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 300), time.time() + 300, n_trials=2)
+    done = study.get_trials()[1]
+    assert done.state == TrialState.COMPLETE and done.user_attrs["stopped"] in ("completed", "early-stop")
+    assert max(done.intermediate_values) == PROGRESS_STEPS or done.user_attrs["stopped"] == "early-stop"
+    assert best_trial(study, rd) == (done, "complete")
+
+    summary = SearchFile.model_validate(summarize(study, time.time() - 60, config, run=rd))
+    states = {t.number: (t.state, t.stopped) for t in summary.trials}
+    assert states[0] == ("PRUNED", "deadline") and states[1][0] == "COMPLETE"
+    assert summary.best_trial == 1 and summary.selection.trial == 1
+    assert summary.trials[0].best_val_acc == cut.user_attrs["best_val_acc"]
 
 
 def test_same_seed_same_metrics():
@@ -203,6 +255,10 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(trials) >= 4
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= 1
     assert (tmp_path / "w" / "model" / "model.onnx").exists()
+    # Two workers ran trials at the same time: some pair of trials overlaps.
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
+    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, f"no two trials ran at the same time: {spans}"
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ import torch
 from autopilot.models import build_model
 from autopilot.config import RunError, parse_duration, search_reserve
 from autopilot.search import space
-from autopilot.search.study import make_pruner, make_sampler
+from autopilot.search.study import (INTERRUPTED, PROGRESS_STEPS, make_pruner, make_sampler, open_study,
+                                    progress_step, recover_interrupted, requeue_interrupted, summarize)
+from optuna.trial import TrialState
 
 INFOS = {
     "image": {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]},
@@ -82,3 +84,51 @@ def test_reserve_leaves_most_of_the_budget_to_the_search():
     assert search_reserve(120) == 8
     assert search_reserve(600) == 36
     assert search_reserve(7200) == 60
+
+
+@pytest.mark.parametrize("planned", space.EPOCHS)
+def test_steps_measure_progress_through_the_schedule(planned):
+    """Every schedule ends at the same step, steps are distinct, and all
+    lengths of the space meet at 20 %, 40 %, ... (where the median pruner
+    compares them); the former unit was the epoch count."""
+    steps = [progress_step(e, planned) for e in range(1, planned + 1)]
+    assert steps[-1] == PROGRESS_STEPS and len(set(steps)) == planned and steps == sorted(steps)
+    assert {PROGRESS_STEPS * k // 5 for k in range(1, 6)} <= set(steps)
+    assert [progress_step(e, planned, "epoch") for e in (1, 3)] == [1, 3]
+
+
+def test_unknown_progress_unit_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown progress unit 'percent'"):
+        make_pruner("hyperband", "percent")
+
+
+def test_interrupted_trials_are_failed_and_queued_again_once(tmp_path):
+    """What a killed process leaves RUNNING is failed through Optuna's public
+    API, said so in search.json, and queued again once on resume."""
+    from autopilot.config import RunConfig
+    from autopilot.rundir import RunDir
+    from autopilot.schemas.search import SearchFile
+
+    info = INFOS["table"]
+    rd = RunDir(tmp_path / "r")
+    config = RunConfig(data="x.npz", pruner="none")
+    study = open_study(rd, config, info)
+    done = study.ask()
+    study.tell(done, 0.5)
+    left_running = [study.ask(), study.ask()]
+    for t in left_running:
+        space.suggest(t, info)
+
+    study = open_study(rd, config, info)  # as a resumed run opens it
+    assert recover_interrupted(study) == 2
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert requeue_interrupted(study) == 2
+    assert requeue_interrupted(study) == 0  # once each
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in waiting] == [1, 2]
+    rerun = [study.ask() for _ in waiting]  # the next trials asked for are the interrupted ones, same parameters
+    assert [space.suggest(t, info) for t in rerun] == [t.params for t in left_running]
+    summary = SearchFile.model_validate(summarize(study, 0.0, config, run=rd))
+    assert [t.error for t in summary.trials[:3]] == [None, INTERRUPTED, INTERRUPTED]
+    assert summary.best_trial == 0 and summary.selection is None  # no weights in trials/0: nothing to ship

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.augment import make_augment
+from .data.augment import augment_from_hparams
 
 # Defaults in one visible place. The search overrides most of them.
 DEFAULTS = {
@@ -136,14 +136,17 @@ def train(
     seed: int = 0,
     device: str | torch.device = "auto",
     deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
     on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
     callbacks: list | None = None,
     batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train `model` in place and return the metrics and best-epoch weights.
 
-    `deadline` is a time.monotonic() value: training stops at the first batch
-    past it and the best weights so far are kept. `on_epoch` is called after
+    `deadline` is a value of `clock` (time.monotonic() unless given; a
+    benchmark may pass time.process_time for a budget in CPU seconds):
+    training stops at the first batch past it and the best weights so far
+    are kept, with `stopped="deadline"`. `on_epoch` is called after
     every epoch; an exception it raises (e.g. optuna.TrialPruned) propagates.
 
     `callbacks` are objects with any of these methods (the live doctor is one):
@@ -165,7 +168,7 @@ def train(
     model.to(device)
     opt = make_optimizer(model, hp)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    augment = make_augment(kind, float(hp["aug_strength"]), tuple(Xtr.shape[1:]))
+    augment = augment_from_hparams(kind, hp, tuple(Xtr.shape[1:]))
     if batch_loss is None:
         cross_entropy = nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
 
@@ -197,7 +200,7 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         out_of_time = False
         for b in range(steps_per_epoch):
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and clock() > deadline:
                 out_of_time = True
                 break
             idx = perm[b * bs : (b + 1) * bs]

@@ -59,5 +59,5 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
                 objective = Objective(rd, data, info, config, deadline=deadline_mono)
                 optimize(study, objective, deadline_wall, n_trials)
     finally:
-        write_json(rd.search_json, summarize(study, started_at, config))
+        write_json(rd.search_json, summarize(study, started_at, config, run=rd))
     return study

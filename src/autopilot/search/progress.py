@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .study import PROGRESS_STEPS
 
 
 def _short_params(params: dict) -> str:
@@ -37,6 +38,26 @@ def _value(t):
     if t.intermediate_values:
         return t.intermediate_values[max(t.intermediate_values)]
     return None
+
+
+def _epochs(t) -> str:
+    """Epochs trained of those planned, e.g. "12/30". Running trials report
+    at steps in per mille of their schedule (see study.PROGRESS_STEPS)."""
+    planned = t.user_attrs.get("planned_epochs", t.params.get("epochs"))
+    done = t.user_attrs.get("epochs")
+    if done is None and t.intermediate_values and planned:
+        done = round(max(t.intermediate_values) * planned / PROGRESS_STEPS)
+    if done is None:
+        return "-"
+    return f"{done}/{planned}" if planned else str(done)
+
+
+def _state(t) -> str:
+    """The state, and why a trial that is not complete stopped."""
+    name = t.state.name.lower()
+    if t.state == TrialState.PRUNED and t.user_attrs.get("stopped") == "deadline":
+        return f"{name} (deadline)"
+    return name
 
 
 class Progress:
@@ -91,7 +112,7 @@ class Progress:
                 v = _value(t)
                 err = t.user_attrs.get("error")
                 self.console.print(
-                    f"trial {t.number:3d} {t.state.name.lower():8s} "
+                    f"trial {t.number:3d} {_state(t):8s} epochs={_epochs(t)} "
                     f"val_acc={'-' if v is None else f'{v:.4f}'} best={'-' if best is None else f'{best:.4f}'} "
                     f"left={self._time_left()} {_short_params(t.params)}" + (f"  error: {err}" if err else ""),
                     highlight=False, soft_wrap=True,
@@ -110,7 +131,7 @@ class Progress:
             f"  time left {self._time_left()}",
         )
         table = Table(box=None, pad_edge=False)
-        for col in ("trial", "state", "epoch", "val acc", "parameters"):
+        for col in ("trial", "state", "epochs", "val acc", "parameters"):
             table.add_column(col)
         for t in trials[-12:]:
             v = _value(t)
@@ -118,7 +139,6 @@ class Progress:
             info = _short_params(t.params)
             if t.user_attrs.get("error"):
                 info += f"  [red]{t.user_attrs['error'][:60]}[/red]"
-            table.add_row(str(t.number), Text(t.state.name.lower(), style=style),
-                          str(max(t.intermediate_values) if t.intermediate_values else "-"),
+            table.add_row(str(t.number), Text(_state(t), style=style), _epochs(t),
                           "-" if v is None else f"{v:.4f}", info)
         return Group(head, table)

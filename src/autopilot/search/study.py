@@ -1,15 +1,21 @@
-"""The Optuna study: storage, samplers, pruners, the objective, resume."""
+"""The Optuna study: storage, samplers, pruners, the objective, resume.
+
+Trials report validation accuracy at steps that measure progress through
+their own learning-rate schedule (per mille of the planned epochs), so a
+pruner compares trials at the same point of their schedules: a 10-epoch
+schedule that has already annealed is not compared with a 45-epoch one
+still at its peak learning rate. A trial cut by the deadline did not finish
+its planned training, so it is stored as pruned, never as complete.
+"""
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 import traceback
 import warnings
 from pathlib import Path
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -17,9 +23,17 @@ from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
+from ..schemas.search import SearchFile, Selection, TrialSummary, TrialConfig
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
+from .select import best_trial, rank_trial, score
+
 STUDY_NAME = "autopilot"
+
+# Trials report at step = PROGRESS_STEPS * epoch / planned epochs ("schedule"):
+# per mille, so that schedules up to 1000 epochs get distinct steps.
+PROGRESS_STEPS = 1000
+PROGRESS = ("schedule", "epoch")  # "epoch": the former step (epochs trained), kept for bench/pruning.py
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own view reports trials
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -53,29 +67,56 @@ def make_sampler(name: str, seed: int, info: dict) -> optuna.samplers.BaseSample
     raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, progress: str = "schedule") -> optuna.pruners.BasePruner:
+    """Resources are in the unit trials report at (see PROGRESS_STEPS)."""
+    if progress not in PROGRESS:
+        raise ValueError(f"unknown progress unit {progress!r}; expected one of {', '.join(PROGRESS)}")
+    schedule = progress == "schedule"
     if name == "hyperband":
+        # First rung at the end of the warm-up (a tenth of the schedule), then x3:
+        # rungs at 10 %, 30 %, 90 % of each trial's schedule.
+        if schedule:
+            return optuna.pruners.HyperbandPruner(min_resource=PROGRESS_STEPS // 10, max_resource=PROGRESS_STEPS,
+                                                  reduction_factor=3)
         return optuna.pruners.HyperbandPruner(min_resource=3, max_resource=max(space.EPOCHS), reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+        # The median of the completed trials at the same step: schedules of
+        # 10, 20, 30 and 45 epochs all report at 20 %, 40 %, ... of their length.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PROGRESS_STEPS // 5 if schedule else 3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
 
 
-def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int | None = None) -> optuna.Study:
+def progress_step(epoch: int, planned_epochs: int, progress: str = "schedule") -> int:
+    """The step a trial reports at after `epoch` of `planned_epochs`."""
+    if progress == "epoch":
+        return epoch
+    return round(PROGRESS_STEPS * epoch / max(1, planned_epochs))
+
+
+def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int | None = None,
+               progress: str = "schedule") -> optuna.Study:
     seed = config.seed if sampler_seed is None else sampler_seed
     return optuna.create_study(
         study_name=STUDY_NAME,
         storage=make_storage(run, config.storage),
         direction="maximize",
         sampler=make_sampler(config.sampler, seed, info),
-        pruner=make_pruner(config.pruner),
+        pruner=make_pruner(config.pruner, progress),
         load_if_exists=True,
     )
 
 
 INTERRUPTED = "interrupted (Ctrl-C or the process was stopped)"
+
+
+INTERRUPTED_ATTR = "interrupted_trials"  # study user attribute: numbers of trials a killed process left running
+
+
+def interrupted(study: optuna.Study, t) -> bool:
+    return t.state == TrialState.FAIL and (t.user_attrs.get("error") == INTERRUPTED
+                                           or t.number in study.user_attrs.get(INTERRUPTED_ATTR, []))
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
@@ -86,8 +127,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     retried = {t.user_attrs.get("retry_of") for t in trials}
     n = 0
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("error") == INTERRUPTED and t.number not in retried \
-                and "retry_of" not in t.user_attrs:
+        if interrupted(study, t) and t.number not in retried and "retry_of" not in t.user_attrs:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             n += 1
     return n
@@ -96,20 +136,31 @@ def requeue_interrupted(study: optuna.Study) -> int:
 def recover_interrupted(study: optuna.Study) -> int:
     """Trials left RUNNING by a killed process can never finish: mark them
     failed so they are not counted, and the study goes on. Completed trials
-    are untouched, so none is lost or repeated."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        n += 1
-    return n
+    are untouched, so none is lost or repeated. Optuna's public API only:
+    `tell` fails the trial; the study's user attributes remember why."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return 0
+    for t in running:
+        study.tell(t.number, state=TrialState.FAIL)
+    known = list(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    study.set_user_attr(INTERRUPTED_ATTR, sorted(set(known) | {t.number for t in running}))
+    return len(running)
 
 
 class Objective:
-    """Train one configuration; report validation accuracy each epoch."""
+    """Train one configuration; report validation accuracy each epoch.
 
-    def __init__(self, run: RunDir, data: dict, info: dict, config: RunConfig, deadline: float):
+    `deadline` is a value of `clock` (time.monotonic by default; the pruning
+    benchmark passes time.process_time for a budget in CPU seconds).
+    `progress` is the unit of the reported steps (see PROGRESS_STEPS)."""
+
+    def __init__(self, run: RunDir, data: dict, info: dict, config: RunConfig, deadline: float, *,
+                 progress: str = "schedule", clock=time.monotonic):
+        if progress not in PROGRESS:
+            raise ValueError(f"unknown progress unit {progress!r}; expected one of {', '.join(PROGRESS)}")
         self.run, self.data, self.info, self.config, self.deadline = run, data, info, config, deadline
+        self.progress, self.clock = progress, clock
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -123,7 +174,9 @@ class Objective:
             raise
         tdir = self.run.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
-        write_json(tdir / "config.json", {"params": params, "spec": spec, "hparams": hp})
+        write_json(tdir / TrialConfig.FILE, TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
+        planned = int(hp["epochs"])
+        trial.set_user_attr("planned_epochs", planned)
         seed = self.config.seed + trial.number
         seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
@@ -138,15 +191,16 @@ class Objective:
             if writer is not None:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
                     writer.add_scalar(k, getattr(m, k), m.epoch)
-            trial.report(m.val_acc, m.epoch)
+            trial.report(m.val_acc, progress_step(m.epoch, planned, self.progress))
             if trial.should_prune():
                 trial.set_user_attr("epochs", m.epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {m.epoch} (val acc {m.val_acc:.4f})")
+                trial.set_user_attr("stopped", "pruned")
+                raise optuna.TrialPruned(f"pruned at epoch {m.epoch} of {planned} (val acc {m.val_acc:.4f})")
 
         try:
             result = train(
                 model, self.data["train"], self.data["val"], hp, kind=self.info["kind"], seed=seed,
-                device=self.config.device, deadline=self.deadline, on_epoch=on_epoch,
+                device=self.config.device, deadline=self.deadline, clock=self.clock, on_epoch=on_epoch,
                 callbacks=[live],
             )
         except optuna.TrialPruned:
@@ -166,15 +220,29 @@ class Objective:
             if writer is not None:
                 writer.close()
             _record_live_findings(trial, tdir, live)
-        if result.state_dict is None:
-            raise RuntimeError("no epoch finished before the deadline")
-        trial.set_user_attr("epochs", result.epochs_run)
-        trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("stopped", result.stopped)
+        trial.set_user_attr("epochs", result.epochs_run)
+        if result.state_dict is None:
+            message = "cut by the deadline before its first epoch finished"
+            trial.set_user_attr("error", message)
+            raise DeadlineBeforeFirstEpoch(message)
+        trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("val_loss", result.best_val_loss)
+        trial.set_user_attr("best_val_acc", result.best_val_acc)
+        # Weights are kept for a trial cut by the deadline too: when nothing
+        # completes, search.select.best_trial may offer it, saying so.
         save_model(tdir, model, spec)
         write_json(tdir / "hparams.json", hp)
+        if result.stopped == "deadline":
+            # Not a result: its schedule did not finish. Pruned, with the
+            # values it reported, so TPE and the importances do not take it
+            # for the accuracy of its configuration.
+            raise optuna.TrialPruned(f"cut by the deadline after {result.epochs_run} of {planned} epochs")
         return result.best_val_acc
+
+
+class DeadlineBeforeFirstEpoch(RuntimeError):
+    """The run's deadline came before a trial finished one epoch."""
 
 
 def _record_live_findings(trial: optuna.Trial, tdir: Path, live) -> None:
@@ -198,42 +266,47 @@ def _tensorboard_writer(tdir: Path):
     return SummaryWriter(log_dir=str(tdir))
 
 
-def summarize(study: optuna.Study, started_at: float, config: RunConfig) -> dict:
+def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run: RunDir | None = None,
+              progress: str = "schedule") -> dict:
+    """search.json's content, validated against schemas.search.SearchFile."""
     trials = []
-    best = None
+    complete = []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and (best is None or rank_trial(t) > rank_trial(best)):
-            best = t
-        trials.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value if t.state == TrialState.COMPLETE else _last_value(t),
-                "val_loss": t.user_attrs.get("val_loss"),
-                "params": t.params,
-                "duration_s": t.duration.total_seconds() if t.duration else None,
-                "finished_s": (t.datetime_complete.timestamp() - started_at) if t.datetime_complete else None,
-                "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
-                "params_count": t.user_attrs.get("params_count"),
-                "error": t.user_attrs.get("error"),
-                "stopped": t.user_attrs.get("stopped"),  # completed | early-stop | deadline
-                "doctor": t.user_attrs.get("doctor", []),  # ids of live warnings/errors
-            }
-        )
-    return {
-        "sampler": config.sampler,
-        "pruner": config.pruner,
-        "started_at": started_at,
-        "elapsed_s": time.time() - started_at,
-        "best_trial": best.number if best else None,
-        "best_value": best.value if best else None,
-        "trials": trials,
-    }
-
-
-def rank_trial(t) -> tuple:
-    """Higher is better: validation accuracy, then lower validation loss, then earlier."""
-    return (t.value, -t.user_attrs.get("val_loss", float("inf")), -t.number)
+        if t.state == TrialState.COMPLETE and t.value is not None:
+            complete.append(t)
+        error = t.user_attrs.get("error")
+        if error is None and t.number in study.user_attrs.get(INTERRUPTED_ATTR, []):
+            error = INTERRUPTED
+        trials.append(TrialSummary(
+            number=t.number,
+            state=t.state.name,
+            value=t.value if t.state == TrialState.COMPLETE else _last_value(t),
+            best_val_acc=score(t),
+            val_loss=t.user_attrs.get("val_loss"),
+            params=t.params,
+            duration_s=t.duration.total_seconds() if t.duration else None,
+            started_s=(t.datetime_start.timestamp() - started_at) if t.datetime_start else None,
+            finished_s=(t.datetime_complete.timestamp() - started_at) if t.datetime_complete else None,
+            epochs=t.user_attrs.get("epochs", len(t.intermediate_values)),
+            planned_epochs=t.user_attrs.get("planned_epochs", t.params.get("epochs")),
+            params_count=t.user_attrs.get("params_count"),
+            error=error,
+            stopped=t.user_attrs.get("stopped"),
+            doctor=t.user_attrs.get("doctor", []),
+        ))
+    best = max(complete, key=rank_trial, default=None)
+    chosen = best_trial(study, run)
+    return SearchFile(
+        sampler=config.sampler,
+        pruner=config.pruner,
+        progress=progress,
+        started_at=started_at,
+        elapsed_s=time.time() - started_at,
+        best_trial=best.number if best else None,
+        best_value=best.value if best else None,
+        selection=Selection(trial=chosen.trial.number, how=chosen.how) if chosen else None,
+        trials=trials,
+    ).model_dump(mode="json")
 
 
 def _last_value(t) -> float | None:

@@ -1,0 +1,74 @@
+"""Which trial becomes the final model, and how to say so.
+
+Only trials that finished their planned training (or stopped early on
+validation) are results. A trial cut by the deadline is stored as pruned,
+with the weights of its best epoch; it is chosen only when no trial
+completed (a tiny budget), and `how` then says so in words the report and
+the model card can show as they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..rundir import RunDir
+
+COMPLETE = "complete"
+WEIGHTS = "weights.safetensors"
+
+
+class Selection(NamedTuple):
+    trial: FrozenTrial
+    how: str  # "complete", or "cut by the deadline after k of n epochs"
+
+    @property
+    def complete(self) -> bool:
+        return self.how == COMPLETE
+
+
+def score(t: FrozenTrial) -> float | None:
+    """Best validation accuracy of a trial: its value when complete, else the
+    best epoch of a trial cut by the deadline (recorded by the objective)."""
+    if t.state == TrialState.COMPLETE:
+        return t.value
+    return t.user_attrs.get("best_val_acc")
+
+
+def rank_trial(t: FrozenTrial) -> tuple:
+    """Higher is better: validation accuracy, then lower validation loss, then earlier."""
+    return (score(t), -t.user_attrs.get("val_loss", float("inf")), -t.number)
+
+
+def is_deadline_cut(t: FrozenTrial) -> bool:
+    return t.state == TrialState.PRUNED and t.user_attrs.get("stopped") == "deadline" and score(t) is not None
+
+
+def describe(t: FrozenTrial) -> str:
+    if t.state == TrialState.COMPLETE:
+        return COMPLETE
+    return f"cut by the deadline after {t.user_attrs.get('epochs', '?')} of {t.user_attrs.get('planned_epochs', '?')} epochs"
+
+
+def best_trial(study: optuna.Study, run: RunDir | str | Path | None = None) -> Selection | None:
+    """The trial to ship and how it ended, or None when no trial can be shipped.
+
+    Completed trials always come first. Only when none completed is the best
+    trial cut by the deadline taken (its best-epoch weights are kept), and
+    `how` says after how many of its planned epochs it was cut. With `run`,
+    only trials whose weights are in trials/<n>/ count.
+    """
+    rd = None if run is None else (run if isinstance(run, RunDir) else RunDir(run))
+
+    def has_weights(t: FrozenTrial) -> bool:
+        return rd is None or (rd.trial_dir(t.number) / WEIGHTS).exists()
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and has_weights(t)]
+    pool = complete or [t for t in trials if is_deadline_cut(t) and has_weights(t)]
+    if not pool:
+        return None
+    best = max(pool, key=rank_trial)
+    return Selection(best, describe(best))
