@@ -9,7 +9,7 @@ imports and peak memory are the loader's alone:
 
 | mode | what runs |
 |---|---|
-| `previous` | the loader as it was before this change: two passes in one process, a list of per-image arrays, `np.stack`, then float32 (reproduced below) |
+| `previous` | the loader as it was before this change: two passes in one process, a list of per-image arrays, `np.stack`, then float32 (reproduced below), then `validate` as `load()` does |
 | `pixels-first` | `read_image_folder` on an empty cache: header pass and decoding in a process pool, straight into one uint8 array, then written to the cache |
 | `pixels-second` | the same again: read from the cache |
 | `load-first` | `autopilot.data.load(folder)` on an empty cache: what `autopilot run` calls (decoding, cache, float32 Dataset, validation, fingerprint) |
@@ -94,8 +94,11 @@ def child(mode: str, folder: Path) -> dict:
 
     rss0 = _status("VmRSS")
     t0 = time.perf_counter()
-    if mode == "previous":
-        n = len(previous_loader(folder))
+    if mode == "previous":  # what load() did: the loader, then validation
+        from autopilot.data import Dataset, validate
+
+        x = previous_loader(folder)
+        n = len(validate(Dataset("previous", "image", x, np.arange(len(x)) % 10, [str(c) for c in range(10)])))
     elif mode.startswith("pixels"):
         got = read_image_folder(folder)
         n, from_cache = len(got.pixels), got.from_cache

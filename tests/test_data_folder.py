@@ -52,8 +52,10 @@ def test_cache_is_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     after = read_image_folder(root)
     assert not after.from_cache and after.cache_file != before.cache_file
     assert after.pixels[8].max() == 0 and before.pixels[8].max() > 0
+    assert not before.cache_file.exists()  # one cache file per folder: the old state is gone
     (root / "c" / "005.png").unlink()  # a removed file changes the key too
     assert len(read_image_folder(root).y) == 17
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 1
 
 
 def test_process_pool_gives_the_same_pixels_as_one_process(tmp_path, monkeypatch):

@@ -3,8 +3,9 @@ held as uint8 while loading, and cached so a second run starts in seconds.
 
 The cache is an .npz of uint8 pixels in <cache dir>/images/ (see data.cache:
 $AUTOPILOT_CACHE, else ~/.cache/autopilot), named by a hash of the folder's
-file list with every file's size and modification time: adding, removing,
-renaming or rewriting an image gives a new key, so a stale cache is never read.
+path and one of its file list with every file's size and modification time:
+adding, removing, renaming or rewriting an image gives a new key, so a stale
+cache is never read; writing a folder's new state removes its older ones.
 """
 from __future__ import annotations
 
@@ -223,8 +224,9 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
                       show_progress: bool = True) -> FolderPixels:
     """The folder's images as uint8 pixels, from the cache when nothing changed."""
     class_dirs, files = list_folder(root)
-    key = folder_key(root, files, skip_bad)
-    path = cache_dir() / "images" / f"{key}.npz"
+    # <folder id>-<content key>: one file per folder is kept, older states are removed.
+    folder_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    path = cache_dir() / "images" / f"{folder_id}-{folder_key(root, files, skip_bad)}.npz"
     if use_cache:
         hit = read_npz(path)
         if hit is not None and _cache_ok(hit, len(class_dirs)):
@@ -240,6 +242,9 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
         rel = np.asarray([Path(s).relative_to(root).as_posix() for s in got.skipped], dtype=str)
         if write_npz(path, {"pixels": got.pixels, "y": got.y, "skipped": rel}):
             got.cache_file = path
+            for old in path.parent.glob(f"{folder_id}-*.npz"):  # the folder's earlier states
+                if old != path:
+                    old.unlink(missing_ok=True)
     if show_progress and len(files) >= PARALLEL_MIN_FILES:
         from rich.console import Console
 
