@@ -100,7 +100,9 @@ def plain_worker(run_path: str, dataset: str, seed: int, deadline_wall: float, t
     data, info = build_data(dataset, seed)
     study = optuna.load_study(study_name=STUDY, storage=journal(run_path),
                               sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=optuna.pruners.NopPruner())
-    config = {"seed": seed, "sampler": "tpe", "pruner": "none", "device": "cpu", "storage": None}
+    from autopilot.config import RunConfig
+
+    config = RunConfig(data=dataset, seed=seed, sampler="tpe", pruner="none", device="cpu", storage=None)
     remaining = deadline_wall - time.time()  # start-up time of this process counts, as in autopilot
     objective = Objective(RunDir(run_path), data, info, config, deadline=time.monotonic() + remaining)
     if remaining > 0:
