@@ -3,8 +3,11 @@
     from autopilot.report import write_report
     write_report("runs/digits-001")   # -> runs/digits-001/report.html
 
-It knows nothing of the other modules: it only reads the files they wrote, so it
-can be re-run at any time, on a finished run or on one stopped half way.
+It knows nothing of the other modules: it only reads the files they wrote
+(through their schemas, autopilot.schemas) and the Optuna study, so it can be
+re-run at any time, on a finished run or on one stopped half way. Each section
+is a builder in sections.py (run -> values) and a Jinja2 template in
+templates/ (values -> HTML, autoescaped).
 """
 from __future__ import annotations
 
@@ -13,22 +16,24 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from markupsafe import Markup
+
 from . import sections
-from .markup import e, note, page, section
 from .load import get, load
+from .render import render
 
 __all__ = ["write_report"]
 
-# Order of the page. Each entry: (section id, title used if it fails, builder).
+# Order of the page: (section id, title shown if it fails, builder, template).
 SECTIONS = [
-    ("data", "Data", sections.data),
-    ("doctor", "Doctor", sections.doctor),
-    ("search", "Search", sections.search),
-    ("curves", "Learning curves", sections.curves),
-    ("confusion", "Confusion matrix", sections.confusion),
-    ("metrics", "Test metrics", sections.metrics),
-    ("model", "Model", sections.model),
-    ("compress", "Compression", sections.compression),
+    ("data", "Data", sections.data, "data.html.j2"),
+    ("doctor", "Doctor", sections.doctor, "doctor.html.j2"),
+    ("search", "Search", sections.search, "search.html.j2"),
+    ("curves", "Learning curves", sections.curves, "curves.html.j2"),
+    ("confusion", "Confusion matrix", sections.confusion, "confusion.html.j2"),
+    ("metrics", "Test metrics", sections.metrics, "metrics.html.j2"),
+    ("model", "Model", sections.model, "model.html.j2"),
+    ("compress", "Compression", sections.compression, "compress.html.j2"),
 ]
 
 
@@ -38,24 +43,24 @@ def write_report(run_dir) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     run = load(run_dir)
-    body = [_safe(sid, title, fn, run) for sid, title, fn in SECTIONS]
-    header = _safe("header", "Run", sections.header, run)
-    footer = _safe("footer", "Versions", sections.footer, run)
+    body = [_safe(sid, title, fn, tpl, run) for sid, title, fn, tpl in SECTIONS]
+    header = _safe("header", "Run", sections.header, "header.html.j2", run)
+    footer = _safe("footer", "Versions", sections.footer, "footer.html.j2", run)
     title = f"autopilot report — {get(run.run, 'name') or run_dir.name}"
     out = run_dir / "report.html"
-    _atomic_write(out, page(title, header, body, footer))
+    _atomic_write(out, render("page.html.j2", title=title, header=header, sections=[b for b in body if b],
+                              footer=footer))
     return out
 
 
-def _safe(sid: str, title: str, fn, run) -> str:
+def _safe(sid: str, title: str, build, template: str, run) -> Markup:
     """A bug or an unforeseen file shape costs one section, never the report."""
     try:
-        return fn(run)
+        ctx = build(run)
+        return Markup("") if ctx is None else Markup(render(template, c=ctx))
     except Exception as exc:  # noqa: BLE001 - the whole point is to keep going
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
-        return section(sid, title, note(
-            f"This section could not be rendered: <code>{e(type(exc).__name__)}: {e(exc)}</code>"
-            f"<details><summary>traceback</summary><pre>{e(tb)}</pre></details>", "bad"))
+        return Markup(render("error.html.j2", id=sid, title=title, error=f"{type(exc).__name__}: {exc}", traceback=tb))
 
 
 def _atomic_write(path: Path, text: str) -> None:

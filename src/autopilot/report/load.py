@@ -4,11 +4,19 @@ A run can be stopped at any stage, so every part may be missing, half written
 or (if someone edited it by hand) malformed. Each reader returns None for a
 part it cannot use and records *why* in `Run.problems`, so the report can say
 what is missing instead of crashing.
+
+Each file is validated against its schema (autopilot.schemas, one model per
+run-directory file) when one is defined. A file that does not match is still
+shown as far as it can be, with the schema's complaint in `Run.problems`: the
+report is the place where a user learns that something is off, so it must not
+be the thing that fails.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +40,7 @@ class Run:
     spec: object = None
     doctor: dict | None = None
     compress: dict | None = None
+    checked: list[str] = field(default_factory=list)  # files validated against their schema
     missing: list[str] = field(default_factory=list)  # expected files that do not exist
     problems: list[str] = field(default_factory=list)  # files that exist but could not be used
 
@@ -99,7 +108,53 @@ def _read(run: Run, rel: str, want_dict: bool, optional: bool = False):
     if want_dict and not isinstance(value, dict):
         run.problems.append(f"{rel} is not a JSON object (found {type(value).__name__})")
         return None
-    return value
+    return _through_schema(run, rel, value)
+
+
+def _through_schema(run: Run, rel: str, value):
+    """The file as its schema reads it (defaults filled, types coerced), or as
+    it is with the schema's complaint recorded when it does not match."""
+    model = schemas().get(rel)
+    if model is None:
+        return value
+    try:
+        from pydantic import ValidationError
+
+        checked = model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        run.problems.append(f"{rel} does not match its schema: {where}: {first['msg']} "
+                            f"({exc.error_count()} problem(s)); shown as far as possible")
+        return value
+    run.checked.append(rel)
+    return checked.model_dump(mode="json")
+
+
+_SCHEMAS: dict | None = None
+
+
+def schemas() -> dict:
+    """Run-directory path -> its pydantic model, for every schema module that exists."""
+    global _SCHEMAS
+    if _SCHEMAS is None:
+        found = {}
+        try:
+            pkg = importlib.import_module("autopilot.schemas")
+            from autopilot.schemas import RunFile
+        except ImportError:
+            pkg = None
+        for info in pkgutil.iter_modules(pkg.__path__) if pkg else []:
+            try:
+                mod = importlib.import_module(f"autopilot.schemas.{info.name}")
+            except Exception:  # noqa: BLE001 - a schema being edited must not cost the report
+                continue
+            for obj in vars(mod).values():
+                if (isinstance(obj, type) and issubclass(obj, RunFile) and obj is not RunFile
+                        and isinstance(getattr(obj, "FILE", None), str) and obj.__module__ == mod.__name__):
+                    found[obj.FILE] = obj
+        _SCHEMAS = found
+    return _SCHEMAS
 
 
 # ---- defensive accessors: JSON written by others may hold anything ----------

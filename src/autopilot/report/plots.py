@@ -1,14 +1,17 @@
-"""Plots as inline SVG strings.
+"""Plots as inline SVG strings or base64 PNG.
 
 Figures are built with `matplotlib.figure.Figure` directly, never pyplot: no
-global figure state, no GUI backend, so it runs headless and never changes the
-backend of a process that imported us. Text stays text in the SVG
-(svg.fonttype "none"): smaller files and selectable labels.
+global figure state, no GUI backend (Agg renders the PNGs), so it runs headless
+and never changes the backend of a process that imported us. Text stays text in
+the SVG (svg.fonttype "none"): smaller files and selectable labels. Views with
+many lines (parallel coordinates) are PNG: an SVG of hundreds of paths is heavy.
 """
 from __future__ import annotations
 
+import base64
 import io
 import itertools
+import math
 import re
 
 import matplotlib as mpl
@@ -55,6 +58,13 @@ def to_svg(fig: Figure) -> str:
     svg = re.sub(r"<!DOCTYPE.*?>", "", svg, flags=re.S)
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     return _unique_ids(svg.strip(), f"f{next(_fig_ids)}-")
+
+
+def to_png(fig: Figure, dpi: int = 110) -> str:
+    """The figure as base64 PNG, for a data: URI (the report stays one file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _unique_ids(svg: str, prefix: str) -> str:
@@ -197,3 +207,74 @@ def confusion(cm: np.ndarray, classes: list) -> str:
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def importances(imp: dict[str, float]) -> str:
+    """Optuna's parameter-importance view: one horizontal bar per parameter, largest on top."""
+    names, vals = list(imp)[::-1], list(imp.values())[::-1]
+    with mpl.rc_context(_RC):
+        fig = Figure(figsize=(6.5, 0.24 * len(names) + 0.9), layout="constrained")
+        ax = fig.add_subplot()
+        bars = ax.barh(range(len(names)), vals, color=VAL, height=0.7)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2, color="#374151")
+        ax.set_yticks(range(len(names)), [label(n, 28) for n in names])
+        ax.grid(axis="y", visible=False)
+        ax.set_xlim(0, max(vals + [0.01]) * 1.15)
+        ax.set_xlabel("importance (fANOVA, share of the variance of validation accuracy)")
+        ax.set_title("Parameter importance")
+        return to_png(fig, dpi=100)
+
+
+def parallel_coordinates(axes: list, lines: list[tuple[int, float, list[float]]], best: int | None) -> str:
+    """Optuna's parallel-coordinate view: each completed trial is a line through
+    its validation accuracy (first axis) and its parameters, coloured by accuracy.
+    axes: report.study.Axis; lines: (number, value, positions in [0, 1])."""
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+
+    values = [v for _, v, _ in lines]
+    lo, hi = min(values), max(values)
+    norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
+    cmap = mpl.colormaps["viridis"]
+    n = len(axes) + 1
+    with mpl.rc_context({**_RC, "axes.grid": False}):
+        fig = Figure(figsize=(min(10.0, max(6.5, 1.1 * n + 1.5)), 4.0), layout="constrained")
+        ax = fig.add_subplot()
+        for number, value, pos in sorted(lines, key=lambda x: x[1]):  # best drawn last, on top
+            y = [norm(value) if hi > lo else 0.5] + pos
+            is_best = number == best
+            ax.plot(range(n), y, color=BEST if is_best else cmap(norm(value)), lw=2.6 if is_best else 1.2,
+                    alpha=1.0 if is_best else 0.75, zorder=3 if is_best else 2, marker="o", ms=2.5)
+        for i in range(n):
+            ax.axvline(i, color="#6b7280", lw=0.8, zorder=1)
+        _axis_ticks(ax, 0, "linear", lo, hi, [])
+        for i, a in enumerate(axes, start=1):
+            _axis_ticks(ax, i, a.kind, a.low, a.high, a.choices)
+        ax.set_xticks(range(n), ["val accuracy"] + [label(a.name, 16) for a in axes],
+                      rotation=20 if n > 6 else 0, ha="right" if n > 6 else "center")
+        ax.set_yticks([])
+        ax.set_xlim(-0.15, n - 0.6)
+        ax.set_ylim(-0.06, 1.06)
+        for s in ax.spines.values():
+            s.set_visible(False)
+        cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.85, pad=0.01)
+        cb.set_label("validation accuracy")
+        title = "Parallel coordinates (completed trials"
+        ax.set_title(title + (f"; best #{best} in green)" if best is not None else ")"))
+        return to_png(fig, dpi=100)
+
+
+def _axis_ticks(ax, x: float, kind: str, low: float, high: float, choices: list) -> None:
+    """Labels along one vertical axis: the choices, or low / middle / high."""
+    if kind == "categorical":
+        k = len(choices)
+        ticks = [((j / (k - 1)) if k > 1 else 0.5, str(c)) for j, c in enumerate(choices)]
+    elif kind == "log" and low > 0 and high > 0:
+        mid = 10 ** ((math.log10(low) + math.log10(high)) / 2)
+        ticks = [(0.0, low), (0.5, mid), (1.0, high)]
+    else:
+        ticks = [(0.0, low), (0.5, (low + high) / 2), (1.0, high)] if high > low else [(0.5, low)]
+    for y, v in ticks:
+        text = v if isinstance(v, str) else f"{v:.3g}"
+        ax.text(x + 0.04, y, label(text, 12), fontsize=8, va="center", ha="left", color="#374151", zorder=4,
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})

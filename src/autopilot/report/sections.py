@@ -1,24 +1,29 @@
-"""One function per report section: Run -> markup.
+"""One function per report section: Run -> the values its template shows.
 
-Each section reads only what it needs, says in words what is missing, and is
-called through `render()` in __init__, which turns any unexpected exception into
-a visible "could not render" box instead of a crashed report.
+Builders return plain data (numbers, strings, lists) and never markup; the
+templates in templates/ turn it into HTML with autoescape on. The only markup a
+builder hands over is a plot's SVG (wrapped in `Markup`), which matplotlib
+wrote and escaped itself. A builder returns None when its section has nothing
+to say (e.g. no doctor run); `write_report` turns any exception into a visible
+"could not be rendered" box instead of a crashed report.
 """
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from datetime import datetime, timezone
 
 import numpy as np
+from markupsafe import Markup
 
 from . import plots
-from .markup import bar, duration, e, fmt, kv, note, pct, plot, section, table
 from .load import EXPECTED, Run, as_dict, as_list, get, num
 
 MAX_CM_CLASSES = 30  # above this a heat map is unreadable: show the worst classes instead
-TOP_TRIALS = 10
 WORST_CLASSES = 15
+PARAM_COLUMNS = 4  # parameters shown as columns of the trial table; the rest collapse
+Z95 = 1.96
 
 
 # ---- shared look-ups --------------------------------------------------------
@@ -40,213 +45,218 @@ def confusion_matrix(run: Run) -> np.ndarray | None:
     return np.array(cm, dtype=float).round().astype(np.int64)
 
 
+def trials(run: Run) -> list[dict]:
+    return [t for t in as_list(get(run.search, "trials"))
+            if isinstance(t, dict) and isinstance(t.get("number"), int) and not isinstance(t.get("number"), bool)]
+
+
+def completed(run: Run) -> list[dict]:
+    return [t for t in trials(run) if t.get("state") == "COMPLETE" and num(t.get("value")) is not None]
+
+
 def best_trial(run: Run) -> int | None:
     for b in (get(run.search, "best_trial"), get(run.card, "best_trial")):
         if isinstance(b, int) and not isinstance(b, bool):
             return b
-    done = [t for t in trials(run) if t.get("state") == "COMPLETE" and num(t.get("value")) is not None]
-    return max(done, key=lambda t: t["value"])["number"] if done else None
+    done = completed(run)
+    return min(done, key=trial_rank)["number"] if done else None
 
 
-def trials(run: Run) -> list[dict]:
-    return [t for t in as_list(get(run.search, "trials"))
-            if isinstance(t, dict) and isinstance(t.get("number"), int)]
+def trial_rank(t: dict) -> tuple:
+    """The order the search itself uses: accuracy, then lower validation
+    loss, then the earlier trial (so the first is the best trial)."""
+    loss = num(t.get("val_loss"))
+    return (-num(t.get("value")), loss if loss is not None else math.inf, t["number"])
 
 
-def safe_plot(fn, *args) -> str:
-    """A plot that fails (odd values, a matplotlib corner case) costs the plot, not the section."""
+def test_examples(run: Run) -> int | None:
+    n = num(get(run.card, "test_examples"))
+    if n is None:
+        cm = confusion_matrix(run)
+        n = int(cm.sum()) if cm is not None else num(get(run.profile, "splits", "test", "size"))
+    return int(n) if n else None
+
+
+def binomial_se(acc, n) -> float | None:
+    acc, n = num(acc), num(n)
+    return math.sqrt(acc * (1 - acc) / n) if acc is not None and n else None
+
+
+def shipped(run: Run) -> dict | None:
+    """The model that predict and serve use, with where its figures come from.
+
+    model/card.json's `shipped` entry is the truth. Older runs lack it: then the
+    candidate compression chose (compress/results.json), else the fp32 model, and
+    the label says which."""
+    card = as_dict(run.card)
+    n = test_examples(run)
+    ship = as_dict(card.get("shipped"))
+    res = as_dict(run.compress)
+    chosen = next((c for c in as_list(res.get("candidates"))
+                   if isinstance(c, dict) and c.get("name") == res.get("chosen")), None)
+    cand = as_dict(chosen)
+    if ship and num(ship.get("test_accuracy")) is not None:
+        out = {"name": ship.get("name"), "file": ship.get("file"), "test": num(ship["test_accuracy"]),
+               "se": num(ship.get("test_accuracy_se")), "val": num(ship.get("val_accuracy")),
+               "latency_ms": num(ship.get("latency_ms_batch1")), "source": "model/card.json", "fallback": None}
+        if out["latency_ms"] is None:
+            out["latency_ms"] = num(get(cand, "latency_ms", "1", "p50")) if cand.get("name") == out["name"] else None
+    elif num(cand.get("test_acc")) is not None:
+        out = {"name": cand.get("name"), "file": res.get("chosen_path") or cand.get("path"), "test": num(cand["test_acc"]),
+               "se": None, "val": num(cand.get("val_acc")), "latency_ms": num(get(cand, "latency_ms", "1", "p50")),
+               "source": "compress/results.json",
+               "fallback": "model/card.json has no \"shipped\" entry: figures of the candidate compression chose"}
+    elif num(card.get("test_accuracy")) is not None:
+        out = {"name": "fp32", "file": "model/model.onnx", "test": num(card["test_accuracy"]),
+               "se": num(card.get("test_accuracy_se")), "val": num(card.get("val_accuracy")), "latency_ms": None,
+               "source": "model/card.json",
+               "fallback": "fp32 model: model/card.json has no \"shipped\" entry and no compression result"}
+    else:
+        return None
+    if out["se"] is None:
+        out["se"] = binomial_se(out["test"], n)
+    out["n"] = n
+    out["bytes"] = _file_bytes(run, out["file"])
+    if out["bytes"] is None and cand.get("name") == out["name"]:
+        out["bytes"] = num(cand.get("file_bytes"))
+    fp32 = num(card.get("test_accuracy"))
+    out["fp32_test"] = fp32
+    out["is_fp32"] = out["name"] in ("fp32", None) or out["file"] == "model/model.onnx"
+    out["drop"] = (fp32 - out["test"]) if fp32 is not None and out["test"] is not None else None
+    return out
+
+
+def _file_bytes(run: Run, rel) -> float | None:
+    if not isinstance(rel, str) or not rel:
+        return None
+    try:
+        return float((run.dir / rel).stat().st_size)
+    except OSError:
+        return None
+
+
+def safe_plot(fn, *args) -> dict:
+    """{"svg"|"png": ..., "error": ...}: a plot that fails (odd values, a matplotlib
+    corner case) costs the plot, not the section."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # overflow/layout warnings from odd values: the plot shows it
-            return plot(fn(*args))
+            out = fn(*args)
     except Exception as exc:  # noqa: BLE001
-        return note(f"The plot could not be drawn: <code>{e(type(exc).__name__)}: {e(exc)}</code>", "warn")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"svg": Markup(out)} if out.lstrip().startswith("<svg") else {"png": out}
 
 
-def _num_cell(x, digits: int = 4) -> str:
-    x = num(x)
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def _iso(epoch) -> str | None:
-    t = num(epoch)
-    if t is None:
-        return None
-    try:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _missing_box(what: str, files: list[str], run: Run) -> str:
-    """A note that a section cannot be drawn, naming the file(s) and why."""
+def missing(what: str, files: list[str], run: Run) -> dict:
+    """Why a section cannot be drawn, naming the file(s)."""
     absent = [f for f in files if f in run.missing]
     bad = [p for p in run.problems if any(p.startswith(f) for f in files)]
-    parts = [f"<code>{e(f)}</code> is missing" for f in absent] + [e(p) for p in bad]
-    why = "; ".join(parts) or "the data needed is not in the run directory"
-    return note(f"<b>{e(what)}</b>: not available — {why}.", "warn")
+    return {"what": what, "absent": absent, "problems": bad}
 
 
 # ---- header -----------------------------------------------------------------
 
-def header(run: Run) -> str:
+def header(run: Run) -> dict:
     r, card = as_dict(run.run), run.card
-    name = r.get("name") or run.dir.name
-    status = str(r.get("status") or "unknown")
-    data = get(r, "data", "name") or get(r, "config", "data")
-    sub = []
-    if data is not None:
-        sub.append(f"data <b>{e(data)}</b>")
-    if r.get("created"):
-        sub.append(f"created {e(r['created'])}")
-    if r.get("seed") is not None:
-        sub.append(f"seed {fmt(r['seed'])}")
-    kpis = []
-    if card is not None and num(card.get("test_accuracy")) is not None:
-        se = num(card.get("test_accuracy_se"))
-        pm = f'<span class="pm"> ± {pct(se)}</span>' if se is not None else ""
-        cm = confusion_matrix(run)
-        n = int(cm.sum()) if cm is not None else num(get(run.profile, "splits", "test", "size"))
-        detail = []
-        if se is not None:
-            detail.append(f"95 % CI {pct(card['test_accuracy'] - 1.96 * se)} – {pct(card['test_accuracy'] + 1.96 * se)}")
-        if n:
-            detail.append(f"n = {int(n):,} test examples")
-        kpis.append(_kpi("test accuracy", pct(card["test_accuracy"]) + pm, " · ".join(detail), hero=True))
-    else:
-        kpis.append(_kpi("test accuracy", '<span class="muted">no model</span>',
-                         "model/card.json is missing" if "model/card.json" in run.missing
-                         else "model/card.json has no test accuracy", hero=True))
-    if card is not None:
-        if num(card.get("val_accuracy")) is not None:
-            kpis.append(_kpi("validation accuracy", pct(card["val_accuracy"])))
-        if num(card.get("params")) is not None:
-            kpis.append(_kpi("parameters", fmt(int(card["params"])), e(card.get("family") or "")))
     ts = trials(run)
-    if ts:
-        done = sum(t.get("state") == "COMPLETE" for t in ts)
-        kpis.append(_kpi("trials", fmt(len(ts)), f"{done} completed"))
-    elapsed = num(get(run.search, "elapsed_s")) or num(get(card, "elapsed_s"))
-    if elapsed is not None:
-        budget = num(get(r, "config", "budget_s"))
-        kpis.append(_kpi("search time", duration(elapsed), f"budget {duration(budget)}" if budget else ""))
-    return (f'<header><div><h1>{e(name)}</h1><span class="badge {e(status)}">{e(status)}</span></div>'
-            f'<div class="sub">{" · ".join(sub)}</div><div class="kpis">{"".join(kpis)}</div></header>'
-            + completeness(run))
-
-
-def _kpi(label: str, value: str, detail: str = "", hero: bool = False) -> str:
-    d = f'<div class="detail">{detail}</div>' if detail else ""
-    return f'<div class="kpi{" hero" if hero else ""}"><div class="label">{e(label)}</div><div class="value">{value}</div>{d}</div>'
-
-
-def completeness(run: Run) -> str:
-    status = str(get(run.run, "status", default=""))
+    status = str(get(run.run, "status", default="unknown"))
     lead = {
         "running": "This run is still in progress: the report is a snapshot of what exists now.",
         "failed": "This run failed: the report shows what was written before it stopped.",
     }.get(status, "This run is incomplete: the report shows what exists." if run.missing or run.problems else "")
-    if not (run.missing or run.problems):
-        return note(e(lead)) if lead else ""
-    items = [f"<li><code>{e(f)}</code> missing — not shown: {e(EXPECTED.get(f, f))}</li>" for f in run.missing]
-    items += [f"<li>{e(p)}</li>" for p in run.problems]
-    return note(f"<b>{e(lead)}</b><ul>{''.join(items)}</ul>", "warn")
+    return {
+        "name": r.get("name") or run.dir.name, "status": status,
+        "data": get(r, "data", "name") or get(r, "config", "data"), "created": r.get("created"), "seed": r.get("seed"),
+        "ship": shipped(run), "card_missing": "model/card.json" in run.missing,
+        "params": num(get(card, "params")), "family": get(card, "family"),
+        "trials": len(ts), "completed": len(completed(run)),
+        "elapsed": num(get(run.search, "elapsed_s")) or num(get(card, "elapsed_s")),
+        "budget": num(get(r, "config", "budget_s")),
+        "lead": lead, "missing": [(f, EXPECTED.get(f, f)) for f in run.missing], "problems": run.problems,
+    }
 
 
 # ---- data -------------------------------------------------------------------
 
-def data(run: Run) -> str:
+def data(run: Run) -> dict:
     d, prof = as_dict(get(run.run, "data")), run.profile
     if not d and prof is None:
-        return section("data", "Data", _missing_box("Data summary", ["run.json", "data/profile.json"], run))
-    out = []
+        return {"missing": missing("Data summary", ["run.json", "data/profile.json"], run)}
+    ctx = {"missing": None, "facts": None, "counts_plot": None, "extremes": None, "profile_missing": None,
+           "splits": None, "checks": []}
     if d:
         shape = as_list(d.get("input_shape"))
-        facts = [("name", fmt(d.get("name"))), ("kind", fmt(d.get("kind"))), ("source", fmt(d.get("source"))),
-                 ("examples", fmt(d.get("examples"))),
-                 ("input shape", e(" × ".join(map(str, shape))) if shape else fmt(None)),
-                 ("classes", fmt(len(as_list(d.get("classes")))))]
-        if d.get("skipped_files"):
-            facts.append(("skipped files", f'<span class="warn-text">{fmt(d["skipped_files"])}</span>'))
-        feats = as_list(d.get("feature_names"))
-        if feats:
-            shown = ", ".join(map(str, feats[:20])) + (f", … ({len(feats)} in all)" if len(feats) > 20 else "")
-            facts.append(("features", e(shown)))
-        out.append(kv(facts))
+        feats = [str(f) for f in as_list(d.get("feature_names"))]
+        ctx["facts"] = {"name": d.get("name"), "kind": d.get("kind"), "source": d.get("source"),
+                        "examples": d.get("examples"), "shape": " × ".join(map(str, shape)) if shape else None,
+                        "classes": len(as_list(d.get("classes"))), "skipped": d.get("skipped_files"),
+                        "features": (", ".join(feats[:20]) + (f", … ({len(feats)} in all)" if len(feats) > 20 else ""))
+                        if feats else None}
     counts = [num(c) for c in as_list(d.get("class_counts"))]
     if not counts or None in counts:
         counts = [num(c) for c in as_list(get(prof, "splits", "train", "class_counts"))]
     if counts and None not in counts:
         names = class_names(run, len(counts))
-        out.append(safe_plot(plots.class_counts, names, counts))
+        ctx["counts_plot"] = safe_plot(plots.class_counts, names, counts)
         if len(counts) > 60:
             order = np.argsort(counts)
-            out.append(f'<p class="muted">Smallest class: {e(names[order[0]])} ({fmt(int(counts[order[0]]))}); '
-                       f'largest: {e(names[order[-1]])} ({fmt(int(counts[order[-1]]))}).</p>')
+            ctx["extremes"] = [(names[order[0]], int(counts[order[0]])), (names[order[-1]], int(counts[order[-1]]))]
     if prof is None:
-        out.append(_missing_box("Split sizes and data checks", ["data/profile.json"], run))
+        ctx["profile_missing"] = missing("Split sizes and data checks", ["data/profile.json"], run)
     else:
-        out.append(_splits(run, prof))
-        out.append(_checks(prof))
-    return section("data", "Data", "".join(out))
+        ctx["splits"] = _splits(run, prof)
+        ctx["checks"] = _checks(prof)
+    return ctx
 
 
-def _splits(run: Run, prof: dict) -> str:
+def _splits(run: Run, prof: dict) -> dict | None:
     splits = as_dict(prof.get("splits"))
     if not splits:
-        return ""
+        return None
     order = [s for s in ("train", "val", "test") if s in splits] + [s for s in splits if s not in ("train", "val", "test")]
     total = sum(num(get(splits, s, "size")) or 0 for s in order)
     n_cls = max((len(as_list(get(splits, s, "class_counts"))) for s in order), default=0)
     per_class = 0 < n_cls <= 10
-    names = class_names(run, n_cls) if per_class else []
-    headers = ["split", "size", "share"] + (names if per_class else ["smallest class", "largest class"])
     rows = []
     for s in order:
         size = num(get(splits, s, "size"))
         cc = [num(c) for c in as_list(get(splits, s, "class_counts"))]
-        row = [e(s), fmt(int(size)) if size is not None else fmt(None), pct(size / total) if size and total else "—"]
         if per_class:
-            row += [fmt(int(c)) if c is not None else "—" for c in cc] + ["—"] * (n_cls - len(cc))
+            cells = [int(c) if c is not None else None for c in cc] + [None] * (n_cls - len(cc))
         else:
             ok = [c for c in cc if c is not None]
-            row += [fmt(int(min(ok))), fmt(int(max(ok)))] if ok else ["—", "—"]
-        rows.append(row)
-    return "<h3>Splits</h3>" + table(headers, rows, numeric=set(range(1, len(headers))))
+            cells = [int(min(ok)), int(max(ok))] if ok else [None, None]
+        rows.append({"name": s, "size": int(size) if size is not None else None,
+                     "share": size / total if size and total else None, "cells": cells})
+    return {"columns": class_names(run, n_cls) if per_class else ["smallest class", "largest class"], "rows": rows}
 
 
-def _checks(prof: dict) -> str:
+def _checks(prof: dict) -> list[dict]:
+    """(label, value, flag) with flag "ok", "warn" or "bad" for counts that should be 0."""
+    def count(label, n, bad=False):
+        x = num(n)
+        flag = None if x is None else "ok" if x == 0 else "bad" if bad else "warn"
+        return {"label": label, "value": int(x) if x is not None else n, "flag": flag}
+
     known = {"splits", "imbalance_ratio", "duplicates_in_train", "leaks"}
-    facts = []
+    out = []
     ir = num(prof.get("imbalance_ratio"))
     if ir is not None:
-        cls = ' class="warn-text"' if ir >= 3 else ""
-        facts.append(("imbalance ratio (largest / smallest class)", f"<span{cls}>{ir:.2f}</span>"))
-    dup = prof.get("duplicates_in_train")
-    if dup is not None:
-        facts.append(("duplicates in train", _count_flag(dup)))
+        out.append({"label": "imbalance ratio (largest / smallest class)", "value": f"{ir:.2f}",
+                    "flag": "warn" if ir >= 3 else None})
+    if prof.get("duplicates_in_train") is not None:
+        out.append(count("duplicates in train", prof["duplicates_in_train"]))
     for split, n in as_dict(prof.get("leaks")).items():
-        facts.append((f"{split} examples also in train (leaks)", _count_flag(n, bad=True)))
+        out.append(count(f"{split} examples also in train (leaks)", n, bad=True))
     # Anything else the profiler wrote: scalars as they are, one level of dict flattened.
-    other = []
     for k, v in prof.items():
         if k in known:
             continue
         if v is None or isinstance(v, (str, int, float, bool)):
-            other.append((k.replace("_", " "), fmt(v)))
+            out.append({"label": k.replace("_", " "), "value": v, "flag": None})
         elif isinstance(v, dict) and v and all(x is None or isinstance(x, (str, int, float, bool)) for x in v.values()):
-            other += [(f"{k.replace('_', ' ')}: {k2}", fmt(x)) for k2, x in v.items()]
-    body = kv(facts + other) if facts or other else ""
-    return "<h3>Checks</h3>" + body if body else ""
-
-
-def _count_flag(n, bad: bool = False) -> str:
-    x = num(n)
-    if x is None:
-        return fmt(n)
-    if x == 0:
-        return '<span class="ok-text">0</span>'
-    return f'<span class="{"bad-text" if bad else "warn-text"}">{fmt(int(x))}</span>'
+            out += [{"label": f"{k.replace('_', ' ')}: {k2}", "value": x, "flag": None} for k2, x in v.items()]
+    return out
 
 
 # ---- doctor -----------------------------------------------------------------
@@ -257,287 +267,243 @@ _SEV = {"critical": "error", "error": "error", "high": "error", "fail": "error",
 _SEV_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
-def doctor(run: Run) -> str:
+def doctor(run: Run) -> dict | None:
     if run.doctor is None:
-        return ""  # no doctor run (yet): nothing to say
+        return None  # no doctor run (yet): nothing to say
     findings = [f for f in as_list(run.doctor.get("findings")) if isinstance(f, dict)]
-    if not findings:
-        return section("doctor", "Doctor", note("The doctor ran and found nothing to report.", "info"))
     findings.sort(key=lambda f: _SEV_ORDER.get(_SEV.get(str(f.get("severity", "")).lower(), ""), 3))
-    rows = []
-    for f in findings:
-        sev = str(f.get("severity", "?"))
-        rows.append([f'<span class="sev {_SEV.get(sev.lower(), "")}">{e(sev)}</span>', f"<code>{e(f.get('id', ''))}</code>",
-                     fmt(f.get("evidence")), fmt(f.get("why")), fmt(f.get("suggestion"))])
-    return section("doctor", "Doctor", table(["severity", "finding", "evidence", "why", "suggestion"], rows))
+    return {"findings": [{"severity": str(f.get("severity", "?")), "level": _SEV.get(str(f.get("severity", "")).lower(), ""),
+                          "id": f.get("id", ""), "evidence": f.get("evidence"), "why": f.get("why"),
+                          "suggestion": f.get("suggestion")} for f in findings]}
 
 
 # ---- search -----------------------------------------------------------------
 
-def search(run: Run) -> str:
+def search(run: Run) -> dict:
     s = run.search
     if s is None:
-        return section("search", "Search", _missing_box("The search summary", ["search.json"], run))
+        return {"missing": missing("The search summary", ["search.json"], run)}
     ts = trials(run)
     best = best_trial(run)
     states: dict[str, int] = {}
     for t in ts:
         states[str(t.get("state"))] = states.get(str(t.get("state")), 0) + 1
-    badges = " ".join(f'<span class="badge {e(k)}">{e(k.lower())} {v}</span>' for k, v in sorted(states.items()))
-    facts = [("sampler", fmt(s.get("sampler") or get(run.run, "config", "sampler"))),
-             ("pruner", fmt(s.get("pruner") or get(run.run, "config", "pruner"))),
-             ("started", e(_iso(s.get("started_at")) or "—")), ("elapsed", duration(s.get("elapsed_s"))),
-             ("best trial", fmt(best)), ("trials", badges or fmt(0))]
-    out = [kv(facts)]
+    ctx = {"missing": None, "sampler": s.get("sampler") or get(run.run, "config", "sampler"),
+           "pruner": s.get("pruner") or get(run.run, "config", "pruner"), "started": s.get("started_at"),
+           "elapsed": s.get("elapsed_s"), "best": best, "states": sorted(states.items()), "n": len(ts),
+           "progress": None, "progress_note": None, "importance": None, "parallel": None, "study_note": None,
+           "table": None, "failed": [], "cut_but_complete": []}
     if not ts:
-        out.append(note("No trials recorded yet.", "warn"))
-        return section("search", "Search", "".join(out))
-    out.append(_progress_plot(ts))
-    out.append(_top_trials(ts, best))
-    failed = [t for t in ts if t.get("state") == "FAIL"]
-    if failed:
-        rows = [[fmt(t["number"]), duration(t.get("duration_s")), _error(t.get("error"))] for t in failed]
-        out.append(f"<h3>Failed trials ({len(failed)})</h3>" + table(["trial", "duration", "error"], rows, {0, 1}))
-    return section("search", "Search", "".join(out))
+        return ctx
+    ctx["progress"], ctx["progress_note"] = _progress_plot(ts)
+    view, ctx["study_note"] = _study_view(run)
+    if view is not None and view.importances:
+        ctx["importance"] = safe_plot(plots.importances, view.importances)
+    if view is not None and view.axes and len(view.lines) >= 2:
+        ctx["parallel"] = safe_plot(plots.parallel_coordinates, view.axes, view.lines, best)
+    ctx["table"] = _trial_table(ts, best, list(view.importances) if view is not None else [])
+    # Older runs stored trials cut by the deadline as complete: say so, they are not results.
+    ctx["cut_but_complete"] = [t["number"] for t in ts if t.get("state") == "COMPLETE" and t.get("stopped") == "deadline"]
+    ctx["failed"] = [{"number": t["number"], "duration": t.get("duration_s"), **_error(t.get("error"))}
+                     for t in ts if t.get("state") == "FAIL"]
+    return ctx
 
 
-def _error(err) -> str:
+def _study_view(run: Run):
+    """(StudyView or None, a note on what is not shown and why)."""
+    from .study import load_study, study_view
+
+    try:
+        study, why = load_study(run.dir, get(run.run, "config", "storage"))
+        if study is None:
+            return None, f"Parameter importance and parallel coordinates need the Optuna study: {why}."
+        view = study_view(study)
+    except Exception as exc:  # noqa: BLE001 - an unreadable study costs these two views only
+        return None, f"The Optuna study could not be read ({type(exc).__name__}: {exc}): no importance view."
+    return view, (f"Parameter importance: {view.importance_note}" if view.importance_note else None)
+
+
+def _progress_plot(ts: list[dict]):
+    complete = [t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None]
+    pruned = [t for t in ts if t.get("state") == "PRUNED"]
+    if not complete and not pruned:
+        return None, "No completed or pruned trial yet: nothing to plot."
+    timed = all(num(t.get("finished_s")) is not None for t in complete + pruned)
+    key = (lambda t: num(t.get("finished_s"))) if timed else (lambda t: t["number"])
+    fig = safe_plot(plots.best_so_far, [(key(t), num(t["value"]), t["number"]) for t in complete],
+                    [(key(t), num(t.get("value"))) for t in pruned],
+                    "seconds since search start" if timed else "trial number")
+    return fig, None if timed else "Some trials have no finish time: plotted against trial number instead."
+
+
+def _trial_table(ts: list[dict], best: int | None, important: list[str]) -> dict:
+    """One row per trial: completed ones in the search's own ranking, then the
+    others by number. The most important parameters are columns; the rest
+    collapse into one cell."""
+    seen: dict[str, int] = {}
+    for t in ts:
+        for k in as_dict(t.get("params")):
+            seen[k] = seen.get(k, 0) + 1
+    cols = [k for k in important if k in seen][:PARAM_COLUMNS]
+    if not cols:  # no importances: the parameters most trials have
+        cols = sorted(seen, key=lambda k: -seen[k])[:PARAM_COLUMNS]
+    done = sorted((t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None), key=trial_rank)
+    rest = sorted((t for t in ts if t not in done), key=lambda t: t["number"])
+    rows = []
+    for i, t in enumerate(done + rest):
+        p = as_dict(t.get("params"))
+        rows.append({"rank": i + 1 if i < len(done) else None, "number": t["number"], "state": str(t.get("state")),
+                     "value": num(t.get("value")), "epochs": t.get("epochs"), "stopped": t.get("stopped"),
+                     "duration": t.get("duration_s"), "best": t["number"] == best,
+                     "cols": [p.get(k) for k in cols], "more": [(k, v) for k, v in p.items() if k not in cols]})
+    return {"columns": cols, "rows": rows, "by_importance": bool(important)}
+
+
+def _error(err) -> dict:
     if not err:
-        return '<span class="muted">no error recorded</span>'
+        return {"first": None, "full": None}
     s = str(err)
     first = s.strip().splitlines()[-1] if s.strip() else s  # a traceback's last line names the error
     if len(first) > 200:
         first = first[:199] + "…"
-    if s.strip() == first:
-        return f"<code>{e(first)}</code>"
-    return f"<details><summary><code>{e(first)}</code></summary><pre>{e(s[:5000])}</pre></details>"
-
-
-def _progress_plot(ts: list[dict]) -> str:
-    complete = [t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None]
-    pruned = [t for t in ts if t.get("state") == "PRUNED"]
-    timed = all(num(t.get("finished_s")) is not None for t in complete + pruned)
-    key = (lambda t: num(t.get("finished_s"))) if timed else (lambda t: t["number"])
-    if not complete and not pruned:
-        return note("No completed or pruned trial yet: nothing to plot.", "info")
-    fig = safe_plot(plots.best_so_far, [(key(t), num(t["value"]), t["number"]) for t in complete],
-                    [(key(t), num(t.get("value"))) for t in pruned],
-                    "seconds since search start" if timed else "trial number")
-    extra = "" if timed else note("Some trials have no finish time: plotted against trial number instead.", "info")
-    return fig + extra
-
-
-def _trial_rank(t: dict) -> tuple:
-    """The order the search itself uses: accuracy, then lower validation
-    loss, then the earlier trial (so rank 1 is the best trial)."""
-    loss = num(t.get("val_loss"))
-    return (-t["value"], loss if loss is not None else float("inf"), num(t.get("number")) or 0)
-
-
-def _top_trials(ts: list[dict], best: int | None) -> str:
-    done = sorted((t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None),
-                  key=_trial_rank)[:TOP_TRIALS]
-    if not done:
-        return note("No trial has completed yet.", "warn")
-    keys: list[str] = []
-    for t in done:
-        keys += [k for k in as_dict(t.get("params")) if k not in keys]
-    wide = len(keys) <= 8  # one column per parameter while it still fits
-    headers = ["rank", "trial", "val accuracy", "epochs", "duration"] + (keys if wide else ["parameters"])
-    rows = []
-    for i, t in enumerate(done):
-        p = as_dict(t.get("params"))
-        row = [str(i + 1), fmt(t["number"]), _num_cell(t["value"]), fmt(t.get("epochs")), duration(t.get("duration_s"))]
-        if wide:
-            row += [fmt(p.get(k)) for k in keys]
-        else:
-            row.append("<br>".join(f"{e(k)} = {fmt(v)}" for k, v in p.items()))
-        rows.append(row)
-    return (f"<h3>Top {len(done)} trials</h3>"
-            + table(headers, rows, {0, 1, 2, 3, 4}, ["best" if t["number"] == best else "" for t in done]))
+    return {"first": first, "full": s[:5000] if s.strip() != first else None}
 
 
 # ---- learning curves ----------------------------------------------------------
 
-def curves(run: Run) -> str:
+def curves(run: Run) -> dict:
     best = best_trial(run)
     if best is None:
-        return section("curves", "Learning curves",
-                       note("No best trial is known yet (search.json and model/card.json name none).", "warn"))
+        return {"best": None}
     rows, problem = run.metrics(best)
-    title = f"Learning curves — trial {best}"
+    ctx = {"best": best, "problem": problem, "plot": None, "facts": None}
     if not rows:
-        return section("curves", title, note(e(problem or f"trials/{best}/metrics.jsonl has no rows") + ".", "warn"))
+        ctx["problem"] = problem or f"trials/{best}/metrics.jsonl has no rows"
+        return ctx
     last = rows[-1]
     vals = [(num(r.get("val_acc")), r.get("epoch")) for r in rows if num(r.get("val_acc")) is not None]
-    facts = [("epochs", fmt(len(rows))),
-             ("final train loss / accuracy", f"{_num_cell(last.get('train_loss'))} / {pct(last.get('train_acc'))}"),
-             ("final val loss / accuracy", f"{_num_cell(last.get('val_loss'))} / {pct(last.get('val_acc'))}")]
-    if vals:
-        v, ep = max(vals, key=lambda x: x[0])
-        facts.append(("best val accuracy", f"{pct(v)} at epoch {fmt(ep)}"))
     lrs = [num(r.get("lr")) for r in rows if num(r.get("lr")) is not None]
-    if lrs:
-        facts.append(("learning rate", f"{fmt(lrs[0])} → {fmt(lrs[-1])}"))
-    total = sum(num(r.get("time_s")) or 0 for r in rows)
-    if total:
-        facts.append(("training time", duration(total)))
-    out = [safe_plot(plots.learning_curves, rows), kv(facts)]
-    if problem:
-        out.append(note(e(problem) + ".", "warn"))
-    return section("curves", title, "".join(out))
+    ctx["plot"] = safe_plot(plots.learning_curves, rows)
+    ctx["facts"] = {"epochs": len(rows), "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+                    "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
+                    "best_val": max(vals, key=lambda x: x[0]) if vals else None,
+                    "lr": (lrs[0], lrs[-1]) if lrs else None,
+                    "time": sum(num(r.get("time_s")) or 0 for r in rows) or None}
+    return ctx
 
 
 # ---- confusion matrix, test metrics ------------------------------------------------
 
-def confusion(run: Run) -> str:
+def confusion(run: Run) -> dict:
     if run.card is None:
-        return section("confusion", "Confusion matrix", _missing_box("The confusion matrix", ["model/card.json"], run))
+        return {"missing": missing("The confusion matrix", ["model/card.json"], run)}
     cm = confusion_matrix(run)
+    ctx = {"missing": None, "unusable": cm is None, "names_mismatch": False, "plot": None, "worst": None, "n": 0}
     if cm is None:
-        return section("confusion", "Confusion matrix",
-                       note("model/card.json has no usable confusion matrix (a square list of counts).", "warn"))
+        return ctx
     names = class_names(run, len(cm))
-    out = []
-    if len(names) != len(as_list(get(run.run, "data", "classes"))):
-        out.append(note("Class names do not match the matrix size: classes are shown by index.", "warn"))
+    ctx["n"] = len(cm)
+    ctx["names_mismatch"] = len(names) != len(as_list(get(run.run, "data", "classes")))
     if len(cm) <= MAX_CM_CLASSES:
-        out.append(safe_plot(plots.confusion, cm, names))
-        out.append('<p class="muted">Rows are the true class, columns the prediction; colour is the share '
-                   "of the true class, the number is the count.</p>")
+        ctx["plot"] = safe_plot(plots.confusion, cm, names)
     else:
-        out.append(f'<p class="muted">{len(cm)} classes are too many for a readable heat map; '
-                   f"the {WORST_CLASSES} classes with the lowest test accuracy:</p>")
-        out.append(worst_classes(names, cm))
-    return section("confusion", "Confusion matrix", "".join(out))
+        ctx["worst"] = worst_classes(names, cm)
+    return ctx
 
 
-def worst_classes(names: list[str], cm: np.ndarray) -> str:
+def worst_classes(names: list[str], cm: np.ndarray) -> list[dict]:
     support = cm.sum(axis=1)
     acc = np.divide(np.diag(cm), support, out=np.zeros(len(cm)), where=support > 0)
     off = cm.copy()
     np.fill_diagonal(off, 0)
-    rows = []
+    out = []
     for i in np.argsort(acc, kind="stable")[:WORST_CLASSES]:
         j = int(off[i].argmax())
-        confused = f"{e(names[j])} ({fmt(int(off[i, j]))})" if off[i, j] else '<span class="muted">—</span>'
-        rows.append([e(names[i]), fmt(int(support[i])), bar(acc[i]) + pct(acc[i]), confused])
-    return table(["class", "test examples", "accuracy", "most often predicted as"], rows, {1})
+        out.append({"name": names[i], "support": int(support[i]), "acc": float(acc[i]),
+                    "confused": (names[j], int(off[i, j])) if off[i, j] else None})
+    return out
 
 
-def metrics(run: Run) -> str:
+def metrics(run: Run) -> dict:
     card = run.card
     if card is None:
-        return section("metrics", "Test metrics", _missing_box("Test metrics", ["model/card.json"], run))
-    acc, se = num(card.get("test_accuracy")), num(card.get("test_accuracy_se"))
-    cm = confusion_matrix(run)
-    facts = [("test accuracy", f"<b>{pct(acc, 2)}</b>" + (f" ± {pct(se, 2)} (standard error)" if se is not None else ""))]
-    if acc is not None and se is not None:
-        facts.append(("95 % interval", f"{pct(acc - 1.96 * se, 2)} – {pct(acc + 1.96 * se, 2)}"))
-    if cm is not None:
-        facts.append(("test examples", fmt(int(cm.sum()))))
+        return {"missing": missing("Test metrics", ["model/card.json"], run)}
+    acc = num(card.get("test_accuracy"))
+    se = num(card.get("test_accuracy_se"))
+    if se is None:
+        se = binomial_se(acc, test_examples(run))
     val = num(card.get("val_accuracy"))
-    if val is not None:
-        gap = f" (validation − test = {100 * (val - acc):+.2f} points)" if acc is not None else ""
-        facts.append(("validation accuracy", pct(val, 2) + gap))
     parity = as_dict(card.get("onnx_parity"))
-    if parity:
-        agree = num(parity.get("argmax_agree"))
-        cls = "ok-text" if agree == 1.0 else "warn-text"
-        facts.append(("ONNX vs PyTorch", f"max |Δ| {fmt(parity.get('max_abs_diff'))}, "
-                                          f'argmax agreement <span class="{cls}">{pct(agree, 2)}</span>'))
-    out = [kv(facts)]
+    cm = confusion_matrix(run)
+    ctx = {"missing": None, "ship": shipped(run), "acc": acc, "se": se, "n": test_examples(run), "val": val,
+           "gap": val - acc if val is not None and acc is not None else None,
+           "parity": {"max_abs_diff": parity.get("max_abs_diff"), "agree": num(parity.get("argmax_agree")),
+                      "passed": parity.get("passed")} if parity else None,
+           "per_class": None, "per_class_summary": None, "per_class_worst": None}
     per = [num(x) for x in as_list(card.get("per_class_accuracy"))]
     if per and None not in per:
         names = class_names(run, len(per))
         support = cm.sum(axis=1) if cm is not None and len(cm) == len(per) else None
         if len(per) <= MAX_CM_CLASSES:
-            rows = [[e(n), fmt(int(support[i])) if support is not None else "—", bar(a) + pct(a)]
-                    for i, (n, a) in enumerate(zip(names, per))]
-            out.append("<h3>Per-class accuracy</h3>" + table(["class", "test examples", "accuracy"], rows, {1}))
+            ctx["per_class"] = [{"name": n, "support": int(support[i]) if support is not None else None, "acc": a}
+                                for i, (n, a) in enumerate(zip(names, per))]
         else:
-            out.append(f"<h3>Per-class accuracy</h3><p>{len(per)} classes: lowest {pct(min(per))}, "
-                       f"median {pct(float(np.median(per)))}, highest {pct(max(per))}.</p>")
+            ctx["per_class_summary"] = {"n": len(per), "min": min(per), "median": float(np.median(per)), "max": max(per)}
             if cm is None:  # the confusion section could not list the worst classes
-                order = np.argsort(per, kind="stable")[:WORST_CLASSES]
-                rows = [[e(names[i]), bar(per[i]) + pct(per[i])] for i in order]
-                out.append(table(["class", "accuracy"], rows))
-    return section("metrics", "Test metrics", "".join(out))
+                ctx["per_class_worst"] = [{"name": names[i], "acc": per[i]}
+                                          for i in np.argsort(per, kind="stable")[:WORST_CLASSES]]
+    return ctx
 
 
 # ---- model ------------------------------------------------------------------
 
-def model(run: Run) -> str:
+def model(run: Run) -> dict:
     card, spec = run.card, run.spec
-    out = []
-    if card is not None:
-        out.append(kv([("family", fmt(card.get("family"))), ("parameters", fmt(card.get("params"))),
-                       ("best trial", fmt(card.get("best_trial"))), ("seed", fmt(card.get("seed")))]))
     hp = as_dict(get(card, "hyperparameters"))
+    if isinstance(hp.get("params"), dict):  # {"params": search parameters, "training": resolved settings}
+        hp = hp["params"]
     src = "model/card.json"
     if not hp:  # fall back to the best trial's parameters from the search
         b = best_trial(run)
         hp = next((as_dict(t.get("params")) for t in trials(run) if t["number"] == b), {})
         src = f"search.json, trial {b}"
-    if hp:
-        rows = [[e(k), fmt(v)] for k, v in hp.items()]
-        out.append(f'<h3>Hyper-parameters <span class="muted">({e(src)})</span></h3>' + table(["name", "value"], rows))
-    if spec is not None:
-        out.append(f"<h3>Spec</h3><pre>{e(json.dumps(spec, indent=2, ensure_ascii=False))}</pre>")
-    else:
-        out.append(_missing_box("The model spec", ["model/spec.json"], run))
-    if card is None and not hp:
-        out.insert(0, _missing_box("The final model", ["model/card.json"], run))
-    return section("model", "Model", "".join(out))
+    return {"card": None if card is None else {"family": card.get("family"), "params": card.get("params"),
+                                                 "best_trial": card.get("best_trial"), "seed": card.get("seed")},
+            "card_missing": missing("The final model", ["model/card.json"], run) if card is None and not hp else None,
+            "hp": list(hp.items()), "hp_source": src,
+            "spec": json.dumps(spec, indent=2, ensure_ascii=False) if spec is not None else None,
+            "spec_missing": missing("The model spec", ["model/spec.json"], run) if spec is None else None}
+
+
+# ---- compression ------------------------------------------------------------
+
+def compression(run: Run) -> dict | None:
+    """Every candidate measured the same way, and which one ships and why."""
+    res = run.compress
+    if res is None:
+        return None  # compression not run (--no-compress, or not yet)
+    rows = []
+    for c in as_list(res.get("candidates")):
+        if not isinstance(c, dict):
+            continue
+        rows.append({"name": c.get("name", ""), "method": c.get("method", ""), "chosen": c.get("name") == res.get("chosen"),
+                     "baseline": bool(c.get("baseline")), "val": c.get("val_acc"), "test": c.get("test_acc"),
+                     "bytes": c.get("file_bytes"), "params": c.get("params"),
+                     "p50_1": num(get(c, "latency_ms", "1", "p50")), "p50_64": num(get(c, "latency_ms", "64", "p50")),
+                     "thr_64": num(get(c, "throughput_per_s", "64")), "pareto": bool(c.get("pareto"))})
+    return {"chosen": res.get("chosen"), "reason": res.get("reason", ""), "target": res.get("target", ""),
+            "elapsed": num(res.get("elapsed_s")), "rows": rows}
 
 
 # ---- footer -----------------------------------------------------------------
 
-def compression(run: Run) -> str:
-    """Every candidate measured the same way, and which one ships and why."""
-    res = run.compress
-    if res is None:
-        return ""  # compression not run (--no-compress, or not yet)
-    cands = [c for c in as_list(res.get("candidates")) if isinstance(c, dict)]
-    chosen = res.get("chosen")
-    rows, classes = [], []
-    for c in cands:
-        lat = as_dict(c.get("latency_ms"))
-        thr = as_dict(c.get("throughput_per_s"))
-        size = num(c.get("file_bytes"))
-        mark = " ✓" if c.get("name") == chosen else (" (baseline)" if c.get("baseline") else "")
-        rows.append([f"<code>{e(c.get('name', ''))}</code>{e(mark)}", e(c.get("method", "")), _num_cell(c.get("val_acc")),
-                     _num_cell(c.get("test_acc")), fmt(f"{size / 1024:.0f} KiB") if size is not None else "—",
-                     fmt(c.get("params")), _num_cell(num(get(lat, "1", "p50")), 3), _num_cell(num(get(lat, "64", "p50")), 2),
-                     fmt(f"{num(thr.get('64')):.0f}") if num(thr.get("64")) is not None else "—",
-                     "yes" if c.get("pareto") else ""])
-        classes.append("best" if c.get("name") == chosen else "")
-    body = kv([("shipped", f"<code>{e(chosen)}</code>"), ("why", e(res.get("reason", ""))),
-               ("target", e(res.get("target", ""))), ("time", duration(num(res.get("elapsed_s"))))])
-    body += table(["candidate", "method", "val acc", "test acc", "file", "params", "p50 batch 1 (ms)",
-                   "p50 batch 64 (ms)", "items/s (batch 64)", "Pareto"], rows, numeric={2, 3, 4, 5, 6, 7, 8},
-                  row_classes=classes)
-    return section("compress", "Compression", body)
-
-
-def footer(run: Run) -> str:
+def footer(run: Run) -> dict:
     r, card = as_dict(run.run), as_dict(run.card)
-    rv, cv = as_dict(r.get("versions")), as_dict(card.get("versions"))
+    rv, cv = dict(as_dict(r.get("versions"))), as_dict(card.get("versions"))
     if r.get("autopilot_version"):
         rv = {"autopilot": r["autopilot_version"], **rv}
     keys = list(rv) + [k for k in cv if k not in rv]
-    out = []
-    if keys:
-        headers = ["component", "run"] + (["model card"] if cv else [])
-        rows = [[e(k), fmt(rv.get(k))] + ([fmt(cv.get(k))] if cv else []) for k in keys]
-        out.append(table(headers, rows))
     fp, cfp = get(r, "data", "fingerprint"), card.get("data_fingerprint")
-    fps = [f"data fingerprint <code>{e(fp)}</code>"] if fp else []
-    if cfp and fp and cfp != fp:
-        fps.append(f'<span class="bad-text">model card was trained on a different fingerprint: <code>{e(cfp)}</code></span>')
-    elif cfp and not fp:
-        fps.append(f"model data fingerprint <code>{e(cfp)}</code>")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    fps.append(f"report generated {now}")
-    out.append("<p>" + " · ".join(fps) + "</p>")
-    return "".join(out)
+    return {"versions": [(k, rv.get(k), cv.get(k)) for k in keys], "card_versions": bool(cv),
+            "fingerprint": fp, "card_fingerprint": cfp, "fingerprint_differs": bool(cfp and fp and cfp != fp),
+            "checked": run.checked, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
