@@ -24,6 +24,7 @@ LAYERS = [
     ["export"],
     ["doctor", "compress"],
     ["search"],
+    ["fusion"],
     ["final"],
     ["registry"],
     ["runtime"],
