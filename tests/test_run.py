@@ -262,6 +262,31 @@ def test_two_workers_share_one_study(tmp_path):
 
 
 @pytest.mark.slow
+def test_short_budget_stores_no_cut_trial_as_complete(tmp_path):
+    """The acceptance run: in `--budget 60s` the deadline cuts trials; none of
+    them is COMPLETE, in search.json or in the study, and each keeps what it reported."""
+    res = run_cli("run", "digits", "--budget", "60s", "--runs-dir", tmp_path, "--name", "s", "--quiet")
+    assert res.returncode == 0, res.stderr
+    rd = tmp_path / "s"
+    search = read(SearchFile, rd)
+    study = {t.number: t for t in _finished_trials(rd)}
+    assert search.trials and len(search.trials) == len(study)
+    for t in search.trials:
+        s = study[t.number]
+        assert t.state == s.state.name
+        if t.state == "COMPLETE":
+            assert t.stopped == "early-stop" or (t.stopped == "completed" and t.epochs == t.planned_epochs), t
+        if t.stopped == "deadline":
+            assert t.state == "PRUNED" and s.intermediate_values and t.epochs < t.planned_epochs, t
+            assert f"trial {t.number:3d} pruned (deadline) epochs={t.epochs}/{t.planned_epochs}" in res.stderr
+    chosen = search.selection
+    assert chosen is not None and (rd / "trials" / str(chosen.trial) / "weights.safetensors").exists()
+    if not any(t.state == "COMPLETE" for t in search.trials):
+        assert chosen.how.startswith("cut by the deadline after ")
+    assert (rd / "model" / "model.onnx").exists()
+
+
+@pytest.mark.slow
 def test_budget_is_respected(tmp_path):
     budget = 40
     t0 = time.time()

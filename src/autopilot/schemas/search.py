@@ -35,7 +35,7 @@ class TrialSummary(Part):
     doctor: list[str]  # ids of the live doctor's warnings and errors
 
 
-class Selection(Part):
+class SelectedTrial(Part):
     """The trial the search offers as the final model, and how it ended."""
     trial: int
     how: str  # "complete" or "cut by the deadline after k of n epochs"
@@ -52,7 +52,7 @@ class SearchFile(RunFile):
     elapsed_s: float
     best_trial: int | None  # best COMPLETE trial
     best_value: float | None
-    selection: Selection | None = None  # None: nothing can be shipped
+    selection: SelectedTrial | None = None  # None: nothing can be shipped
     trials: list[TrialSummary]
 
 

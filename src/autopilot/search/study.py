@@ -23,7 +23,7 @@ from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
-from ..schemas.search import SearchFile, Selection, TrialSummary, TrialConfig
+from ..schemas.search import SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
 from .select import best_trial, rank_trial, score
@@ -304,7 +304,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
         elapsed_s=time.time() - started_at,
         best_trial=best.number if best else None,
         best_value=best.value if best else None,
-        selection=Selection(trial=chosen.trial.number, how=chosen.how) if chosen else None,
+        selection=SelectedTrial(trial=chosen.trial.number, how=chosen.how) if chosen else None,
         trials=trials,
     ).model_dump(mode="json")
 
