@@ -60,7 +60,7 @@ def test_run_digits_end_to_end(tmp_path):
         if t.state == "COMPLETE":
             assert t.stopped in ("completed", "early-stop"), t
             assert t.stopped == "early-stop" or t.epochs == t.planned_epochs == t.params["epochs"], t
-    config = read(TrialConfig, rd / "trials" / str(best))
+    config = TrialConfig.model_validate_json((rd / "trials" / str(best) / "config.json").read_bytes())
     assert config.hparams["epochs"] == config.params["epochs"]
     lines = (rd / "trials" / str(best) / "metrics.jsonl").read_text().splitlines()
     epochs = [EpochLine.model_validate_json(line) for line in lines]

@@ -56,9 +56,14 @@ class SearchFile(RunFile):
     trials: list[TrialSummary]
 
 
-class TrialConfig(RunFile):
+# Per-trial files are many (one folder per trial), so they are Parts with
+# their path pattern here rather than RunFiles with one fixed FILE.
+TRIAL_CONFIG = "trials/{number}/config.json"
+TRIAL_METRICS = "trials/{number}/metrics.jsonl"  # one EpochLine per line
+
+
+class TrialConfig(Part):
     """trials/<n>/config.json: the sampled parameters and what they built."""
-    FILE: ClassVar[str] = "config.json"  # inside trials/<n>/
     params: dict[str, Any]
     spec: dict[str, Any]
     hparams: dict[str, Any]

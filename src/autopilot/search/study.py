@@ -9,7 +9,6 @@ its planned training, so it is stored as pruned, never as complete.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import traceback
@@ -23,7 +22,7 @@ from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
-from ..schemas.search import SearchFile, SelectedTrial, TrialConfig, TrialSummary
+from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
 from .select import best_trial, rank_trial, score
@@ -174,7 +173,7 @@ class Objective:
             raise
         tdir = self.run.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
-        write_json(tdir / TrialConfig.FILE, TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
+        write_json(tdir / "config.json", TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
         planned = int(hp["epochs"])
         trial.set_user_attr("planned_epochs", planned)
         seed = self.config.seed + trial.number
@@ -186,7 +185,7 @@ class Objective:
         writer = _tensorboard_writer(tdir)
 
         def on_epoch(m, _model):
-            metrics_file.write(json.dumps(m.as_dict()) + "\n")
+            metrics_file.write(EpochLine(**m.as_dict()).model_dump_json() + "\n")
             metrics_file.flush()
             if writer is not None:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
