@@ -135,9 +135,11 @@ def test_report_shows_the_runs_own_figures(real_run):
     by_number = {t["number"]: t for t in search["trials"]}
     assert sorted(int(r[2]) for r in rows) == sorted(by_number)
     assert [r[3] for r in rows] == [by_number[int(r[2])]["state"] for r in rows]
-    best_rows = [r for r in rows if r[0]]
-    assert [int(r[2]) for r in best_rows] == [search["best_trial"]] and best_rows[0][1] == "1"
+    best_rows = [r for r in rows if r[0]]  # the trial of the final model
+    assert [int(r[2]) for r in best_rows] == [card["best_trial"]] == [search["best_trial"]]
+    assert best_rows[0][1] == "1" and rows[0] == best_rows[0]
     assert f"{search['best_value']:.4f}" in element(html, "trials")
+    assert f"Learning curves — trial {card['best_trial']}<" in html
 
     # Optuna's two views are there as real images.
     assert "parameter importance" in html and "parallel coordinates" in html

@@ -55,7 +55,10 @@ def completed(run: Run) -> list[dict]:
 
 
 def best_trial(run: Run) -> int | None:
-    for b in (get(run.search, "best_trial"), get(run.card, "best_trial")):
+    """The trial the final model comes from: the card's, else the search's
+    selection (which may be a trial cut by the deadline when none completed),
+    else its best completed trial."""
+    for b in (get(run.card, "best_trial"), get(run.search, "selection", "trial"), get(run.search, "best_trial")):
         if isinstance(b, int) and not isinstance(b, bool):
             return b
     done = completed(run)
@@ -67,6 +70,16 @@ def trial_rank(t: dict) -> tuple:
     loss, then the earlier trial (so the first is the best trial)."""
     loss = num(t.get("val_loss"))
     return (-num(t.get("value")), loss if loss is not None else math.inf, t["number"])
+
+
+def selection_warning(run: Run) -> str | None:
+    """When the final model comes from a trial that did not complete, say so:
+    its accuracy is that of a shortened training."""
+    sel = as_dict(get(run.search, "selection"))
+    how = sel.get("how")
+    if isinstance(how, str) and how and how != "complete":
+        return f"No trial completed: the final model comes from trial {sel.get('trial')}, {how}."
+    return None
 
 
 def test_examples(run: Run) -> int | None:
@@ -167,7 +180,7 @@ def header(run: Run) -> dict:
     return {
         "name": r.get("name") or run.dir.name, "status": status,
         "data": get(r, "data", "name") or get(r, "config", "data"), "created": r.get("created"), "seed": r.get("seed"),
-        "ship": shipped(run), "card_missing": "model/card.json" in run.missing,
+        "ship": shipped(run), "selection_warning": selection_warning(run), "card_missing": "model/card.json" in run.missing,
         "params": num(get(card, "params")), "family": get(card, "family"),
         "trials": len(ts), "completed": len(completed(run)),
         "elapsed": num(get(run.search, "elapsed_s")) or num(get(card, "elapsed_s")),
@@ -292,7 +305,8 @@ def search(run: Run) -> dict:
            "pruner": s.get("pruner") or get(run.run, "config", "pruner"), "started": s.get("started_at"),
            "elapsed": s.get("elapsed_s"), "best": best, "states": sorted(states.items()), "n": len(ts),
            "progress": None, "progress_note": None, "importance": None, "parallel": None, "study_note": None,
-           "table": None, "failed": [], "cut_but_complete": []}
+           "table": None, "failed": [], "cut_but_complete": [],
+           "selection_warning": selection_warning(run)}
     if not ts:
         return ctx
     ctx["progress"], ctx["progress_note"] = _progress_plot(ts)
@@ -353,7 +367,7 @@ def _trial_table(ts: list[dict], best: int | None, important: list[str]) -> dict
     for i, t in enumerate(done + rest):
         p = as_dict(t.get("params"))
         rows.append({"rank": i + 1 if i < len(done) else None, "number": t["number"], "state": str(t.get("state")),
-                     "value": num(t.get("value")), "epochs": t.get("epochs"), "stopped": t.get("stopped"),
+                     "value": num(t.get("value")), "epochs": t.get("epochs"), "planned": t.get("planned_epochs"), "stopped": t.get("stopped"),
                      "duration": t.get("duration_s"), "best": t["number"] == best,
                      "cols": [p.get(k) for k in cols], "more": [(k, v) for k, v in p.items() if k not in cols]})
     return {"columns": cols, "rows": rows, "by_importance": bool(important)}
