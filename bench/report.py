@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, help="an existing run directory (default: make a small real run)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    load_start = [round(x, 2) for x in __import__("os").getloadavg()]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -142,7 +143,9 @@ def main() -> None:
         result = {
             "benchmark": "report",
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                        "load_average_start": load_start,
+                        "load_average_end": [round(x, 2) for x in __import__("os").getloadavg()]},
             "run": {"trials": len(json.loads((run / "search.json").read_text())["trials"]), "name": run.name},
             "baseline": f"f-string report of commit {BASELINE_COMMIT}",
             "warm_s": {"ours": round(ours_warm, 3), "baseline": round(base_warm, 3),
