@@ -152,6 +152,15 @@ def test_report_shows_the_runs_own_figures(real_run):
         assert f["id"] in html
     for c in card["classes"]:
         assert f">{c}<" in html
+    # Every file that has a schema was read through it, and matched it.
+    from autopilot.report.load import schemas
+
+    footer = html.split("<footer>", 1)[1]
+    with_schema = [rel for rel in schemas() if (real_run / rel).is_file()]
+    assert "run.json" in with_schema
+    for rel in with_schema:
+        assert rel in footer.split("checked against their schemas:", 1)[1].split("·", 1)[0]
+    assert "does not match its schema" not in html
     no_external_refs(html)
     assert not [p for p in real_run.iterdir() if p.name.endswith(".tmp")]  # atomic write left nothing behind
 

@@ -142,7 +142,7 @@ def schemas() -> dict:
         try:
             pkg = importlib.import_module("autopilot.schemas")
             from autopilot.schemas import RunFile
-        except ImportError:
+        except Exception:  # noqa: BLE001 - no schemas (or one being edited): read the JSON as it is
             pkg = None
         for info in pkgutil.iter_modules(pkg.__path__) if pkg else []:
             try:
