@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from autopilot.data import DataError, Dataset, load, official_test, read_inputs, split, validate
-from autopilot.data.builtin import FASHION_CLASSES, load_fashion
+from autopilot.data.builtin import FASHION_CLASSES, FASHION_DIR, load_fashion
 from autopilot.data.dataset import pixels_to_float
 from autopilot.data.idx import read_idx
 
@@ -115,6 +115,14 @@ def test_fashion_from_its_folder_with_class_names(tmp_path):
     assert ds.name == "fashion" and ds.classes == FASHION_CLASSES and ds.classes[9] == "Ankle boot"
     assert len(ds.official_test) == 20
     raises(lambda: load_fashion(tmp_path / "nowhere"), "apt-get install dataset-fashion-mnist", "nowhere")
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
+def test_fashion_builtin_when_installed():
+    ds = load("fashion")
+    assert ds.X.shape == (70000, 1, 28, 28) and ds.classes == FASHION_CLASSES
+    assert ds.official_test.tolist() == list(range(60000, 70000))
+    assert np.bincount(ds.y[ds.official_test]).tolist() == [1000] * 10  # the official test set is balanced
 
 
 # ----------------------------------------------------------------- CIFAR
