@@ -271,3 +271,20 @@ def test_empty_dir_gets_a_report_naming_what_is_missing(tmp_path):
     html = write_report(tmp_path).read_text(encoding="utf-8")
     assert "<code>run.json</code> missing" in html and "<code>search.json</code> missing" in html
     assert "could not be rendered" not in html
+
+
+def test_a_failing_section_costs_that_section_only(tmp_path, monkeypatch):
+    """Fault injection: a bug in one section's builder shows as a box in that
+    section; the rest of the report is still written."""
+    import autopilot.report as report
+
+    def broken(run):
+        raise RuntimeError("planted <bug>")
+
+    planted = [(sid, title, broken if sid == "search" else fn, tpl) for sid, title, fn, tpl in report.SECTIONS]
+    monkeypatch.setattr(report, "SECTIONS", planted)
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    box = element(html, "search")
+    assert "could not be rendered" in box and "RuntimeError: planted &lt;bug&gt;" in box
+    assert html.count("could not be rendered") == 1
+    assert '<section id="data">' in html and '<section id="model">' in html
