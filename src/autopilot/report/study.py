@@ -53,7 +53,6 @@ def load_study(run_dir: Path, storage_url: str | None):
     """The run's Optuna study, or (None, why). Never creates a file."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if storage_url:
         storage = storage_url
     else:
@@ -65,8 +64,10 @@ def load_study(run_dir: Path, storage_url: str | None):
 
         path = str(journal)
         storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    # study_name=None: a run directory holds exactly one study.
-    return optuna.load_study(study_name=None, storage=storage), None
+    names = optuna.get_all_study_names(storage)
+    if len(names) != 1:  # a run directory holds exactly one study
+        return None, f"the study storage holds {len(names)} studies, expected 1"
+    return optuna.load_study(study_name=names[0], storage=storage), None
 
 
 def study_view(study) -> StudyView:
