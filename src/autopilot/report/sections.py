@@ -306,13 +306,14 @@ def search(run: Run) -> dict:
            "elapsed": s.get("elapsed_s"), "best": best, "states": sorted(states.items()), "n": len(ts),
            "progress": None, "progress_note": None, "importance": None, "parallel": None, "study_note": None,
            "table": None, "failed": [], "cut_but_complete": [],
-           "selection_warning": selection_warning(run)}
+           "selection_warning": selection_warning(run), "importance_n": None}
     if not ts:
         return ctx
     ctx["progress"], ctx["progress_note"] = _progress_plot(ts)
     view, ctx["study_note"] = _study_view(run)
     if view is not None and view.importances:
         ctx["importance"] = safe_plot(plots.importances, view.importances)
+        ctx["importance_n"] = view.completed
     if view is not None and view.axes and len(view.lines) >= 2:
         ctx["parallel"] = safe_plot(plots.parallel_coordinates, view.axes, view.lines, best)
     ctx["table"] = _trial_table(ts, best, list(view.importances) if view is not None else [])
