@@ -72,3 +72,216 @@ def test_spec_fields_change_the_architecture():
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model family"):
         build_model({**SPECS["mlp"], "family": "transformer"})
+
+
+# --- Version-2 (component) specs -------------------------------------------
+
+from autopilot.models import (  # noqa: E402
+    ACTIVATIONS, NORMS, OPERATIONS, SpecError, describe_model, model_parts, time_parts,
+)
+
+DOWNSAMPLE_CYCLE = ("stride", "max", "avg")
+SHAPES = {1: [2, 16], 2: [2, 8, 8]}
+
+
+def component_spec(op: str, dims: int, i: int) -> dict:
+    """A tiny network built around one operation. The global choices cycle
+    with i, so across the seven operations every norm, activation and
+    downsampling appears in both 1-D and 2-D; stage 2 changes width (a
+    projected skip) and resolution."""
+    norms, acts = list(NORMS), list(ACTIVATIONS)
+    return {
+        "version": 2, "family": f"cnn{dims}d", "input_shape": SHAPES[dims], "n_classes": 3,
+        "mean": [0.2, -0.1], "std": [1.5, 0.7],
+        "stem": {"width": 4},
+        "stages": [{"op": op, "blocks": 2, "width": 4, "skip": i % 2 == 0, "se": i % 2 == 1},
+                   {"op": op, "blocks": 1, "width": 8, "skip": True, "se": i % 2 == 0}],
+        "downsample": DOWNSAMPLE_CYCLE[i % 3], "activation": acts[i % 3], "norm": norms[(i + dims) % 3],
+        "head": "flatten" if i % 2 else "gap", "dropout": 0.1,
+    }
+
+
+COMPONENT_CASES = {f"{op}-{dims}d": component_spec(op, dims, i) for dims in (1, 2) for i, op in enumerate(OPERATIONS)}
+MLP_V2 = {
+    f"mlp-{norm}": {"version": 2, "family": "mlp", "input_shape": [6], "n_classes": 3, "mean": [0.5] * 6, "std": [2.0] * 6,
+                    "layers": [{"width": 8}, {"width": 8, "residual": True}, {"width": 4, "residual": True}],
+                    "activation": act, "norm": norm, "dropout": 0.1}
+    for norm, act in zip(NORMS, ACTIVATIONS)
+}
+# An MLP on images: per-channel statistics, flattened after standardising.
+MLP_V2["mlp-image"] = {**MLP_V2["mlp-batch"], "input_shape": [2, 3, 3], "mean": [0.1, 0.2], "std": [1.0, 2.0]}
+V2_CASES = {**COMPONENT_CASES, **MLP_V2}
+
+
+def test_the_cases_cover_every_choice():
+    for dims in (1, 2):
+        cases = [s for s in COMPONENT_CASES.values() if s["family"] == f"cnn{dims}d"]
+        assert {s["stages"][0]["op"] for s in cases} == set(OPERATIONS)
+        assert {s["norm"] for s in cases} == set(NORMS)
+        assert {s["activation"] for s in cases} == set(ACTIVATIONS)
+        assert {s["downsample"] for s in cases} == set(DOWNSAMPLE_CYCLE)
+        assert {s["head"] for s in cases} == {"gap", "flatten"}
+    assert {s["norm"] for s in MLP_V2.values()} == set(NORMS)
+
+
+@pytest.mark.parametrize("name", list(V2_CASES))
+def test_every_operation_exports_with_parity(tmp_path, name):
+    spec = V2_CASES[name]
+    model = _trained_a_little(spec)
+    path = export_onnx(model, spec["input_shape"], tmp_path / "m.onnx")
+    X = np.random.default_rng(1).normal(size=(16, *spec["input_shape"])).astype(np.float32)
+    report = check_parity(model, path, X)
+    assert report["passed"], report
+    assert report["argmax_agree"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["mbconv_e6-2d", "sepconv5-1d", "mlp-group"])
+def test_v2_reload_is_exact(tmp_path, name):
+    spec = V2_CASES[name]
+    model = _trained_a_little(spec)
+    save_model(tmp_path, model, spec)
+    again, spec2 = load_model(tmp_path)
+    assert spec2 == spec and spec2["version"] == 2
+    x = torch.randn(5, *spec["input_shape"])
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_component_choices_change_the_architecture():
+    base = component_spec("conv3", 2, 0)
+    params = lambda **change: count_params(build_model({**base, **change}))  # noqa: E731
+    stage = base["stages"][0]
+    with_stage = lambda **c: params(stages=[{**stage, **c}, base["stages"][1]])  # noqa: E731
+    small = params()
+    assert with_stage(op="conv5") > small > with_stage(op="sepconv3")
+    assert with_stage(op="mbconv_e6") > with_stage(op="mbconv_e3")
+    assert with_stage(blocks=3) > small
+    assert with_stage(width=16) > small
+    assert with_stage(se=True) > small
+    assert params(stem={"width": 8}) > small
+    # dilation widens the field of view, not the weights
+    assert with_stage(op="dilconv3") == small
+    assert params(head="flatten") > small
+
+
+def test_stride_and_pool_downsample_alike():
+    for down in DOWNSAMPLE_CYCLE:
+        spec = {**component_spec("conv3", 2, 0), "input_shape": [2, 9, 9], "downsample": down}
+        spec["stages"] = spec["stages"] + [{"op": "conv3", "blocks": 1, "width": 8, "skip": False}]
+        shapes = [r["output_shape"] for r in describe_model(spec)]
+        # stride rounds odd sizes up (same padding), pooling rounds down; 5 -> 3 or 2 is
+        # the last step because below 4 wide the network stops downsampling
+        expected = [9, 5, 3] if down == "stride" else [9, 4, 2]
+        assert [s[1] for s in shapes[1:4]] == expected, (down, shapes)
+
+
+# --- Specs written before versions existed still load ----------------------
+
+# spec.json as runs wrote it before spec versions (today's search output for
+# a signal), and the weight names and shapes the builder of that time gave it.
+OLD_SPEC_JSON = """{
+  "family": "cnn1d", "input_shape": [1, 12], "n_classes": 3, "mean": [0.0], "std": [1.0],
+  "width": 4, "depth": 2, "residual": true, "batch_norm": true, "dropout": 0.0,
+  "kernel_size": 3, "pool": "max", "head": "gap"
+}"""
+OLD_WEIGHT_SHAPES = {
+    "0.mean": [1, 1, 1], "0.std": [1, 1, 1], "1.0.weight": [4, 1, 3], "1.1.weight": [4], "1.1.bias": [4],
+    "1.1.running_mean": [4], "1.1.running_var": [4], "1.1.num_batches_tracked": [], "2.body.0.0.weight": [4, 4, 3],
+    "2.body.0.1.weight": [4], "2.body.0.1.bias": [4], "2.body.0.1.running_mean": [4], "2.body.0.1.running_var": [4],
+    "2.body.0.1.num_batches_tracked": [], "2.body.1.weight": [4, 4, 3], "2.body.2.weight": [4], "2.body.2.bias": [4],
+    "2.body.2.running_mean": [4], "2.body.2.running_var": [4], "2.body.2.num_batches_tracked": [],
+    "4.0.weight": [8, 4, 3], "4.1.weight": [8], "4.1.bias": [8], "4.1.running_mean": [8], "4.1.running_var": [8],
+    "4.1.num_batches_tracked": [], "5.body.0.0.weight": [8, 8, 3], "5.body.0.1.weight": [8], "5.body.0.1.bias": [8],
+    "5.body.0.1.running_mean": [8], "5.body.0.1.running_var": [8], "5.body.0.1.num_batches_tracked": [],
+    "5.body.1.weight": [8, 8, 3], "5.body.2.weight": [8], "5.body.2.bias": [8], "5.body.2.running_mean": [8],
+    "5.body.2.running_var": [8], "5.body.2.num_batches_tracked": [], "9.weight": [3, 8], "9.bias": [3],
+}
+
+
+def test_an_old_spec_json_still_loads_with_its_weights(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    spec = json.loads(OLD_SPEC_JSON)
+    assert "version" not in spec
+    model = _trained_a_little(spec)
+    state = model.state_dict()
+    assert {k: list(v.shape) for k, v in state.items()} == OLD_WEIGHT_SHAPES
+    # Written the way old runs wrote them: the JSON text as is, the weights by name.
+    (tmp_path / "spec.json").write_text(OLD_SPEC_JSON)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "weights.safetensors"))
+    again, spec2 = load_model(tmp_path)
+    assert spec2 == spec
+    x = torch.randn(4, 1, 12)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+@pytest.mark.parametrize("family", list(SPECS))
+def test_v1_specs_build_exactly_as_before(family):
+    """The templates are untouched: same module tree, same parameter count
+    as the builder had before component specs (counts recorded from it)."""
+    before = {"mlp": 2819, "cnn1d": 73722, "cnn2d": 18428}
+    model = build_model(SPECS[family])
+    assert type(model) is torch.nn.Sequential
+    assert count_params(model) == before[family]
+
+
+def test_weights_that_do_not_fit_the_spec_are_one_clear_error(tmp_path):
+    model = _trained_a_little(SPECS["mlp"])
+    save_model(tmp_path, model, {**SPECS["mlp"], "width": 16})
+    with pytest.raises(SpecError, match="weights.safetensors does not fit .*spec.json"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"stages": [{"op": "conv7", "blocks": 1, "width": 4, "skip": False}]}, "stages.0.op"),
+    ({"stages": [{"op": "conv3", "blocks": 0, "width": 4, "skip": False}]}, "stages.0.blocks"),
+    ({"norm": "layer"}, "norm"),
+    ({"activation": "tanh"}, "activation"),
+    ({"stem": {"width": 4, "kernal_size": 3}}, "stem.kernal_size"),
+    ({"input_shape": [2, 8]}, "needs input_shape"),
+    ({"version": 3}, "version 3 is not known"),
+])
+def test_bad_v2_specs_name_the_field(change, where):
+    with pytest.raises(SpecError, match=where):
+        build_model({**component_spec("conv3", 2, 0), **change})
+
+
+# --- Describing and timing a model stage by stage --------------------------
+
+@pytest.mark.parametrize("name", ["mbconv_e3-2d", "dilconv3-1d", "mlp-none", "v1-cnn1d", "v1-mlp", "v1-cnn2d"])
+def test_parts_compose_to_the_model_and_rows_add_up(name):
+    spec = SPECS[name[3:]] if name.startswith("v1-") else V2_CASES[name]
+    model = _trained_a_little(spec)
+    x = torch.randn(3, *spec["input_shape"])
+    with torch.no_grad():
+        y = x
+        for _, part in model_parts(model, spec):
+            y = part(y)
+        assert torch.equal(y, model(x))
+    rows = describe_model(spec, model)
+    assert sum(r["params"] for r in rows) == count_params(model)
+    assert rows[-1]["name"] == "head" and rows[-1]["output_shape"] == [spec["n_classes"]]
+    assert all(r["params"] > 0 for r in rows)
+    assert model.training is False  # describing did not flip the mode
+
+
+def test_describe_reports_each_stage_of_a_component_net():
+    spec = component_spec("mbconv_e6", 2, 0)  # stride downsampling
+    rows = describe_model(spec)
+    assert [r["name"] for r in rows] == ["stem", "stage 1", "stage 2", "head"]
+    assert [(r["op"], r["blocks"], r["width"], r["skip"], r["se"]) for r in rows[1:3]] == [
+        ("mbconv_e6", 2, 4, True, False), ("mbconv_e6", 1, 8, True, True)]
+    assert [r["output_shape"] for r in rows[:3]] == [[4, 8, 8], [4, 8, 8], [8, 4, 4]]
+
+
+def test_time_parts_measures_every_part():
+    spec = component_spec("sepconv3", 2, 0)
+    threads = torch.get_num_threads()
+    timed = time_parts(spec, repeats=5)
+    assert torch.get_num_threads() == threads
+    assert [t["name"] for t in timed] == ["stem", "stage 1", "stage 2", "head"]
+    assert all(t["ms"] > 0 for t in timed)
+    assert sum(t["share"] for t in timed) == pytest.approx(1.0)

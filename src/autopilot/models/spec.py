@@ -1,6 +1,10 @@
 """Model spec (plain JSON) -> nn.Module, and saving/loading without pickle.
 
-A spec is everything needed to rebuild the architecture:
+A spec is everything needed to rebuild the architecture; model/spec.json of a
+run holds one. Its "version" field says which format it is in; a spec
+without one is version 1, and both versions load.
+
+Version 1, the fixed templates (the CNN doubles its width each stage):
 
     {"family": "cnn2d" | "cnn1d" | "mlp",
      "input_shape": [C, H, W] | [C, L] | [F],
@@ -12,6 +16,38 @@ A spec is everything needed to rebuild the architecture:
      "kernel_size": int,              # cnn only
      "pool": "max" | "avg",           # cnn downsampling between stages
      "head": "gap" | "flatten"}       # cnn: global average pool or flatten
+
+Version 2, networks assembled from components (components.py, ops.py):
+
+    {"version": 2,
+     "family": "cnn2d" | "cnn1d",     # images [C, H, W] | signals [C, L]
+     "input_shape": [...], "n_classes": int,
+     "mean": [...], "std": [...],     # per channel
+     "stem": {"width": int, "kernel_size": 3 | 5},          # kernel_size defaults to 3
+     "stages": [                      # one or more; each may change the width
+        {"op": "conv3" | "conv5" | "sepconv3" | "sepconv5" | "dilconv3" | "mbconv_e3" | "mbconv_e6",
+         "blocks": int,               # blocks of this op in the stage (>= 1)
+         "width": int,                # output channels of every block of the stage
+         "skip": bool,                # skip connection around every block
+         "se": bool},                 # squeeze-and-excitation; defaults to false
+        ...],
+     "downsample": "stride" | "max" | "avg",   # halves the resolution before stages 2.. (while >= 4 wide)
+     "activation": "relu" | "gelu" | "silu",
+     "norm": "batch" | "group" | "none",
+     "head": "gap" | "flatten",
+     "dropout": float}                # before the classifier; defaults to 0
+
+    {"version": 2, "family": "mlp",
+     "input_shape": [F] (or [C, ...], flattened), "n_classes": int,
+     "mean": [...], "std": [...],     # per feature, or per channel of a [C, ...] input
+     "layers": [{"width": int, "residual": bool}, ...],   # hidden layers; residual defaults to false
+     "activation": "relu" | "gelu" | "silu",
+     "norm": "batch" | "group" | "none",
+     "dropout": float}                # after every hidden layer
+
+Inputs are standardised inside the model with the spec's mean/std, so the
+exported ONNX file takes raw inputs. Unknown fields in a version-2 spec are
+refused with a message naming them.
 """
 from __future__ import annotations
 
@@ -24,6 +60,7 @@ from torch import nn
 
 from ..rundir import write_json
 from .blocks import ConvBNAct, ResidualBlock, ResidualLinear, Standardize
+from .components import SPEC_VERSION, SpecError, build_component_model
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")
 MAX_CHANNELS = 256
@@ -33,13 +70,23 @@ def family_dims(family: str) -> int:
     return {"cnn1d": 1, "cnn2d": 2}[family]
 
 
+def spec_version(spec: dict) -> int:
+    """1 for the templates (written before specs carried a version), else the field."""
+    return spec.get("version", 1)
+
+
 def build_model(spec: dict) -> nn.Module:
-    family = spec["family"]
+    version = spec_version(spec)
+    if version == SPEC_VERSION:
+        return build_component_model(spec)
+    if version != 1:
+        raise SpecError(f"model spec: version {version!r} is not known here; this autopilot reads versions 1 and {SPEC_VERSION}")
+    family = spec.get("family")
     if family == "mlp":
         return _build_mlp(spec)
     if family in ("cnn1d", "cnn2d"):
         return _build_cnn(spec)
-    raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    raise SpecError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
 
 
 def _build_mlp(spec: dict) -> nn.Module:
@@ -119,6 +166,12 @@ def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
     directory = Path(directory)
     spec = json.loads((directory / "spec.json").read_text())
     model = build_model(spec)
-    model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    except RuntimeError as e:
+        # torch names every mismatched key over many lines; the first one says enough.
+        lines = str(e).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else str(e)
+        raise SpecError(f"{directory / 'weights.safetensors'} does not fit {directory / 'spec.json'}: {detail}") from None
     model.eval()
     return model, spec
