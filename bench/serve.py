@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="autopilot-bench-serve-"))
     run = copy_run(src, tmp / src.name)
     X = test_inputs(run)
-    from autopilot.monitor.versions import current
+    from autopilot.registry.versions import current
     from autopilot.serve.model import ServedModel
 
     ref = current(run)

@@ -1,7 +1,7 @@
 """Monitoring: drift statistics (checked against scipy), alert rules, the
 server's evaluator end to end (real server, real SQLite, a real webhook
-receiver on 127.0.0.1), `autopilot monitor`, model versions and the
-retrain loop."""
+receiver on 127.0.0.1) and `autopilot monitor`. Model versions and the
+retrain loop are tested in test_registry.py and test_retrain.py."""
 from __future__ import annotations
 
 import json
@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from autopilot.monitor import versions
 from autopilot.monitor.alerts import AlertEngine, RulesError, load_config, parse_config
 from autopilot.monitor.drift import compute_metrics, ks_pvalue, ks_statistic, psi
 from autopilot.monitor.features import Reducer
 from autopilot.monitor.reference import feature_stats, reference_from_arrays
-from autopilot.monitor.retrain import compare, decide, file_data, split_new
 from autopilot.monitor.window import Window
 
 from .test_serve import HOST, Server, blast, bodies_of, digits_data, local_model, run_copy, trained_run  # noqa: F401
@@ -256,131 +254,3 @@ def test_drift_alert_fires_on_shift_and_never_in_distribution(run_copy, digits_d
     finally:
         s.stop()
         hooks.close()
-
-
-# -- versions and the retrain loop ---------------------------------------------
-
-def test_versions_promote_and_rollback(run_copy):
-    with pytest.raises(versions.VersionError):
-        versions.rollback(run_copy)
-    vs = versions.ensure_versions(run_copy)
-    assert vs["current"] == "v1" and versions.current(run_copy).onnx == run_copy / "model" / "v1" / "model.onnx"
-    v2 = versions.add_version(run_copy, run_copy / "model" / "v1", {"source": "test"})
-    v3 = versions.add_version(run_copy, run_copy / "model" / "v1", {"source": "test"})
-    assert (v2, v3) == ("v2", "v3") and versions.current(run_copy).version == "v1"  # added, not promoted
-    versions.promote(run_copy, v2)
-    versions.promote(run_copy, v3)
-    assert versions.current(run_copy).version == "v3"
-    assert versions.rollback(run_copy) == "v2"
-    assert versions.rollback(run_copy) == "v1"
-    assert (run_copy / "model" / "model.onnx").read_bytes() == (run_copy / "model" / "v1" / "model.onnx").read_bytes()
-    with pytest.raises(versions.VersionError):
-        versions.rollback(run_copy)
-    res = monitor_cli("rollback", run_copy)
-    assert res.returncode == 2 and "nothing to roll back" in res.stderr
-
-
-def test_promotion_rule():
-    champ = {"regression": 0.90, "new": 0.40}
-    assert decide(champ, {"regression": 0.95, "new": 0.90})[0]
-    assert not decide(champ, {"regression": 0.89, "new": 0.99})[0]  # worse on the regression set
-    assert decide(champ, {"regression": 0.89, "new": 0.99}, tolerance=0.02)[0]
-    assert not decide(champ, {"regression": 0.95, "new": 0.40})[0]  # not better on the new data
-    split = split_new(np.repeat(np.arange(5), 20), seed=0)
-    assert sorted(np.concatenate(list(split.values()))) == list(range(100))
-    assert len(split["holdout"]) == 30 and len(split["val"]) == 15
-
-
-def test_worse_challenger_is_not_promoted(run_copy, digits_data, tmp_path):
-    """A real but worse challenger (the champion's architecture, untrained)
-    loses the comparison the retrain loop makes."""
-    from autopilot.export import export_onnx
-    from autopilot.models import build_model
-    from autopilot.rundir import write_json
-    from autopilot.serve.model import ServedModel
-
-    spec = json.loads((run_copy / "model" / "spec.json").read_text())
-    cdir = tmp_path / "challenger"
-    cdir.mkdir()
-    export_onnx(build_model(spec), spec["input_shape"], cdir / "model.onnx")
-    write_json(cdir / "card.json", json.loads((run_copy / "model" / "card.json").read_text()))
-    champion, challenger = local_model(run_copy), ServedModel.load("c", cdir / "model.onnx", cdir / "card.json")
-    holdout = (1 - digits_data["val"][0][:100], digits_data["val"][1][:100])
-    s_champ, s_chal = compare(champion, challenger, digits_data, holdout)
-    ok, why = decide(s_champ, s_chal)
-    assert not ok and "worse on the regression set" in why
-    assert s_chal["original_test"] < s_champ["original_test"]
-
-
-def test_new_data_file_is_mapped_onto_the_models_classes(tmp_path, digits_data):
-    X, y = digits_data["val"]
-    np.savez(tmp_path / "new.npz", X=X[y >= 5], y=y[y >= 5])  # classes "5".."9" only
-    Xn, yn = file_data(str(tmp_path / "new.npz"), [str(d) for d in range(10)], (1, 8, 8))
-    assert np.array_equal(yn, y[y >= 5]) and Xn.shape == (int((y >= 5).sum()), 1, 8, 8)
-    from autopilot.data import DataError
-
-    with pytest.raises(DataError, match="not among the model's classes"):
-        file_data(str(tmp_path / "new.npz"), ["5", "6"], (1, 8, 8))
-    with pytest.raises(DataError, match="shape"):
-        file_data(str(tmp_path / "new.npz"), [str(d) for d in range(10)], (1, 28, 28))
-
-
-@pytest.mark.slow
-def test_retrain_from_feedback_promotes_and_server_swaps_without_failures(run_copy, digits_data):
-    """The loop: inputs shift (inverted digits), users label some of them,
-    retraining on the feedback promotes a challenger, the running server
-    swaps it in under load without a failed request, and rollback returns."""
-    s = Server(run_copy, "--no-monitor")
-    try:
-        X = np.concatenate([digits_data["test"][0], digits_data["val"][0]])
-        y = np.concatenate([digits_data["test"][1], digits_data["val"][1]])
-        rng = np.random.default_rng(2)
-        idx = rng.choice(len(X), 300, replace=False)
-        st, out = s.post("/v1/predict", {"inputs": 1 - X[idx[:60]]})
-        st2, out2 = s.post("/v1/predict", {"inputs": 1 - X[idx[60:120]]})
-        st3, out3 = s.post("/v1/predict", {"inputs": 1 - X[idx[120:180]]})
-        preds = out["predictions"] + out2["predictions"] + out3["predictions"]
-        before = np.mean([p["class"] == str(t) for p, t in zip(preds, y[idx[:180]])])
-        for p, t in zip(preds, y[idx[:180]]):
-            assert s.post("/v1/feedback", {"id": p["id"], "label": str(t)})[0] == 200
-        time.sleep(0.5)  # the log writer batches every 50 ms
-
-        seen: list = []
-        stop = threading.Event()
-        load: dict = {}
-        bodies = bodies_of(1 - X[idx[180:]])
-        t = threading.Thread(target=lambda: load.update(blast(
-            s.port, bodies, concurrency=4, stop=stop, pause=0.02,  # steady traffic, not a CPU hog beside training
-            on_response=lambda i, code, d: seen.append((i, code, json.loads(d) if code == 200 else None)))))
-        t.start()
-        res = monitor_cli("retrain", run_copy, "--from-feedback", "--trials", "1", "--budget", "4m")
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "now serving v2" in res.stdout
-        end = time.time() + 20
-        while time.time() < end and (not seen or seen[-1][2]["model_version"] != "v2"):
-            time.sleep(0.2)
-        time.sleep(0.5)
-        stop.set()
-        t.join(30)
-        assert load["errors"] == 0 and set(load["status"]) == {200} and load["sent"] == load["answered"]
-        v2 = [(i, r) for i, _, r in seen if r["model_version"] == "v2"]
-        assert v2, "the server never answered with v2"
-        truth = y[idx[180:]]
-        after = np.mean([r["predictions"][0]["class"] == str(truth[i]) for i, r in v2])
-        assert after > before + 0.2, (before, after)
-
-        decision = json.loads(next((run_copy / "retrain").glob("*/decision.json")).read_text())
-        assert decision["promote"] and decision["version"] == "v2" and decision["warm_start_trials"] >= 1
-        assert decision["challenger"]["regression"] >= decision["champion"]["regression"]
-        assert decision["challenger"]["new"] > decision["champion"]["new"]
-        assert (run_copy / "model" / "v2" / "reference.json").exists()
-        assert json.loads((run_copy / "model" / "versions.json").read_text())["current"] == "v2"
-
-        res = monitor_cli("rollback", run_copy)
-        assert res.returncode == 0 and "v1" in res.stdout
-        end = time.time() + 10
-        while time.time() < end and json.loads(s.get("/readyz")[1])["model_version"] != "v1":
-            time.sleep(0.2)
-        assert json.loads(s.get("/readyz")[1])["model_version"] == "v1"
-    finally:
-        s.stop()

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-from autopilot.monitor import versions
+from autopilot.registry import versions
 from autopilot.rundir import RunDir
 from autopilot.runner import load_run_data
 from autopilot.serve.model import ServedModel

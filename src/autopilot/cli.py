@@ -71,10 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of pruning fine-tuning and distillation (default 0)")
 
     from .monitor.cli import add_parsers as add_monitor_parsers
+    from .retrain.cli import add_parsers as add_retrain_parsers
     from .serve.cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
     add_monitor_parsers(sub)
+    add_retrain_parsers(sub)
 
     rep = sub.add_parser("report", help="(re)write report.html of a run")
     rep.add_argument("run", help="run directory")
@@ -105,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             return predict_command(args.run, args.input, args.out)
         if args.command == "compress":
             return _cmd_compress(args, console)
-        if args.command in ("monitor", "retrain", "rollback"):
+        if args.command == "monitor":
             from .monitor.cli import run as monitor_run
 
             return monitor_run(args)
+        if args.command in ("retrain", "rollback"):
+            from .retrain.cli import run as retrain_run
+
+            return retrain_run(args)
         if args.command == "report":
             from .report import write_report
 

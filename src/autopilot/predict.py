@@ -19,7 +19,7 @@ def shipped_model(rd: RunDir) -> Path:
     """The model being served: the current version after a retrain or
     rollback, else the compressed model when compression chose one, else
     the plain export."""
-    from .monitor.versions import current
+    from .registry.versions import current
 
     return current(rd.path).onnx
 

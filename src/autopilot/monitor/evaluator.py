@@ -88,7 +88,7 @@ class Evaluator:
         self._last_retrain = now
         out = self.run_dir / "monitor" / f"retrain-{time.strftime('%Y%m%dT%H%M%S')}.log"
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "autopilot.monitor.retrain", str(self.run_dir), *self.config.retrain_args]
+        cmd = [sys.executable, "-m", "autopilot.retrain", str(self.run_dir), *self.config.retrain_args]
         log.warning("alert %s: starting %s (log %s)", event["alert"], " ".join(cmd), out)
         with open(out, "w") as f:
             self._retrain = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

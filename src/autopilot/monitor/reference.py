@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rundir import RunDir, read_json, write_json
-from . import versions
+from ..registry import versions
 from .features import Reducer
 
 N_QUANTILES = 100     # KS against the reference CDF: its error is at most 1/N_QUANTILES

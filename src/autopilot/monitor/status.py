@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from ..rundir import RunDir
-from . import versions
+from ..registry import versions
 from .alerts import AlertEngine, Config, load_config, post_webhook, prometheus_rules
 from .drift import compute_metrics
 from .reference import load_reference

@@ -32,7 +32,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ..monitor import versions
+from ..registry import versions
 from ..monitor.alerts import Config, load_config
 from ..monitor.evaluator import Evaluator
 from ..monitor.features import Reducer

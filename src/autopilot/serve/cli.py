@@ -37,7 +37,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **s
     import uvicorn
 
     from .app import Settings, create_app
-    from ..monitor import versions
+    from ..registry import versions
 
     ref = versions.current(run_dir)
     if not ref.onnx.exists() or not ref.card.exists():
