@@ -10,9 +10,7 @@ _STARTED = time.time()  # the budget counts from here, imports included
 from .config import COMPRESS_TARGETS, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, RunConfig  # noqa: E402  (pydantic only)
 
 
-def default(option: str):
-    """The default of a run option: RunConfig holds them all, in one place."""
-    return RunConfig.model_fields[option].get_default(call_default_factory=True)
+default = RunConfig.default  # every run option's default lives in RunConfig, in one place
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help=f"seed of splits, sampler and training (default {default('seed')})")
     r.add_argument("--device", help=f"auto, cpu or cuda (default {default('device')}: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="plain log lines instead of the live view")
-    r.add_argument("--force", action="store_true", help="go on even when the doctor finds an error")
+    r.add_argument("--force", action="store_true",
+                   help="go on even when the doctor finds an error, and ship a model whose ONNX export fails its "
+                        "parity check (the card records it)")
     r.add_argument("--no-doctor", action="store_true", help="skip the doctor's pre-flight checks")
     r.add_argument("--no-compress", action="store_true", help="skip the compression stage")
     r.add_argument("--compress-target", choices=COMPRESS_TARGETS,
@@ -64,11 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="measure ONNX, int8, pruned and distilled candidates; ship the best that helps")
     c.add_argument("run", help="run directory of a finished run")
     c.add_argument("--budget", help="time for the stage, e.g. 2m (default: 25%% of the run's budget, at least 60s)")
-    c.add_argument("--target", default=default("compress_target"), choices=COMPRESS_TARGETS,
-                   help="what the shipped model must improve (default latency: batch-1 p50)")
-    c.add_argument("--max-drop", type=float, default=default("max_drop"),
-                   help=f"largest validation accuracy loss accepted, in points (default {default('max_drop')})")
-    c.add_argument("--seed", type=int, default=0, help="seed of pruning fine-tuning and distillation (default 0)")
+    c.add_argument("--target", choices=COMPRESS_TARGETS,
+                   help=f"what the shipped model must improve (default: the run's own, else "
+                        f"{default('compress_target')}: batch-1 p50)")
+    c.add_argument("--max-drop", type=float,
+                   help=f"validation accuracy points the shipped model may lose, judged by the 95%% upper bound of "
+                        f"the paired drop (default: the run's own, else {default('max_drop')}; at most {MAX_DROP_LIMIT:g})")
+    c.add_argument("--seed", type=int,
+                   help=f"seed of pruning fine-tuning and distillation (default: the run's own, else {default('seed')})")
 
     from .monitor.cli import add_parsers as add_monitor_parsers
     from .retrain.cli import add_parsers as add_retrain_parsers
@@ -92,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
-    from .data import DataError
-    from .final import NoModelError
     from .config import RunError
+    from .data import DataError
+    from .export import ParityError
+    from .final import NoModelError
+    from .schemas import SchemaError
 
     try:
         if args.command == "run":
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(write_report(args.run))
             return 0
-    except (DataError, RunError, NoModelError, FileNotFoundError) as e:
+    except (DataError, RunError, NoModelError, ParityError, SchemaError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -143,28 +148,47 @@ def _cmd_run(args, console) -> int:
         )
     except KeyboardInterrupt:
         return 130  # the runner has said how to resume
-    from .rundir import read_json
-
-    card = read_json(rd.model_dir / "card.json")
-    print(f"test accuracy {card['test_accuracy']:.4f} ± {card['test_accuracy_se']:.4f} "
-          f"(val {card['val_accuracy']:.4f}, {card['params']} parameters, {card['family']}, {card['elapsed_s']:.0f}s)")
-    print(f"model:  {rd.model_dir / 'model.onnx'}")
-    results_file = rd.path / "compress" / "results.json"
-    if results_file.exists():
-        results = read_json(results_file)
-        print(f"shipped: {results.get('chosen')} ({results.get('reason')})")
-    print(f"card:   {rd.model_dir / 'card.json'}")
-    print(f"report: {rd.report}")
+    closing_lines(rd)
     return 0
+
+
+def closing_lines(rd) -> None:
+    """What ships and how good it is: the shipped file's own figures first,
+    the fp32 model's beside them."""
+    from .schemas.card import read_card
+    from .schemas.compress import read_results
+
+    card = read_card(rd.path)
+    ship = card.shipped
+    lat = f", batch-1 p50 {ship.latency_ms_batch1:.3f} ms" if ship.latency_ms_batch1 is not None else ""
+    print(f"shipped: {ship.name} ({ship.file}): test accuracy {ship.test_accuracy:.4f} ± {ship.test_accuracy_se:.4f}, "
+          f"val {ship.val_accuracy:.4f}{lat}, {ship.file_bytes / 1024:.0f} KiB")
+    if ship.name != "fp32" and card.fp32 is not None:
+        fp = card.fp32
+        lat = f", batch-1 p50 {fp.latency_ms_batch1:.3f} ms" if fp.latency_ms_batch1 is not None else ""
+        print(f"fp32:    {fp.file}: test accuracy {fp.test_accuracy:.4f} ± {fp.test_accuracy_se:.4f}, "
+              f"val {fp.val_accuracy:.4f}{lat}, {fp.file_bytes / 1024:.0f} KiB")
+    sel = card.selection
+    print(f"model:   {card.family}, {card.params:,} parameters, trial {card.best_trial}"
+          + (f" ({sel.how})" if sel is not None and not sel.complete else "") + f", {card.elapsed_s:.0f}s")
+    if not card.onnx_parity.passed:
+        print(f"WARNING: the ONNX export failed its parity check (argmax agreement {card.onnx_parity.argmax_agree:.4f}, "
+              f"max abs diff {card.onnx_parity.max_abs_diff:.2e}); shipped because --force was given")
+    if (rd.path / "compress" / "results.json").exists():
+        print(f"why:     {read_results(rd.path).reason}")
+    print(f"card:    {rd.model_dir / 'card.json'}")
+    print(f"report:  {rd.report}")
 
 
 def _cmd_compress(args, console) -> int:
     from .compress import compress_run
     from .config import parse_duration
 
-    results = compress_run(args.run, budget_s=parse_duration(args.budget), target=args.target,
-                           max_drop=args.max_drop, seed=args.seed, console=console)
-    print(f"chosen: {results.get('chosen')} — {results.get('reason')}")
+    from .rundir import RunDir
+
+    compress_run(args.run, budget_s=parse_duration(args.budget), target=args.target, max_drop=args.max_drop,
+                 seed=args.seed, console=console)
+    closing_lines(RunDir(args.run))
     return 0
 
 

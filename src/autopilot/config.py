@@ -16,6 +16,9 @@ DEFAULT_BUDGET_S = 300.0  # a run with neither --budget nor --trials
 DOCTOR_BUDGET_S = 20.0  # the pre-flight checks; the doctor's own target
 COMPRESS_SHARE = 0.25  # of a run's budget, for the compression stage
 MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
+# `autopilot compress RUN` alone: a quarter of the run's budget, but at least
+# a minute (one fine-tune and one distillation); 2 minutes for a --trials run.
+MIN_STANDALONE_COMPRESS_S, NO_BUDGET_COMPRESS_S = 60.0, 120.0
 
 
 class RunError(RuntimeError):
@@ -50,6 +53,13 @@ SAMPLERS = ("tpe", "random", "grid", "gp")
 PRUNERS = ("hyperband", "median", "none")
 COMPRESS_TARGETS = ("latency", "size", "throughput")
 MAX_DROP_LIMIT = 20.0  # points; a larger accepted loss is a typo (0.5 meant as 50?), not a wish
+
+
+def compress_budget_s(run_budget_s: float | None) -> float:
+    """Default budget of `autopilot compress` on a finished run."""
+    if not run_budget_s:
+        return NO_BUDGET_COMPRESS_S
+    return max(MIN_STANDALONE_COMPRESS_S, COMPRESS_SHARE * float(run_budget_s))
 
 
 def default_workers() -> int:
@@ -110,6 +120,12 @@ class RunConfig(BaseModel):
         if self.val_frac + self.test_frac >= 0.8:
             raise ValueError(f"val_frac + test_frac = {self.val_frac + self.test_frac:.2f} leaves too little to train on")
         return self
+
+    @classmethod
+    def default(cls, option: str):
+        """The default of one option, for CLI help texts and callers that
+        take an option alone (compress_run's target and max_drop)."""
+        return cls.model_fields[option].get_default(call_default_factory=True)
 
     @classmethod
     def build(cls, **options) -> "RunConfig":

@@ -58,14 +58,26 @@ def run_onnx(session, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     return np.concatenate(outs) if outs else np.empty((0,))
 
 
+def compare_logits(reference: np.ndarray, got: np.ndarray) -> dict:
+    """Parity of ONNX Runtime's logits with PyTorch's on the same inputs:
+    both the largest difference and the predicted classes must agree."""
+    n = len(reference)
+    max_diff = float(np.abs(reference - got).max()) if n else 0.0
+    agree = float((reference.argmax(1) == got.argmax(1)).mean()) if n else 1.0
+    return {"inputs": int(n), "max_abs_diff": max_diff, "argmax_agree": agree, "max_abs_diff_limit": PARITY_MAX_ABS_DIFF,
+            "passed": bool(max_diff <= PARITY_MAX_ABS_DIFF and agree == 1.0)}
+
+
 def check_parity(model: nn.Module, onnx_path: str | Path, X: np.ndarray) -> dict:
     """Compare logits of ONNX Runtime and PyTorch on the same inputs."""
     model = model.eval().cpu()
     with torch.no_grad():
         ref = torch.cat([model(torch.as_tensor(X[i : i + 1024])) for i in range(0, len(X), 1024)]).numpy()
-    got = run_onnx(onnx_session(onnx_path), X)
-    max_diff = float(np.abs(ref - got).max()) if len(X) else 0.0
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if len(X) else 1.0
-    report = {"inputs": int(len(X)), "max_abs_diff": max_diff, "argmax_agree": agree,
-              "passed": bool(max_diff <= PARITY_MAX_ABS_DIFF and agree == 1.0)}
-    return report
+    return compare_logits(ref, run_onnx(onnx_session(onnx_path), X))
+
+
+def parity_failure(parity: dict) -> str:
+    """One line saying how the ONNX file differs from the PyTorch model."""
+    return (f"ONNX parity failed: on {parity['inputs']} test inputs ONNX Runtime and PyTorch differ by up to "
+            f"{parity['max_abs_diff']:.2e} in the logits (limit {PARITY_MAX_ABS_DIFF:.0e}) and agree on "
+            f"{parity['argmax_agree']:.2%} of the predicted classes")

@@ -1,7 +1,13 @@
-"""The final model: the best trial's weights, evaluated once on the test
-split, exported to ONNX, checked for parity, described in a model card."""
+"""The final model: the trial the search selects, evaluated once on the test
+split, exported to ONNX, checked for parity, described in a model card.
+
+Parity is a gate, not a remark: an ONNX file that does not compute what the
+PyTorch model computes is not shipped (ParityError, one line) unless the
+user forces it, and then the card says so.
+"""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -11,85 +17,122 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from .compress import measure
 from .config import RunConfig
-from .export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
+from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export_onnx, onnx_session, parity_failure, run_onnx
 from .models import count_params, load_model
 from .rundir import RunDir, write_json
+from .schemas.card import Hyperparameters, ModelCard, ModelFigures, Parity, Selection, TrialCounts
 from .schemas.run import read_run
-from .search.study import rank_trial
+from .search.select import best_trial, score
+
+LATENCY_BUDGET_S = 1.0  # a first batch-1 reading of the fp32 file; compression re-times it beside its candidates
 
 
 class NoModelError(RuntimeError):
     """The search finished no trial, so there is no model to ship."""
 
 
-def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float, console) -> dict:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and (rd.trial_dir(t.number) / "weights.safetensors").exists()]
-    if not complete:
+def binomial_se(acc: float, n: int) -> float | None:
+    return math.sqrt(acc * (1 - acc) / n) if n else None
+
+
+def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float,
+             console, force: bool = False) -> ModelCard:
+    """Write model/ (spec, weights, model.onnx, card.json) for the selected
+    trial. Raises ParityError, leaving model/ as it was, when the ONNX file
+    disagrees with PyTorch and `force` is off."""
+    selection = best_trial(study, rd)
+    if selection is None:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
-    # Ties in validation accuracy are common on small sets: the lower
-    # validation loss, then the earlier trial, breaks them.
-    best = max(complete, key=rank_trial)
+    best = selection.trial
+    if not selection.complete:
+        console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
     model, spec = load_model(rd.trial_dir(best.number))
-    mdir = rd.model_dir
+    model.eval()
     tmp = rd.path / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for f in ("spec.json", "weights.safetensors"):
-        shutil.copy2(rd.trial_dir(best.number) / f, tmp / f)
+    try:
+        for f in ("spec.json", "weights.safetensors"):
+            shutil.copy2(rd.trial_dir(best.number) / f, tmp / f)
 
-    # The test split is used here, once, after selection.
-    Xte, yte = data["test"]
-    with torch.no_grad():
-        logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
-    pred = logits.argmax(1)
-    n = len(yte)
-    acc = float((pred == yte).mean())
-    cm = np.zeros((ds.n_classes, ds.n_classes), dtype=np.int64)
-    np.add.at(cm, (yte, pred), 1)
-    per_class = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(ds.n_classes)]
+        # The test split is used here, once, after selection.
+        Xte, yte = data["test"]
+        with torch.no_grad():
+            logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
+        pred = logits.argmax(1)
+        n = len(yte)
+        acc = float((pred == yte).mean())
+        cm = np.zeros((ds.n_classes, ds.n_classes), dtype=np.int64)
+        np.add.at(cm, (yte, pred), 1)
+        per_class = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(ds.n_classes)]
 
-    export_onnx(model, ds.input_shape, tmp / "model.onnx")
-    parity = check_parity(model, tmp / "model.onnx", Xte)
-    if not parity["passed"]:
-        console.print(f"[red]warning: ONNX parity failed: max abs diff {parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agree']:.4f}[/red]")
+        onnx_path = export_onnx(model, ds.input_shape, tmp / "model.onnx")
+        session = onnx_session(onnx_path)
+        onnx_test = run_onnx(session, Xte)
+        parity = compare_logits(logits, onnx_test)
+        if not parity["passed"]:
+            if not force:
+                raise ParityError(f"{parity_failure(parity)}; the model was not shipped (--force ships it anyway)")
+            parity["forced"] = True
+            console.print(f"[red]warning: {parity_failure(parity)}; shipping it anyway (--force)[/red]")
 
-    hparams = {}
-    hp_file = rd.trial_dir(best.number) / "hparams.json"
-    if hp_file.exists():
-        import json
+        # The file that ships, measured as it runs: ONNX Runtime's own accuracy.
+        Xva, yva = data["val"]
+        onnx_acc = float((onnx_test.argmax(1) == yte).mean())
+        onnx_val = float((run_onnx(session, Xva).argmax(1) == yva).mean()) if len(yva) else float("nan")
+        lat = measure.measure_latency({"fp32": onnx_path}, Xte, budget_s=LATENCY_BUDGET_S, batches=(1,))
+        fp32 = ModelFigures(
+            name="fp32", file="model/model.onnx", method="fp32", test_accuracy=onnx_acc,
+            test_accuracy_se=binomial_se(onnx_acc, n), test_examples=n, val_accuracy=onnx_val,
+            latency_ms_batch1=lat["fp32"]["latency_ms"]["1"]["p50"], file_bytes=onnx_path.stat().st_size)
+        why = "the final model's ONNX export" + (
+            ", shipped with a FAILED parity check because --force was given" if parity.get("forced") else
+            ", parity with PyTorch checked")
+        shipped = fp32.model_copy(update={"chosen_by": "final", "reason": why})
 
-        hparams = json.loads(hp_file.read_text())
-    run_info = read_run(rd.path)
-    card = {
-        "name": rd.name,
-        "task": "classification",
-        "kind": ds.kind,
-        "classes": ds.classes,
-        "input_shape": list(ds.input_shape),
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "output": "logits (apply softmax for probabilities)",
-        "family": spec["family"],
-        "params": count_params(model),
-        "test_accuracy": acc,
-        "test_accuracy_se": math.sqrt(acc * (1 - acc) / n) if n else None,
-        "test_examples": n,
-        "val_accuracy": float(best.value),
-        "best_trial": best.number,
-        "trials": {s.name.lower(): sum(t.state == s for t in study.get_trials(deepcopy=False)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
-        "confusion_matrix": cm.tolist(),
-        "per_class_accuracy": per_class,
-        "onnx_parity": parity,
-        "data_fingerprint": ds.fingerprint(),
-        "seed": config.seed,
-        "budget_s": config.budget_s,
-        "elapsed_s": time.time() - started,
-        "hyperparameters": {"params": best.params, "training": hparams},
-        "versions": run_info.versions,
-    }
-    write_json(tmp / "card.json", card)
-    shutil.rmtree(mdir, ignore_errors=True)
-    tmp.replace(mdir)
-
+        hp_file = rd.trial_dir(best.number) / "hparams.json"
+        training = json.loads(hp_file.read_text()) if hp_file.exists() else {}
+        all_trials = study.get_trials(deepcopy=False)
+        card = ModelCard(
+            name=rd.name,
+            task="classification",
+            kind=ds.kind,
+            classes=ds.classes,
+            input_shape=list(ds.input_shape),
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            output="logits (apply softmax for probabilities)",
+            family=spec["family"],
+            params=count_params(model),
+            test_accuracy=acc,
+            test_accuracy_se=binomial_se(acc, n),
+            test_examples=n,
+            val_accuracy=float(score(best)),
+            fp32=fp32,
+            shipped=shipped,
+            best_trial=best.number,
+            selection=Selection(trial=best.number, how=selection.how, complete=selection.complete),
+            trials=TrialCounts(**{s.name.lower(): sum(t.state == s for t in all_trials)
+                                  for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}),
+            confusion_matrix=cm.tolist(),
+            per_class_accuracy=per_class,
+            onnx_parity=Parity(**parity),
+            data_fingerprint=ds.fingerprint(),
+            seed=config.seed,
+            budget_s=config.budget_s,
+            elapsed_s=time.time() - started,
+            hyperparameters=Hyperparameters(params=best.params, training=training),
+            versions=read_run(rd.path).versions,
+        )
+        write_json(tmp / "card.json", card.model_dump(mode="json"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # A new final model makes an earlier compression result stale: it
+    # described another model, and its chosen.onnx must not ship with this one.
+    shutil.rmtree(rd.path / "compress", ignore_errors=True)
+    shutil.rmtree(rd.model_dir, ignore_errors=True)
+    tmp.replace(rd.model_dir)
     return card

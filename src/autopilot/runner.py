@@ -16,8 +16,8 @@ import numpy as np
 
 from pydantic import ValidationError
 
-from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunConfig, RunError, describe_error,
-                     parse_duration, search_reserve)
+from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunConfig, RunError, compress_budget_s,
+                     describe_error, parse_duration, search_reserve)
 from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
 from .data.stats import arrays, data_info
@@ -36,8 +36,6 @@ def compress_share(budget_s: float | None) -> float:
     (the run as a whole must end within its budget), or the stage's own
     default when the run has no time budget."""
     if not budget_s:
-        from .compress import compress_budget_s
-
         return compress_budget_s(None)
     return COMPRESS_SHARE * budget_s
 
@@ -127,6 +125,10 @@ def run(
     `options` are the fields of RunConfig (label, trials, sampler, pruner,
     workers, storage, seed, device, compress, compress_target, max_drop in
     points, ...); their defaults and reasons live there, in one place.
+
+    `force` goes on past the two gates that otherwise stop a run: errors
+    found by the doctor, and an ONNX export that fails its parity check
+    (then the card records the failed check as forced).
     """
     from rich.console import Console
 
@@ -189,7 +191,7 @@ def run(
                            console=console)
         finally:
             update_run(rd.path, search_elapsed_s=prior_search_s + (time.time() - search_started))
-        finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console)
+        finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console, force=force)
         if compress_s > 0:
             from .compress import compress_run
 

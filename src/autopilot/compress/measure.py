@@ -67,18 +67,32 @@ def parity(reference: np.ndarray, got: np.ndarray, against: str) -> dict:
             "min_agree": PARITY_MIN_AGREE, "passed": bool(agree >= PARITY_MIN_AGREE)}
 
 
-def evaluate_file(path: str | Path, data: dict, reference_test_logits: np.ndarray | None, against: str) -> dict:
+def correct(path: str | Path, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-example correctness of an ONNX file in ONNX Runtime (bools)."""
+    return onnx_logits(path, X).argmax(1) == y
+
+
+def evaluate_file(path: str | Path, data: dict, reference_test_logits: np.ndarray | None, against: str,
+                  baseline_val_correct: np.ndarray | None = None) -> dict:
     """Validation and test accuracy of an ONNX file in ONNX Runtime, its size,
-    and its parity against the PyTorch model it came from (on test inputs)."""
+    its parity against the PyTorch model it came from (on test inputs), and,
+    given the baseline's per-example validation correctness, the paired
+    counts against it (`val_paired`: b = this file, a = the baseline), which
+    is all the policy needs to bound the drop; the arrays are not kept."""
+    from ..stats import paired
+
     Xva, yva = data["val"]
     Xte, yte = data["test"]
     val = onnx_logits(path, Xva)
     test = onnx_logits(path, Xte)
+    val_ok = val.argmax(1) == yva
     out = {"file_bytes": Path(path).stat().st_size,
-           "val_acc": float((val.argmax(1) == yva).mean()),
+           "val_acc": float(val_ok.mean()),
            "test_acc": float((test.argmax(1) == yte).mean())}
     if reference_test_logits is not None:
         out["parity"] = parity(reference_test_logits, test, against)
+    if baseline_val_correct is not None:
+        out["val_paired"] = paired(baseline_val_correct, val_ok).to_dict()
     return out
 
 

@@ -2,9 +2,14 @@
 
 Rules, in order:
   1. only candidates whose ONNX file passed its parity check;
-  2. only candidates whose validation accuracy is at most `max_drop` below
-     the baseline's (validation, not test: test accuracy is reported, never
-     used to choose, or it would stop being an honest estimate);
+  2. only candidates whose validation accuracy is, with 95 % confidence, at
+     most `max_drop` points below the baseline's: the one-sided upper bound
+     on the paired drop (autopilot.stats.drop_upper_bound, exact on the
+     examples where the two disagree) must not exceed the limit. One
+     example of 269 is a third of a point; a point estimate would accept a
+     drop that is noise, the bound grows with the disagreements behind it.
+     Validation, not test: test accuracy is reported, never used to
+     choose, or it would stop being an honest estimate;
   3. only candidates that beat the baseline on the target by at least
      `min_gain` (5 %), and on latency by at least 10 us per call: never ship
      something slower or bigger, and do not trade the verified fp32 file for
@@ -16,7 +21,11 @@ When nothing qualifies, the baseline is kept and the reason says why.
 """
 from __future__ import annotations
 
+from ..config import check_max_drop
+from ..stats import Paired, drop_upper_bound
+
 TARGETS = ("latency", "size", "throughput")
+CONFIDENCE = 0.95  # of the one-sided upper bound on the validation drop
 MIN_GAIN = 0.05
 MIN_GAIN_MS = 0.01  # latency only: absolute floor, see rule 3
 _EPS = 1e-9  # accuracies are ratios of counts; guard the comparison against float noise
@@ -58,22 +67,52 @@ def _clearly_better(c: dict, base: dict, target: str, min_gain: float) -> bool:
 def _measured(c: dict, target: str) -> bool:
     try:
         target_cost(c, target)
-        return c.get("val_acc") is not None
+        return c.get("val_acc") is not None and paired_of(c) is not None
     except (KeyError, TypeError):
         return False
 
 
-def choose(candidates: list[dict], target: str = "latency", max_drop: float = 0.005, *,
-           min_gain: float = MIN_GAIN) -> tuple[dict, str]:
+def paired_of(c: dict) -> Paired | None:
+    """The candidate's paired validation counts against the baseline
+    (results.json `val_paired`: b = the candidate, a = the baseline)."""
+    vp = c.get("val_paired")
+    if not vp:
+        return None
+    return Paired(n=int(vp["n"]), b_only=int(vp["b_only"]), a_only=int(vp["a_only"]))
+
+
+def drop_upper_points(c: dict, confidence: float = CONFIDENCE) -> float:
+    """One-sided upper confidence bound on how many points of validation
+    accuracy the candidate loses against the baseline."""
+    p = paired_of(c)
+    if p is None:
+        raise ValueError(f"candidate {c.get('name')!r} has no paired validation counts (val_paired)")
+    return 100.0 * drop_upper_bound(p, confidence)
+
+
+def keeps_accuracy(c: dict, max_drop: float, confidence: float = CONFIDENCE) -> bool:
+    """Rule 2: the upper bound on the drop is within `max_drop` points."""
+    return drop_upper_points(c, confidence) <= max_drop + _EPS
+
+
+def describe_drop(c: dict, confidence: float = CONFIDENCE) -> str:
+    p = paired_of(c)
+    return (f"drop {-100 * p.diff:+.2f} points, {confidence:.0%} upper bound {drop_upper_points(c, confidence):.2f} "
+            f"({p.a_only} lost vs {p.b_only} gained of {p.n} validation examples)")
+
+
+def choose(candidates: list[dict], target: str, max_drop: float, *, min_gain: float = MIN_GAIN,
+           confidence: float = CONFIDENCE) -> tuple[dict, str]:
     """(chosen candidate, reason). `candidates` includes the baseline, marked
-    with "baseline": True. Pure: reads the dicts, changes nothing."""
+    with "baseline": True; `max_drop` is in points of accuracy (0.5 = half a
+    point). Pure: reads the dicts, changes nothing."""
+    max_drop = check_max_drop(max_drop)
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bases = [c for c in candidates if c.get("baseline")]
     if len(bases) != 1:
         raise ValueError(f"expected exactly one baseline candidate, got {len(bases)}")
     base = bases[0]
-    floor = base["val_acc"] - max_drop
     not_better = {"latency": "not faster", "size": "not smaller", "throughput": "no more throughput"}[target]
     rejected: dict[str, list[str]] = {"unmeasured": [], "parity": [], "accuracy": [], not_better: []}
     eligible = []
@@ -84,8 +123,8 @@ def choose(candidates: list[dict], target: str = "latency", max_drop: float = 0.
             rejected["unmeasured"].append(c["name"])
         elif not (c.get("parity") or {}).get("passed", False):
             rejected["parity"].append(c["name"])
-        elif c["val_acc"] < floor - _EPS:
-            rejected["accuracy"].append(c["name"])
+        elif not keeps_accuracy(c, max_drop, confidence):
+            rejected["accuracy"].append(f"{c['name']} (bound {drop_upper_points(c, confidence):.2f})")
         elif not _clearly_better(c, base, target, min_gain):
             rejected[not_better].append(c["name"])
         else:
@@ -93,16 +132,15 @@ def choose(candidates: list[dict], target: str = "latency", max_drop: float = 0.
     if not eligible:
         why = "; ".join(f"{k}: {', '.join(v)}" for k, v in rejected.items() if v) or "no candidates"
         return base, (f"kept the baseline ({base['name']}, {describe_target(base, target)}, val acc {base['val_acc']:.4f}): "
-                      f"no candidate was >= {min_gain:.0%}{' and 10 us' if target == 'latency' else ''} better on {target} within {max_drop * 100:.2f} points of "
-                      f"validation accuracy with parity passed ({why})")
+                      f"no candidate was >= {min_gain:.0%}{' and 10 us' if target == 'latency' else ''} better on {target} with a {confidence:.0%} upper bound on its "
+                      f"paired validation drop within {max_drop:.2f} points and parity passed ({why})")
     best = min(eligible, key=lambda c: (target_cost(c, target), -c["val_acc"], c["file_bytes"]))
-    drop = (base["val_acc"] - best["val_acc"]) * 100
     factor = target_cost(best, target) / target_cost(base, target) if target == "throughput" else \
         target_cost(base, target) / max(target_cost(best, target), 1e-12)
     word = {"latency": "faster", "size": "smaller", "throughput": "more throughput"}[target]
     return best, (f"{best['name']}: {describe_target(best, target)} vs {describe_target(base, target)} for the baseline "
                   f"({factor:.2f}x {word}); val acc {best['val_acc']:.4f} vs {base['val_acc']:.4f} "
-                  f"({drop:+.2f} points drop, limit {max_drop * 100:.2f}); parity {best['parity']['argmax_agree']:.4f}; "
+                  f"({describe_drop(best, confidence)}; limit {max_drop:.2f} points on the bound); parity {best['parity']['argmax_agree']:.4f}; "
                   f"best of {len(eligible)} eligible of {len(candidates) - 1} candidates")
 
 

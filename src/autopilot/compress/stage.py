@@ -13,7 +13,8 @@ or a 4x-smaller student is the natural first try). Instead:
   2. two ladders of trained candidates, interleaved so that a small budget
      still gets one of each:
        prune:   50 % of channels, fine-tuned; then 70 % if 50 % kept its
-                validation accuracy within max_drop, else 30 %;
+                validation accuracy (policy.keeps_accuracy: the 95 % upper
+                bound on its paired drop within max_drop), else 30 %;
        distill: a student with <= 1/4 of the teacher's parameters; then
                 <= 1/16 if it kept accuracy, else a bigger one (<= 1/2);
      before training, each rung's architecture is timed untrained (speed
@@ -22,7 +23,8 @@ or a 4x-smaller student is the natural first try). Instead:
      moves on to the more compressed rung. Each trained candidate that
      keeps accuracy is also quantised;
   3. every candidate's latency measured together, interleaved (measure.py);
-  4. policy.choose.
+  4. policy.choose, then model/card.json's `shipped` entry names the file
+     that predict and serve will load, with its own figures.
 
 Each trained job gets a time slice of what is left (distillation starts from
 scratch, so it gets 1.5x the slice of a fine-tune), and its epoch count is
@@ -33,6 +35,7 @@ early when the plan is done.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import time
@@ -42,21 +45,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import check_max_drop
+from ..config import RunConfig, check_max_drop, compress_budget_s
 from ..export import export_onnx
 from ..models import build_model, count_params, load_model, save_model
-from ..rundir import RunDir, read_json, write_json
+from ..rundir import RunDir, write_json
+from ..schemas import SchemaError
+from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
+from ..schemas.compress import CompressResults
 from ..schemas.run import read_run
 from ..train import DEFAULTS, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
-from .policy import MIN_GAIN, MIN_GAIN_MS, choose, pareto_front
+from .policy import CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front
 from .prune import prune_channels
 from .quantize import calibration_samples, quantize_dynamic_int8, quantize_static_int8
 from .students import student_spec
 
-# Defaults in one visible place.
-BUDGET_SHARE, MIN_BUDGET_S, NO_RUN_BUDGET_S = 0.25, 60.0, 120.0
+# Defaults in one visible place (the stage's budget: config.compress_budget_s).
 PRUNE_FIRST, PRUNE_UP, PRUNE_DOWN = 0.5, 0.7, 0.3
 STUDENT_FIRST, STUDENT_UP, STUDENT_DOWN = 1 / 4, 1 / 16, 1 / 2
 JOB_WEIGHT = {"prune": 1.0, "distill": 1.5}  # distillation starts from scratch
@@ -76,14 +81,6 @@ MIN_JOB_S = 1.0              # below this, nothing; above, the epoch probe decid
 TRAIN_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
-def compress_budget_s(run_budget_s: float | None) -> float:
-    """Default budget of the stage: 25 % of the run budget, at least 60 s;
-    120 s when the run had no time budget (--trials only)."""
-    if not run_budget_s:
-        return NO_RUN_BUDGET_S
-    return max(MIN_BUDGET_S, BUDGET_SHARE * float(run_budget_s))
-
-
 class _Stage:
     """State of one compress_run: the candidates so far and the clock."""
 
@@ -98,6 +95,7 @@ class _Stage:
         self.plan: list[dict] = []
         self.sources: dict[str, torch.nn.Module] = {}  # fp32 PyTorch model of each fp32 candidate
         self.calib = calibration_samples(data["train"][0], seed=seed)
+        self.base_val_correct: np.ndarray | None = None  # the baseline's, per validation example
         self.quant_s = 2.0  # updated with the measured cost of quantising + evaluating one file
         self.int8_gain = 1.0  # how much int8 helped the baseline on the target (for screening)
 
@@ -111,9 +109,9 @@ class _Stage:
         self.console.print(f"  compress: {step:<22} [{style}]{status}[/{style}]" + (f"  {why}" if why else ""),
                            highlight=False)
 
-    @property
-    def floor(self) -> float:
-        return self.candidates[0]["val_acc"] - self.max_drop
+    def keeps_accuracy(self, rec: dict) -> bool:
+        """The policy's own accuracy rule, so the ladders climb on what the choice will accept."""
+        return keeps_accuracy(rec, self.max_drop)
 
     def rel(self, p: Path) -> str:
         # Paths as they will be after the temporary folder becomes compress/.
@@ -126,7 +124,10 @@ class _Stage:
         rec = {"name": name, "method": method, "source": source, "baseline": False,
                "path": self.rel(path) if self.out in path.parents else str(path.relative_to(self.rd.path)),
                "params": int(params), "build_s": round(built_s, 2), **extra}
-        rec.update(measure.evaluate_file(path, self.data, ref_test, against))
+        if self.base_val_correct is None:  # the first file is the baseline
+            self.base_val_correct = measure.correct(path, *self.data["val"])
+        rec.update(measure.evaluate_file(path, self.data, ref_test, against, self.base_val_correct))
+        rec["drop_upper_points"] = round(drop_upper_points(rec), 4)
         rec["_file"] = str(path)
         self.candidates.append(rec)
         return rec
@@ -199,14 +200,14 @@ class _Stage:
     def _epochs_for(self, slice_s: float, model, hp: dict, teacher=None) -> tuple[int, float]:
         """Fit the epoch count to the slice from a timed probe: 3 steps on
         a copy, after one untimed warm-up step."""
-        from ..data.augment import make_augment
+        from ..data.augment import augment_from_hparams
 
         Xtr, ytr = self.data["train"]
         bs = int(min(hp["batch_size"], len(Xtr)))
         steps = max(1, len(Xtr) // bs)
         probe = copy.deepcopy(model).train()
         opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-        augment = make_augment(self.kind, float(hp["aug_strength"]), tuple(Xtr.shape[1:]))
+        augment = augment_from_hparams(self.kind, hp, tuple(Xtr.shape[1:]))
         xb, yb = torch.as_tensor(Xtr[:bs]), torch.as_tensor(ytr[:bs], dtype=torch.long)
         times = []
         for i in range(4):
@@ -291,7 +292,8 @@ class _Stage:
             save_model(self.out / "candidates" / name, model, sspec)  # a student can be rebuilt from its spec
         rec = self.add_fp32(name, model, method=job, built_s=time.monotonic() - t0, **detail)
         self.log(name, "done", f"{rec['params']:,} params, {res.epochs_run}/{epochs} epochs in {info['train_s']:.0f} s, "
-                               f"val {rec['val_acc']:.4f} (floor {self.floor:.4f})")
+                               f"val {rec['val_acc']:.4f}, drop bound {rec['drop_upper_points']:.2f} points "
+                               f"(limit {self.max_drop:.2f})")
         return rec
 
     def ladders(self) -> None:
@@ -322,7 +324,7 @@ class _Stage:
                 continue
             # Next rung: compress harder when this one kept accuracy or was
             # not fast enough to win; back off when it lost accuracy.
-            ok = rec == "too-slow" or rec["val_acc"] >= self.floor - 1e-9
+            ok = rec == "too-slow" or self.keeps_accuracy(rec)
             if done[job] == 1:
                 up, down = (PRUNE_UP, PRUNE_DOWN) if job == "prune" else (STUDENT_UP, STUDENT_DOWN)
                 rungs[job].append(up if ok else down)
@@ -331,30 +333,51 @@ class _Stage:
             if ok:
                 self.add_quantized(rec)
             else:
-                self.log(f"{rec['name']}-int8", "skipped", "its fp32 source already lost more than max_drop")
+                self.log(f"{rec['name']}-int8", "skipped", f"its fp32 source may lose more than {self.max_drop:.2f} points "
+                                                             f"(bound {rec['drop_upper_points']:.2f})")
 
 
-def compress_run(run_dir, *, budget_s: float | None = None, target: str = "latency", max_drop: float = 0.5,
-                 seed: int = 0, console=None, data: dict | None = None, device: str = "auto") -> dict:
-    """Compress the final model of a finished run; returns what it writes to
-    RUN/compress/results.json. `data` ({"train": (X, y), "val": ..., "test": ...})
-    skips reloading the data set when the caller has it in memory."""
+def compress_run(run_dir, *, budget_s: float | None = None, target: str | None = None, max_drop: float | None = None,
+                 seed: int | None = None, console=None, data: dict | None = None, device: str = "auto") -> dict:
+    """Compress the final model of a run-like directory (one with model/:
+    spec.json, weights.safetensors, model.onnx, card.json); returns what it
+    writes to RUN/compress/results.json (schemas.compress.CompressResults)
+    and updates model/card.json's `shipped` entry to the file that ships.
+
+    `max_drop` is in points of validation accuracy (0.5 = half a point).
+    `target`, `max_drop`, `seed` and `budget_s` left as None come from the
+    run's run.json config when there is one, else RunConfig's defaults.
+    `data` ({"train": (X, y), "val": ..., "test": ...}) skips reloading the
+    data set, and is needed when the directory has no run.json."""
     from rich.console import Console
 
     from .policy import TARGETS
     from .table import render
 
+    rd = RunDir(run_dir)
+    card_file = rd.model_dir / "card.json"
+    if not card_file.exists():
+        raise FileNotFoundError(f"no model in {str(rd.path)!r} (missing model/card.json); finish `autopilot run` first")
+    try:
+        card = read_card(rd.path)
+    except SchemaError as e:
+        raise FileNotFoundError(f"unusable model card: {e}") from None
+    run_config = read_run(rd.path).config if rd.run_json.exists() else None
+
+    def setting(value, option):
+        if value is not None:
+            return value
+        return getattr(run_config, option) if run_config is not None else RunConfig.default(option)
+
+    target = setting(target, "compress_target")
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    max_drop = check_max_drop(max_drop) / 100  # points in, a fraction of accuracy inside
+    max_drop = check_max_drop(setting(max_drop, "max_drop"))  # points, everywhere
+    seed = int(setting(seed, "seed"))
+    if budget_s is None:
+        budget_s = compress_budget_s(run_config.budget_s if run_config is not None else None)
     console = console or Console(stderr=True)
     started = time.monotonic()
-    rd = RunDir(run_dir)
-    if not (rd.model_dir / "card.json").exists():
-        raise FileNotFoundError(f"no model in {str(rd.path)!r} (missing model/card.json); finish `autopilot run` first")
-    card = read_json(rd.model_dir / "card.json")
-    if budget_s is None:
-        budget_s = compress_budget_s(read_run(rd.path).config.budget_s)
     deadline = started + float(budget_s)
     # Kept back for the final latency measurement, the choice and writing.
     final_reserve = min(25.0, max(5.0, 0.12 * budget_s))
@@ -363,9 +386,10 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
 
         _, _, data, _ = load_run_data(rd)
     teacher, spec = load_model(rd.model_dir)
-    hp = {**DEFAULTS, **((card.get("hyperparameters") or {}).get("training") or {})}
+    hp = {**DEFAULTS, **(card.hyperparameters.training or {})}
     console.print(f"compress [bold]{rd.name}[/bold]: {spec['family']} {count_params(teacher):,} params, target "
-                  f"{target}, max drop {max_drop * 100:.2f} points, budget {budget_s:.0f} s", highlight=False)
+                  f"{target}, max drop {max_drop:.2f} points at {CONFIDENCE:.0%} confidence, budget {budget_s:.0f} s",
+                  highlight=False)
 
     out = rd.path / ".compress.tmp"
     shutil.rmtree(out, ignore_errors=True)
@@ -373,7 +397,7 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
     threads_before = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        st = _Stage(rd, out, data, card.get("kind", "table"), teacher, spec, hp, target=target, max_drop=max_drop,
+        st = _Stage(rd, out, data, card.kind, teacher, spec, hp, target=target, max_drop=max_drop,
                     seed=seed, deadline=deadline, final_reserve=final_reserve, device=device, console=console)
         ref = measure.torch_logits(teacher, data["test"][0])
         base = st.add_file("fp32", rd.model_dir / "model.onnx", method="fp32", source=None,
@@ -402,29 +426,31 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
         for c in st.candidates:
             c["pareto"] = c["name"] in front
             c.pop("_file")
-        results = {
-            "run": rd.name,
-            "target": target,
-            "max_drop": max_drop,
-            "seed": seed,
-            "budget_s": float(budget_s),
-            "elapsed_s": round(time.monotonic() - started, 1),
-            "chosen": chosen["name"],
-            "chosen_path": "compress/chosen.onnx" if not chosen["baseline"] else chosen["path"],
-            "reason": reason,
-            "baseline": "fp32",
-            "measurement": {"threads": measure.THREADS, "batches": list(measure.BATCHES),
-                            "calls_per_round": {str(k): v for k, v in measure.CALLS_PER_ROUND.items()},
-                            "interleaved": True, "inputs": "test split (tiled to the batch size)",
-                            "accuracy": "ONNX Runtime on the val and test splits",
-                            "parity": f"argmax agreement with the PyTorch fp32 source on test >= {measure.PARITY_MIN_AGREE}",
-                            "load_average": measure.load_average()},
-            "candidates": st.candidates,
-            "plan": st.plan,
-            "versions": _versions(),
-        }
-        results["elapsed_s"] = round(time.monotonic() - started, 1)
-        write_json(out / "results.json", results)
+        results = CompressResults(
+            run=rd.name,
+            target=target,
+            max_drop=max_drop,
+            confidence=CONFIDENCE,
+            seed=seed,
+            budget_s=float(budget_s),
+            elapsed_s=round(time.monotonic() - started, 1),
+            chosen=chosen["name"],
+            chosen_path="compress/chosen.onnx" if not chosen["baseline"] else chosen["path"],
+            reason=reason,
+            baseline="fp32",
+            measurement={"threads": measure.THREADS, "batches": list(measure.BATCHES),
+                         "calls_per_round": {str(k): v for k, v in measure.CALLS_PER_ROUND.items()},
+                         "interleaved": True, "inputs": "test split (tiled to the batch size)",
+                         "accuracy": "ONNX Runtime on the val and test splits; the drop judged on val, paired "
+                                     f"against the baseline, by its {CONFIDENCE:.0%} one-sided upper bound",
+                         "parity": f"argmax agreement with the PyTorch fp32 source on test >= {measure.PARITY_MIN_AGREE}",
+                         "load_average": measure.load_average()},
+            candidates=st.candidates,
+            plan=st.plan,
+            versions=_versions(),
+        )
+        # Validated when built above; written inside the temporary folder, which becomes compress/.
+        write_json(out / "results.json", results.model_dump(mode="json"))
         final = rd.path / "compress"
         shutil.rmtree(final, ignore_errors=True)
         out.replace(final)
@@ -433,8 +459,28 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str = "laten
         raise
     finally:
         torch.set_num_threads(threads_before)
-    render(results, console)
-    return results
+    write_card(ship(card, results, n_test=len(data["test"][1])), rd.path)
+    results_dict = results.model_dump(mode="json")
+    render(results_dict, console)
+    return results_dict
+
+
+def figures(c, *, file: str, n_test: int, chosen_by: str | None, reason: str | None) -> ModelFigures:
+    """A candidate's measurements as the card states them."""
+    se = math.sqrt(c.test_acc * (1 - c.test_acc) / n_test) if n_test else None
+    return ModelFigures(name=c.name, file=file, method=c.method, test_accuracy=c.test_acc, test_accuracy_se=se,
+                        test_examples=n_test, val_accuracy=c.val_acc, latency_ms_batch1=c.latency_ms["1"].p50,
+                        file_bytes=c.file_bytes, chosen_by=chosen_by, reason=reason)
+
+
+def ship(card: ModelCard, results: CompressResults, *, n_test: int) -> ModelCard:
+    """The card with `shipped` naming the file predict and serve load after
+    this choice (compress/chosen.onnx, else model/model.onnx), and `fp32`
+    re-measured beside it in the same timing session."""
+    chosen, base = results.chosen_candidate, results.candidate(results.baseline)
+    fp32 = figures(base, file="model/model.onnx", n_test=n_test, chosen_by=None, reason=None)
+    shipped = figures(chosen, file=results.chosen_path, n_test=n_test, chosen_by="compress", reason=results.reason)
+    return card.model_copy(update={"fp32": fp32, "shipped": shipped})
 
 
 def _versions() -> dict:

@@ -1,0 +1,103 @@
+"""model/card.json: what the final model is, how it was chosen, how good it
+is, and which file actually ships (written by autopilot.final, its `shipped`
+entry updated by autopilot.compress; read by the CLI, compress, predict,
+serve, monitor, retrain and the report).
+
+Accuracies are fractions (0.9851); only accuracy *drops* are in points.
+The top-level `test_accuracy`/`val_accuracy` are the fp32 PyTorch model's,
+measured once on the test split after selection; `fp32` and `shipped` are
+the ONNX files as ONNX Runtime runs them, so the figures a user reads are
+the figures of the file that `predict` and `serve` load.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from .base import Part, RunFile, read, write
+
+
+class Parity(Part):
+    """ONNX Runtime against PyTorch on the test inputs (export.check_parity)."""
+    inputs: int
+    max_abs_diff: float
+    argmax_agree: float
+    passed: bool
+    max_abs_diff_limit: float | None = None
+    forced: bool = False  # failed, and shipped anyway because the user passed --force
+
+
+class ModelFigures(Part):
+    """One ONNX file of the run, measured the way the compression stage
+    measures every candidate (ONNX Runtime, one thread, batch-1 p50)."""
+    name: str  # "fp32", or the compression candidate's name (int8s, prune50, ...)
+    file: str  # relative to the run directory: model/model.onnx or compress/chosen.onnx
+    method: str  # fp32, int8-static, int8-dynamic, prune, distill
+    test_accuracy: float  # of this file, in ONNX Runtime, on the test split
+    test_accuracy_se: float | None  # binomial standard error
+    test_examples: int
+    val_accuracy: float  # of this file on the validation split
+    latency_ms_batch1: float | None  # p50 of single calls, 1 thread; None when not measured
+    file_bytes: int
+    chosen_by: Literal["final", "compress"] | None = None  # the stage that decided this file ships; None: not shipped
+    reason: str | None = None  # why this file ships
+
+
+class Selection(Part):
+    """Which search trial became the model, and how that trial ended."""
+    trial: int
+    how: str  # "complete", or "cut by the deadline after k of n epochs"
+    complete: bool
+
+
+class TrialCounts(Part):
+    complete: int
+    pruned: int
+    fail: int
+
+
+class Hyperparameters(Part):
+    params: dict[str, Any]  # the trial's parameters as Optuna stored them
+    training: dict[str, Any] = {}  # what train.train received
+
+
+class ModelCard(RunFile):
+    FILE: ClassVar[str] = "model/card.json"
+    name: str
+    task: Literal["classification"]
+    kind: Literal["image", "signal", "table"]
+    classes: list[str]
+    input_shape: list[int]
+    input_name: str
+    output_name: str
+    output: str
+    family: str
+    params: int
+    # The fp32 PyTorch model on the test split (touched once, after selection).
+    test_accuracy: float
+    test_accuracy_se: float | None
+    test_examples: int
+    val_accuracy: float
+    fp32: ModelFigures | None = None  # model/model.onnx; None on a retrain challenger's card
+    shipped: ModelFigures | None = None  # what predict and serve load; None only before the final stage wrote it
+    best_trial: int
+    selection: Selection | None = None
+    trials: TrialCounts | None = None
+    # None on a retrain challenger's card, which is scored on other splits.
+    confusion_matrix: list[list[int]] | None = None
+    per_class_accuracy: list[float | None] | None = None
+    onnx_parity: Parity
+    data_fingerprint: str | None = None
+    seed: int
+    budget_s: float | None = None
+    elapsed_s: float | None = None
+    hyperparameters: Hyperparameters
+    versions: dict[str, str]
+
+
+def read_card(run_dir: str | Path) -> ModelCard:
+    return read(ModelCard, run_dir)
+
+
+def write_card(card: ModelCard, run_dir: str | Path) -> Path:
+    return write(card, run_dir)
