@@ -148,11 +148,13 @@ def test_new_data_file_is_mapped_onto_the_models_classes(tmp_path, digits_arrays
 
 def test_too_few_new_examples_are_refused_before_training(run, digits_arrays, tmp_path):
     X, y = digits_arrays["train"]
-    np.savez(tmp_path / "few.npz", X=1 - X[:12], y=y[:12])
+    # 3 examples of each of 4 classes (the fewest the data loader takes): 1 per class held out, 4 in all
+    idx = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(4)])
+    np.savez(tmp_path / "few.npz", X=1 - X[idx], y=y[idx])
     res = cli("retrain", run, "--data", tmp_path / "few.npz", "--budget", "30s", timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "too few new labelled examples" in err[0] and "p < 0.05" in err[0], res.stderr
+    assert len(err) == 1 and "too few new labelled examples: 12 give 4 held out" in err[0] and "p < 0.05" in err[0], res.stderr
     assert "Traceback" not in res.stderr
     assert not (run / "retrain").exists() and not (run / "model" / "versions.json").exists()  # nothing trained or promoted
     # a stricter level needs more: 10 held out at alpha 0.001

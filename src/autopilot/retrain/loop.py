@@ -150,21 +150,67 @@ def _gather(rd: RunDir, data, from_feedback: bool, label, log_url, classes, shap
     return np.concatenate(parts_X), np.concatenate(parts_y), sources
 
 
-def _challenger_card(champion_card: dict, spec: dict, model, best, how: str, parity: dict, seed: int,
-                     budget_s, fp32_correct: np.ndarray, started: float) -> dict:
-    """The champion's card with the challenger's own figures: what the model
-    is, its fp32 accuracy on the run's original test split, how it was made."""
-    from ..models import count_params
+def _challenger_card(champion: dict, rd: RunDir, wrun: RunDir, study, sel, spec: dict, model, parity: dict,
+                     seed: int, budget_s, test: tuple, started: float) -> dict:
+    """The challenger's model/card.json (schemas.card.ModelCard): what the
+    model is, its PyTorch accuracy on the run's original test split, how it
+    was made. `shipped` is filled in by compression, or below when it did not run."""
+    import torch
+    from optuna.trial import TrialState
 
-    acc = float(fp32_correct.mean())
-    n = int(len(fp32_correct))
-    keep = {k: v for k, v in champion_card.items() if k not in ("shipped", "confusion_matrix", "per_class_accuracy")}
-    return {**keep, "family": spec["family"], "params": count_params(model), "test_accuracy": acc,
-            "test_accuracy_se": float(np.sqrt(acc * (1 - acc) / n)) if n else None, "test_examples": n,
-            "val_accuracy": float(best.value if best.value is not None else best.user_attrs.get("best_val_acc", 0.0)),
-            "best_trial": best.number, "onnx_parity": parity, "seed": seed, "budget_s": budget_s,
-            "elapsed_s": time.time() - started, "hyperparameters": {"params": best.params,
-                                                                    "training": champion_card.get("hyperparameters", {}).get("training", {})}}
+    from ..models import count_params
+    from ..schemas.card import Hyperparameters, ModelCard, Parity, Selection, TrialCounts
+    from ..search.select import score
+
+    best = sel.trial
+    Xt, yt = test
+    with torch.no_grad():
+        logits = torch.cat([model(torch.as_tensor(Xt[i:i + 1024])) for i in range(0, len(Xt), 1024)]).numpy()
+    acc, n = float((logits.argmax(1) == yt).mean()), int(len(yt))
+    hp_file = wrun.trial_dir(best.number) / "hparams.json"
+    trials = study.get_trials(deepcopy=False)
+    card = ModelCard(
+        **{k: champion[k] for k in ("name", "task", "kind", "classes", "input_shape", "input_name", "output_name",
+                                    "output", "data_fingerprint", "versions") if k in champion},
+        family=spec["family"], params=count_params(model), test_accuracy=acc,
+        test_accuracy_se=float(np.sqrt(acc * (1 - acc) / n)) if n else None, test_examples=n,
+        val_accuracy=float(score(best)), best_trial=best.number,
+        selection=Selection(trial=best.number, how=sel.how, complete=sel.complete),
+        trials=TrialCounts(**{s.name.lower(): sum(t.state == s for t in trials)
+                              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}),
+        onnx_parity=Parity(**parity), seed=seed, budget_s=budget_s, elapsed_s=time.time() - started,
+        hyperparameters=Hyperparameters(params=best.params, training=read_json(hp_file) if hp_file.exists() else {}))
+    return card.model_dump(mode="json")
+
+
+def _write_card(mdir: Path, card: dict) -> None:
+    from ..schemas.card import ModelCard
+
+    write_json(mdir / "card.json", ModelCard.model_validate(card).model_dump(mode="json"))
+
+
+def _fp32_figures(model, mdir: Path, data: dict, why: str) -> dict:
+    """What ships when compression did not run: the fp32 export, measured in
+    ONNX Runtime like every file a card describes."""
+    Xt, yt = data["test"]
+    acc = float(correct(model, Xt, yt).mean())
+    return {"name": "fp32", "file": "model/model.onnx", "method": "fp32", "test_accuracy": acc,
+            "test_accuracy_se": float(np.sqrt(acc * (1 - acc) / len(yt))), "test_examples": int(len(yt)),
+            "val_accuracy": float(correct(model, *data["val"]).mean()), "latency_ms_batch1": None,
+            "file_bytes": (mdir / "model.onnx").stat().st_size, "chosen_by": "final", "reason": why}
+
+
+def _shipped_from_results(results: dict, wdir: Path, n_test: int) -> dict:
+    """The compression choice as a card's `shipped` entry (for a compression
+    stage that did not write one itself)."""
+    c = next(c for c in results["candidates"] if c["name"] == results["chosen"])
+    acc = float(c["test_acc"])
+    lat = (c.get("latency_ms") or {}).get("1") or {}
+    return {"name": c["name"], "file": results["chosen_path"], "method": c["method"], "test_accuracy": acc,
+            "test_accuracy_se": float(np.sqrt(acc * (1 - acc) / n_test)) if n_test else None, "test_examples": n_test,
+            "val_accuracy": float(c["val_acc"]), "latency_ms_batch1": lat.get("p50"),
+            "file_bytes": int(c.get("file_bytes") or (wdir / results["chosen_path"]).stat().st_size),
+            "chosen_by": "compress", "reason": results["reason"]}
 
 
 def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, label: str | None = None,
@@ -209,7 +255,7 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
 
     import torch
 
-    from ..export import check_parity, export_onnx
+    from ..export import check_parity, export_onnx, parity_failure
     from ..final import NoModelError
     from ..models import load_model
     from ..rundata import load_run_data
@@ -261,14 +307,13 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
         shutil.copy2(wrun.trial_dir(best.number) / f, mdir / f)
     export_onnx(model, shape, mdir / "model.onnx")
     parity = check_parity(model, mdir / "model.onnx", old["test"][0])
-    if not parity["passed"] and not force:
-        raise RetrainError(f"the challenger's ONNX export does not match PyTorch (max abs diff "
-                           f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agree']:.4f}); "
-                           f"it cannot ship (--force to compare it anyway); see {rel}")
-    fp32 = ServedModel.load("challenger-fp32", mdir / "model.onnx", champ_ref.card)
-    ccard = _challenger_card(card, spec, model, best, sel.how, parity, seed, budget_s,
-                             correct(fp32, *old["test"]), t0)
-    write_json(mdir / "card.json", ccard)
+    if not parity["passed"]:
+        if not force:
+            raise RetrainError(f"the challenger cannot ship: {parity_failure(parity)} (--force compares it anyway); "
+                               f"see {rel}")
+        parity["forced"] = True
+    write_json(mdir / "card.json", _challenger_card(card, rd, wrun, study, sel, spec, model, parity, seed, budget_s,
+                                                    old["test"], t0))
 
     onnx_name, compressed = "model.onnx", None
     if compress_s > 0:
@@ -284,9 +329,16 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
             # The version folder holds the model files and the file it serves, side by side.
             shutil.copy2(wdir / "compress" / "chosen.onnx", mdir / "chosen.onnx")
             onnx_name, compressed = "chosen.onnx", results["chosen"]
+        ccard = read_json(mdir / "card.json")
+        if (ccard.get("shipped") or {}).get("name") != results["chosen"]:
+            ccard["shipped"] = _shipped_from_results(results, wdir, len(old["test"][1]))
     else:
         compression = Compression(ran=False, reason=no_compress_why)
         log(f"compression skipped: {no_compress_why}")
+        ccard = read_json(mdir / "card.json")
+        ccard["shipped"] = _fp32_figures(ServedModel.load("fp32", mdir / "model.onnx", mdir / "card.json"), mdir,
+                                         arrays, f"compression did not run: {no_compress_why}")
+    _write_card(mdir, ccard)
 
     # 5. the paired comparison, of exactly the files that are (or would be) served
     champion = ServedModel.load(champ_ref.version, champ_ref.onnx, champ_ref.card)
@@ -297,11 +349,6 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     on_orig = rule.not_worse_on_original(on_orig_ch, on_orig_cc, alpha, tolerance)
     ok, why = rule.decide(on_new, on_orig, alpha)
     shipped_acc = float(on_orig_cc.mean())
-    ccard["shipped"] = {"name": compressed or "fp32", "file": f"{rel}/model/{onnx_name}",
-                        "test_accuracy": shipped_acc,
-                        "test_accuracy_se": float(np.sqrt(shipped_acc * (1 - shipped_acc) / len(yt))),
-                        "val_accuracy": float((correct(challenger, *arrays["val"])).mean())}
-    write_json(mdir / "card.json", ccard)
 
     champ_compressed = None
     if vs := versions.read_versions(rd.path):
@@ -334,9 +381,12 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
         both = np.concatenate([on_orig_cc, correct(challenger, *new_hold)])
         reference["baselines"]["accuracy"] = float(both.mean())
         write_json(mdir / versions.REFERENCE, reference)
+        # The card as it will read inside model/vN: files named relative to the run.
         n_next = 1 + max((int(e.version[1:]) for e in versions.ensure_versions(rd.path).versions), default=0)
         ccard["shipped"]["file"] = f"model/v{n_next}/{onnx_name}"
-        write_json(mdir / "card.json", ccard)
+        if ccard.get("fp32"):
+            ccard["fp32"]["file"] = f"model/v{n_next}/model.onnx"
+        _write_card(mdir, ccard)
         version = versions.add_version(rd.path, mdir, {
             "source": "retrain", "retrain_dir": rel, "parent": champ_ref.version, "test_accuracy": shipped_acc,
             "compressed": compressed}, onnx=onnx_name)
