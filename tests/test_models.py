@@ -253,6 +253,7 @@ def test_weights_that_do_not_fit_the_spec_are_one_clear_error(tmp_path):
     ({"stem": {"width": 4, "kernal_size": 3}}, "stem.kernal_size"),
     ({"input_shape": [2, 8]}, "needs input_shape"),
     ({"version": 3}, "version 3 is not known"),
+    ({"family": "rnn"}, "family: 'rnn' is not one of cnn1d, cnn2d, mlp"),
 ])
 def test_bad_v2_specs_name_the_field(change, where):
     with pytest.raises(SpecError, match=where):
@@ -329,3 +330,16 @@ def test_component_networks_learn_digits(family):
     model = build_model(spec)
     result = train(model, (X[tr], y[tr]), (X[va], y[va]), {"epochs": 8, "lr": 5e-3}, kind="table", seed=0, device="cpu")
     assert result.best_val_acc >= 0.93, result.best_val_acc
+
+
+@pytest.mark.parametrize("name", ["v1-cnn2d", "v1-mlp", "mbconv_e6-2d", "conv3-1d", "mlp-batch"])
+def test_scale_widths_makes_a_smaller_model_of_the_same_shape(name):
+    from autopilot.models import scale_widths
+
+    spec = SPECS[name[3:]] if name.startswith("v1-") else V2_CASES[name]
+    spec = scale_widths(spec, 4.0)  # widen first so halving has room
+    half = scale_widths(spec, 0.5)
+    assert half.keys() == spec.keys()
+    assert count_params(build_model(half)) < count_params(build_model(spec))
+    assert len(describe_model(half)) == len(describe_model(spec))
+    assert all(r["width"] % 4 == 0 for r in describe_model(half)[:-1])

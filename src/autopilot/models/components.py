@@ -94,7 +94,10 @@ class MLPSpec(_Common):
 
 def validate_spec(spec: dict) -> ConvNetSpec | MLPSpec:
     """The typed version-2 spec, or SpecError naming the first bad field."""
-    model = MLPSpec if spec.get("family") == "mlp" else ConvNetSpec
+    family = spec.get("family")
+    if family not in ("cnn1d", "cnn2d", "mlp"):
+        raise SpecError(f"model spec: family: {family!r} is not one of cnn1d, cnn2d, mlp")
+    model = MLPSpec if family == "mlp" else ConvNetSpec
     try:
         return model.model_validate(spec)
     except ValidationError as e:

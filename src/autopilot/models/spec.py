@@ -147,6 +147,21 @@ def _build_cnn(spec: dict) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def scale_widths(spec: dict, factor: float, multiple: int = 4) -> dict:
+    """The same architecture with every width times `factor`, rounded to a
+    multiple of `multiple` (at least `multiple`): the way to a smaller or
+    larger model of either spec version (students, cost limits)."""
+    def scaled(width: int) -> int:
+        return max(multiple, multiple * round(width * factor / multiple))
+
+    if spec_version(spec) == 1:
+        return {**spec, "width": scaled(int(spec["width"]))}
+    if spec["family"] == "mlp":
+        return {**spec, "layers": [{**layer, "width": scaled(layer["width"])} for layer in spec["layers"]]}
+    return {**spec, "stem": {**spec["stem"], "width": scaled(spec["stem"]["width"])},
+            "stages": [{**stage, "width": scaled(stage["width"])} for stage in spec["stages"]]}
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
