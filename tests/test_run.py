@@ -34,7 +34,7 @@ def _finished_trials(run_path):
 
 
 def test_run_digits_end_to_end(tmp_path):
-    res = run_cli("run", "digits", "--trials", "2", "--budget", "90s", "--runs-dir", tmp_path, "--name", "d", "--quiet")
+    res = res_run = run_cli("run", "digits", "--trials", "2", "--budget", "90s", "--runs-dir", tmp_path, "--name", "d", "--quiet")
     assert res.returncode == 0, res.stderr
     rd = tmp_path / "d"
     card = json.loads((rd / "model" / "card.json").read_text())
@@ -81,11 +81,11 @@ def test_run_digits_end_to_end(tmp_path):
     rows = out.read_text().splitlines()
     assert rows[0].startswith("id,class,p_0")
     pred = np.array([int(r.split(",")[1]) for r in rows[1:]])
-    shipped = json.loads((rd / "compress" / "results.json").read_text())
-    if not (rd / "compress" / "chosen.onnx").exists():  # the plain model is what predict runs
-        assert abs((pred == ds.y[s["test"]]).mean() - card["test_accuracy"]) < 1e-9
-    else:  # a compressed model ships only within the allowed accuracy drop
-        assert (pred == ds.y[s["test"]]).mean() >= card["test_accuracy"] - 0.02, shipped["reason"]
+    # The card's `shipped` entry is the file predict runs, with that file's own accuracy.
+    shipped = card["shipped"]
+    assert shipped["file"] == ("compress/chosen.onnx" if (rd / "compress" / "chosen.onnx").exists() else "model/model.onnx")
+    assert abs((pred == ds.y[s["test"]]).mean() - shipped["test_accuracy"]) < 1e-9
+    assert f"shipped: {shipped['name']} ({shipped['file']}): test accuracy {shipped['test_accuracy']:.4f}" in res_run.stdout
     res = run_cli("predict", rd, tmp_path / "x.npz", "--out", tmp_path / "pred.json")
     assert res.returncode == 0
     assert len(json.loads((tmp_path / "pred.json").read_text())["predictions"]) == len(pred)
