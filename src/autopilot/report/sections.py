@@ -75,7 +75,7 @@ def trial_rank(t: dict) -> tuple:
 def selection_warning(run: Run) -> str | None:
     """When the final model comes from a trial that did not complete, say so:
     its accuracy is that of a shortened training."""
-    sel = as_dict(get(run.search, "selection"))
+    sel = as_dict(get(run.card, "selection")) or as_dict(get(run.search, "selection"))
     how = sel.get("how")
     if isinstance(how, str) and how and how != "complete":
         return f"No trial completed: the final model comes from trial {sel.get('trial')}, {how}."
@@ -111,7 +111,8 @@ def shipped(run: Run) -> dict | None:
     if ship and num(ship.get("test_accuracy")) is not None:
         out = {"name": ship.get("name"), "file": ship.get("file"), "test": num(ship["test_accuracy"]),
                "se": num(ship.get("test_accuracy_se")), "val": num(ship.get("val_accuracy")),
-               "latency_ms": num(ship.get("latency_ms_batch1")), "source": "model/card.json", "fallback": None}
+               "latency_ms": num(ship.get("latency_ms_batch1")), "source": "model/card.json: shipped (ONNX Runtime)",
+               "fallback": None}
         if out["latency_ms"] is None:
             out["latency_ms"] = num(get(cand, "latency_ms", "1", "p50")) if cand.get("name") == out["name"] else None
     elif num(cand.get("test_acc")) is not None:
@@ -129,13 +130,39 @@ def shipped(run: Run) -> dict | None:
     if out["se"] is None:
         out["se"] = binomial_se(out["test"], n)
     out["n"] = n
+    # The file on disk is what ships; the card's figure for it otherwise.
     out["bytes"] = _file_bytes(run, out["file"])
+    if out["bytes"] is None:
+        out["bytes"] = num(ship.get("file_bytes")) if ship else None
     if out["bytes"] is None and cand.get("name") == out["name"]:
         out["bytes"] = num(cand.get("file_bytes"))
-    fp32 = num(card.get("test_accuracy"))
-    out["fp32_test"] = fp32
+    out["reason"] = ship.get("reason") if ship else None
     out["is_fp32"] = out["name"] in ("fp32", None) or out["file"] == "model/model.onnx"
-    out["drop"] = (fp32 - out["test"]) if fp32 is not None and out["test"] is not None else None
+    fp32 = fp32_figures(run)
+    out["fp32_test"] = fp32[0]["test"] if fp32 else None
+    return out
+
+
+def fp32_figures(run: Run) -> list[dict]:
+    """The fp32 model's test figures: model/model.onnx as ONNX Runtime runs it
+    (card.json's `fp32`, measured beside the shipped file) first, then the
+    PyTorch model before export (the card's top level)."""
+    card = as_dict(run.card)
+    n = test_examples(run)
+    out = []
+    onnx = as_dict(card.get("fp32"))
+    if num(onnx.get("test_accuracy")) is not None:
+        acc = num(onnx["test_accuracy"])
+        out.append({"label": "fp32 ONNX", "file": onnx.get("file") or "model/model.onnx", "test": acc,
+                    "se": num(onnx.get("test_accuracy_se")) or binomial_se(acc, n), "val": num(onnx.get("val_accuracy")),
+                    "bytes": num(onnx.get("file_bytes")), "latency_ms": num(onnx.get("latency_ms_batch1")),
+                    "source": "model/card.json: fp32 (ONNX Runtime)"})
+    acc = num(card.get("test_accuracy"))
+    if acc is not None:
+        se = num(card.get("test_accuracy_se"))
+        out.append({"label": "fp32 PyTorch", "file": "model/weights.safetensors", "test": acc,
+                    "se": se if se is not None else binomial_se(acc, n), "val": num(card.get("val_accuracy")),
+                    "bytes": None, "latency_ms": None, "source": "model/card.json (before export)"})
     return out
 
 
@@ -450,7 +477,15 @@ def metrics(run: Run) -> dict:
     val = num(card.get("val_accuracy"))
     parity = as_dict(card.get("onnx_parity"))
     cm = confusion_matrix(run)
-    ctx = {"missing": None, "ship": shipped(run), "acc": acc, "se": se, "n": test_examples(run), "val": val,
+    ship = shipped(run)
+    rows = []
+    if ship and not ship["is_fp32"]:
+        rows.append({"label": f"shipped: {ship['name']}", "file": ship["file"], "test": ship["test"], "se": ship["se"],
+                     "val": ship["val"], "bytes": ship["bytes"], "latency_ms": ship["latency_ms"],
+                     "source": ship["source"], "shipped": True})
+    for i, r in enumerate(fp32_figures(run)):
+        rows.append({**r, "shipped": i == 0 and bool(ship) and ship["is_fp32"]})
+    ctx = {"missing": None, "ship": ship, "rows": rows, "acc": acc, "se": se, "n": test_examples(run), "val": val,
            "gap": val - acc if val is not None and acc is not None else None,
            "parity": {"max_abs_diff": parity.get("max_abs_diff"), "agree": num(parity.get("argmax_agree")),
                       "passed": parity.get("passed")} if parity else None,
