@@ -143,6 +143,12 @@ def test_every_operation_exports_with_parity(tmp_path, name):
     report = check_parity(model, path, X)
     assert report["passed"], report
     assert report["argmax_agree"] == 1.0
+    # Batch 1, as latency is measured and single requests are served.
+    from autopilot.export import onnx_session, run_onnx
+
+    with torch.no_grad():
+        ref = model(torch.as_tensor(X[:1])).numpy()
+    assert np.abs(run_onnx(onnx_session(path, threads=1), X[:1]) - ref).max() <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["mbconv_e6-2d", "sepconv5-1d", "mlp-group"])
@@ -343,3 +349,14 @@ def test_scale_widths_makes_a_smaller_model_of_the_same_shape(name):
     assert count_params(build_model(half)) < count_params(build_model(spec))
     assert len(describe_model(half)) == len(describe_model(spec))
     assert all(r["width"] % 4 == 0 for r in describe_model(half)[:-1])
+
+
+def test_group_norm_never_normalises_single_values():
+    from autopilot.models.ops import normalization
+
+    assert [normalization("group", 2, c).num_groups for c in (4, 8, 16, 48, 5)] == [2, 4, 8, 8, 1]
+    assert normalization("group", 0, 16).num_groups == 1  # features: layer norm
+    model = build_model(MLP_V2["mlp-group"]).eval()
+    with torch.no_grad():  # batch 1 works and the output depends on the input
+        a, b = model(torch.zeros(1, 6)), model(torch.ones(1, 6))
+    assert not torch.allclose(a, b)

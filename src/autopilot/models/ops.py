@@ -8,8 +8,6 @@ search can assemble exports and runs in ONNX Runtime.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -43,9 +41,15 @@ def normalization(kind: str, dims: int, c: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm1d(c)
     if kind == "group":
-        # The largest group count up to 8 that divides the channels: widths
-        # are free integers, and GroupNorm needs an exact division.
-        return nn.GroupNorm(math.gcd(c, MAX_GROUPS), c)
+        if dims == 0:
+            # Features have no spatial axes: a group of one feature would
+            # normalise a single value to zero. One group = layer norm.
+            return nn.GroupNorm(1, c)
+        # The most groups (up to 8) that divide the channels with at least
+        # two channels each: widths are free integers, GroupNorm needs an
+        # exact division, and one-channel groups would be instance norm.
+        groups = max([g for g in range(1, MAX_GROUPS + 1) if c % g == 0 and c // g >= 2] or [1])
+        return nn.GroupNorm(groups, c)
     return nn.Identity()
 
 

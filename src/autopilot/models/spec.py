@@ -42,7 +42,7 @@ Version 2, networks assembled from components (components.py, ops.py):
      "mean": [...], "std": [...],     # per feature, or per channel of a [C, ...] input
      "layers": [{"width": int, "residual": bool}, ...],   # hidden layers; residual defaults to false
      "activation": "relu" | "gelu" | "silu",
-     "norm": "batch" | "group" | "none",
+     "norm": "batch" | "group" | "none",   # "group" is one group here: layer norm
      "dropout": float}                # after every hidden layer
 
 Inputs are standardised inside the model with the spec's mean/std, so the
