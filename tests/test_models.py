@@ -360,3 +360,20 @@ def test_group_norm_never_normalises_single_values():
     with torch.no_grad():  # batch 1 works and the output depends on the input
         a, b = model(torch.zeros(1, 6)), model(torch.ones(1, 6))
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("family", list(SPECS))
+@pytest.mark.parametrize("residual", [False, True])
+def test_from_template_gives_the_component_twin(family, residual):
+    from autopilot.models import from_template
+
+    v1 = {**SPECS[family], "residual": residual}
+    v2 = from_template(v1)
+    assert v2["version"] == 2
+    rows1, rows2 = describe_model(v1), describe_model(v2)
+    assert rows1[-2]["output_shape"] == rows2[-2]["output_shape"]
+    n1, n2 = count_params(build_model(v1)), count_params(build_model(v2))
+    if family == "mlp" or not residual:
+        assert n1 == n2  # the same layers
+    else:
+        assert abs(n2 - n1) / n1 < 0.05  # three skipped convs per stage instead of conv + residual pair

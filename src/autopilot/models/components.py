@@ -192,3 +192,30 @@ def build_mlp(spec: dict) -> ComponentMLP:
 
 def build_component_model(spec: dict) -> nn.Module:
     return build_mlp(spec) if spec.get("family") == "mlp" else build_convnet(spec)
+
+
+def from_template(spec: dict) -> dict:
+    """The version-2 spec of a version-1 template, so a search in the
+    component space can start from the templates' known-good points.
+
+    Exact (same layers, same parameter count) for MLPs and for CNNs without
+    the residual flag: the template's first conv becomes the stem, pools sit
+    where the template put them. A residual template stage (conv, then a
+    two-conv residual block) becomes three conv blocks with skips.
+    """
+    from .spec import MAX_CHANNELS  # spec.py imports this module at load time
+
+    common = {"version": SPEC_VERSION, "family": spec["family"], "input_shape": list(spec["input_shape"]),
+              "n_classes": int(spec["n_classes"]), "mean": list(spec["mean"]), "std": list(spec["std"]),
+              "activation": "relu", "norm": "batch" if spec.get("batch_norm", True) else "none",
+              "dropout": float(spec.get("dropout", 0.0))}
+    width, depth, residual = int(spec["width"]), int(spec["depth"]), bool(spec.get("residual", False))
+    if spec["family"] == "mlp":
+        return {**common, "layers": [{"width": width, "residual": residual and i > 0} for i in range(depth)]}
+    op = f"conv{int(spec.get('kernel_size', 3))}"
+    if op not in OPERATIONS:
+        raise SpecError(f"model spec: kernel_size {spec.get('kernel_size')} has no component operation")
+    stages = [{"op": op, "blocks": (3 if residual else 2) - (i == 0), "width": min(width * 2**i, MAX_CHANNELS),
+               "skip": residual} for i in range(depth)]
+    return {**common, "stem": {"width": width, "kernel_size": int(spec.get("kernel_size", 3))}, "stages": stages,
+            "downsample": spec.get("pool", "max"), "head": spec.get("head", "gap")}
