@@ -6,6 +6,6 @@ from .spec import FAMILIES, build_model, count_params, load_model, save_model, s
 
 __all__ = [
     "ACTIVATIONS", "DOWNSAMPLING", "FAMILIES", "HEADS", "NORMS", "OPERATIONS", "SPEC_VERSION", "SpecError",
-    "build_model", "from_template", "count_params", "describe_model", "load_model", "model_parts", "save_model", "scale_widths",
-    "spec_version", "time_parts", "validate_spec",
+    "build_model", "count_params", "describe_model", "from_template", "load_model", "model_parts", "save_model",
+    "scale_widths", "spec_version", "time_parts", "validate_spec",
 ]
