@@ -137,7 +137,7 @@ def test_choose_rules_on_measured_candidates(slower_candidates):
     cands = [base, fast_but_worse, fast_no_parity, barely_faster, good, noisy]
     chosen, reason = choose(cands, "latency", 0.5)
     assert chosen["name"] == "good" and "2.00x faster" in reason
-    assert f"{CONFIDENCE:.0%} upper bound 0.37" in reason and "limit 0.50 points" in reason
+    assert f"{CONFIDENCE:.0%} upper bound 0.37" in reason and "within the 0.50-point limit" in reason
     assert "1 lost vs 0 gained of 269" in reason
     # A looser limit lets the faster, noisier candidate win.
     assert choose(cands, "latency", 2.0)[0]["name"] == "noisy"

@@ -97,7 +97,8 @@ def keeps_accuracy(c: dict, max_drop: float, confidence: float = CONFIDENCE) -> 
 
 def describe_drop(c: dict, confidence: float = CONFIDENCE) -> str:
     p = paired_of(c)
-    return (f"drop {-100 * p.diff:+.2f} points, {confidence:.0%} upper bound {drop_upper_points(c, confidence):.2f} "
+    drop = -100 * p.diff + 0.0  # + 0.0: no "-0.00"
+    return (f"drop {drop:+.2f} points, {confidence:.0%} upper bound {drop_upper_points(c, confidence):.2f} "
             f"({p.a_only} lost vs {p.b_only} gained of {p.n} validation examples)")
 
 
@@ -139,8 +140,8 @@ def choose(candidates: list[dict], target: str, max_drop: float, *, min_gain: fl
         target_cost(base, target) / max(target_cost(best, target), 1e-12)
     word = {"latency": "faster", "size": "smaller", "throughput": "more throughput"}[target]
     return best, (f"{best['name']}: {describe_target(best, target)} vs {describe_target(base, target)} for the baseline "
-                  f"({factor:.2f}x {word}); val acc {best['val_acc']:.4f} vs {base['val_acc']:.4f} "
-                  f"({describe_drop(best, confidence)}; limit {max_drop:.2f} points on the bound); parity {best['parity']['argmax_agree']:.4f}; "
+                  f"({factor:.2f}x {word}); val acc {best['val_acc']:.4f} vs {base['val_acc']:.4f}: "
+                  f"{describe_drop(best, confidence)}, within the {max_drop:.2f}-point limit; parity {best['parity']['argmax_agree']:.4f}; "
                   f"best of {len(eligible)} eligible of {len(candidates) - 1} candidates")
 
 
