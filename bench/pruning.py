@@ -19,7 +19,10 @@ deadline are pruned in both), one torch thread, and a budget in CPU seconds of
 the search's own process (time.process_time), so that other work on a shared
 machine changes how long the bench takes, not what a search gets to spend.
 The trial to ship is chosen by autopilot.search.select.best_trial and its
-weights are evaluated once on the test split.
+weights are evaluated once on the test split. Besides the medians over seeds,
+the two shipped models of each seed are compared on the same test examples
+(seeds pooled): an exact McNemar test and a 95 % upper bound on the accuracy
+the new behaviour loses (autopilot.stats).
 
     .venv/bin/python bench/pruning.py --jobs 2               # full: 2 data sets x 3 seeds x 2, 16 CPU-minutes
     .venv/bin/python bench/pruning.py --budget 20 --seeds 0 --datasets digits   # smoke test
@@ -97,8 +100,9 @@ def one_search(dataset: str, seed: int, behaviour: str, budget_cpu_s: float, run
         return {**rec, "error": "no trial to ship"}
     model, spec = load_model(run.trial_dir(chosen.trial.number))
     Xte, yte = data["test"]
-    test_acc = float((predict_logits(model, torch.as_tensor(Xte)).argmax(1).numpy() == yte).mean())  # test used once
-    return {**rec, "val_acc": float(chosen.trial.user_attrs["best_val_acc"]), "test_acc": test_acc,
+    correct = predict_logits(model, torch.as_tensor(Xte)).argmax(1).numpy() == yte  # test used once
+    return {**rec, "val_acc": float(chosen.trial.user_attrs["best_val_acc"]), "test_acc": float(correct.mean()),
+            "test_examples": int(len(yte)), "test_correct": "".join("1" if c else "0" for c in correct),
             "selected": chosen.trial.number, "how": chosen.how, "family": spec["family"],
             "selected_epochs": chosen.trial.user_attrs.get("planned_epochs")}
 
@@ -142,8 +146,31 @@ def summarize(records: list[dict], datasets) -> dict:
             diffs = [a - b for a, b in paired if a is not None and b is not None]
             summary[d]["new_vs_old_test"] = {"difference_points": 100 * (new - old), "ratio": new / old if old else None,
                                              "median_paired_difference_points": 100 * median(diffs) if diffs else None,
-                                             "new_ge_old": new >= old}
+                                             "new_ge_old": new >= old, **pooled_paired(records, d)}
     return summary
+
+
+def pooled_paired(records: list[dict], dataset: str) -> dict:
+    """The shipped models of both behaviours on the same test examples, every
+    seed pooled: where they disagree, an exact McNemar test (two-sided), and
+    the 95 % upper bound on how much accuracy the new behaviour loses."""
+    from autopilot.stats import drop_upper_bound, mcnemar_p, paired
+
+    old_correct, new_correct = [], []
+    for n in records:
+        if n["dataset"] != dataset or n["behaviour"] != "schedule" or "test_correct" not in n:
+            continue
+        o = next((r for r in records if r["dataset"] == dataset and r["seed"] == n["seed"]
+                  and r["behaviour"] == "epoch" and "test_correct" in r), None)
+        if o is not None:
+            old_correct += [c == "1" for c in o["test_correct"]]
+            new_correct += [c == "1" for c in n["test_correct"]]
+    if not new_correct:
+        return {}
+    p = paired(old_correct, new_correct)  # B = new, A = old
+    return {"pooled_examples": p.n, "new_only_right": p.b_only, "old_only_right": p.a_only,
+            "pooled_difference_points": 100 * p.diff, "mcnemar_p_two_sided": mcnemar_p(p, "two-sided"),
+            "new_loses_at_most_points_95": 100 * drop_upper_bound(p, 0.95)}
 
 
 def print_report(records, summary, datasets) -> None:
@@ -174,6 +201,11 @@ def print_report(records, summary, datasets) -> None:
                       f"{100 * summary[d]['epoch']['median_test_acc']:.2f} ({c['difference_points']:+.2f} points, "
                       f"ratio {c['ratio']:.4f}); median paired difference {c['median_paired_difference_points']:+.2f} "
                       f"points; new >= old: {'yes' if c['new_ge_old'] else 'NO'}", highlight=False)
+            if "pooled_examples" in c:
+                con.print(f"{d}: paired on {c['pooled_examples']} test examples (seeds pooled): new alone right on "
+                          f"{c['new_only_right']}, old alone on {c['old_only_right']} ({c['pooled_difference_points']:+.2f} "
+                          f"points), exact McNemar p = {c['mcnemar_p_two_sided']:.3f}; the new behaviour loses at most "
+                          f"{c['new_loses_at_most_points_95']:.2f} points (95 % upper bound)", highlight=False)
 
 
 # ---------------------------------------------------------------- main
