@@ -338,14 +338,14 @@ class _Stage:
 
 
 def compress_run(run_dir, *, budget_s: float | None = None, target: str | None = None, max_drop: float | None = None,
-                 seed: int | None = None, console=None, data: dict | None = None, device: str = "auto") -> dict:
+                 seed: int | None = None, console=None, data: dict | None = None, device: str | None = None) -> dict:
     """Compress the final model of a run-like directory (one with model/:
     spec.json, weights.safetensors, model.onnx, card.json); returns what it
     writes to RUN/compress/results.json (schemas.compress.CompressResults)
     and updates model/card.json's `shipped` entry to the file that ships.
 
     `max_drop` is in points of validation accuracy (0.5 = half a point).
-    `target`, `max_drop`, `seed` and `budget_s` left as None come from the
+    `target`, `max_drop`, `seed`, `device` and `budget_s` left as None come from the
     run's run.json config when there is one, else RunConfig's defaults.
     `data` ({"train": (X, y), "val": ..., "test": ...}) skips reloading the
     data set, and is needed when the directory has no run.json."""
@@ -374,6 +374,7 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     max_drop = check_max_drop(setting(max_drop, "max_drop"))  # points, everywhere
     seed = int(setting(seed, "seed"))
+    device = setting(device, "device")
     if budget_s is None:
         budget_s = compress_budget_s(run_config.budget_s if run_config is not None else None)
     console = console or Console(stderr=True)

@@ -95,6 +95,9 @@ class ModelCard(RunFile):
     versions: dict[str, str]
 
 
+Card = ModelCard  # the short name, as tests/test_schemas.py's table spells it
+
+
 def read_card(run_dir: str | Path) -> ModelCard:
     return read(ModelCard, run_dir)
 
