@@ -7,7 +7,7 @@ import time
 
 _STARTED = time.time()  # the budget counts from here, imports included
 
-from .config import COMPRESS_TARGETS, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, RunConfig  # noqa: E402  (pydantic only)
+from .config import COMPRESS_TARGETS, DOCTOR_BUDGET_S, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, RunConfig  # noqa: E402  (pydantic only)
 
 
 default = RunConfig.default  # every run option's default lives in RunConfig, in one place
@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--label", help="label column of a CSV")
     d.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
     d.add_argument("--layout", choices=["nhwc", "nchw"], help="layout of 4-D image arrays in an .npz when the shape cannot tell")
-    d.add_argument("--seed", type=int, default=0, help="seed of the split and the probes (default 0)")
-    d.add_argument("--budget", default="20s", help="time for all checks (default 20s)")
+    d.add_argument("--seed", type=int, default=default("seed"),
+                   help=f"seed of the split and the probes (default {default('seed')})")
+    d.add_argument("--budget", default=f"{DOCTOR_BUDGET_S:g}s", help=f"time for all checks (default {DOCTOR_BUDGET_S:g}s)")
     d.add_argument("--json", action="store_true", help="print the findings as JSON instead of a table")
 
     pr = sub.add_parser("predict", help="run a run's ONNX model on new inputs")
