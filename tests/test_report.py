@@ -40,7 +40,9 @@ def real_run(tmp_path_factory):
     data = root / "digits600.npz"
     np.savez(data, X=(X[keep] / 16).astype(np.float32), y=y[keep])
     rd = autopilot.run(str(data), trials=6, compress=False, runs_dir=root, name="digits-report", quiet=True, seed=0)
-    compress_run(rd.path, budget_s=10)
+    # Aimed at size with a loose limit, so a compressed file (int8) ships and
+    # the report has a shipped model that is not the fp32 one to show.
+    compress_run(rd.path, budget_s=10, target="size", max_drop=5.0)
     return rd.path
 
 
@@ -129,6 +131,10 @@ def test_report_shows_the_runs_own_figures(real_run):
     assert f"{size_kib:.0f} KiB" in element(html, "shipped-size")
     assert latency is not None, "the fixture run is compressed, so the shipped file's latency was measured"
     assert f"{latency:.3f} ms" in element(html, "shipped-latency")  # digits MLPs answer in well under 1 ms
+    # The fixture ships a compressed file: the header shows the fp32 figure after the shipped ones.
+    assert name != "fp32" and file == "compress/chosen.onnx"
+    fp32_acc = (card.get("fp32") or card)["test_accuracy"]
+    assert "fp32 model · test accuracy" in html and pct(fp32_acc, 2) in html.split('id="shipped-latency"', 1)[1]
     # The fp32 figures sit beside the shipped one in the test-metrics table.
     table = element(html, "test-accuracy")
     assert pct(acc, 2) in table and pct(card["test_accuracy"], 2) in table

@@ -111,7 +111,7 @@ def shipped(run: Run) -> dict | None:
     if ship and num(ship.get("test_accuracy")) is not None:
         out = {"name": ship.get("name"), "file": ship.get("file"), "test": num(ship["test_accuracy"]),
                "se": num(ship.get("test_accuracy_se")), "val": num(ship.get("val_accuracy")),
-               "latency_ms": num(ship.get("latency_ms_batch1")), "source": "model/card.json: shipped (ONNX Runtime)",
+               "latency_ms": num(ship.get("latency_ms_batch1")), "source": "card.json: shipped",
                "fallback": None}
         if out["latency_ms"] is None:
             out["latency_ms"] = num(get(cand, "latency_ms", "1", "p50")) if cand.get("name") == out["name"] else None
@@ -156,13 +156,13 @@ def fp32_figures(run: Run) -> list[dict]:
         out.append({"label": "fp32 ONNX", "file": onnx.get("file") or "model/model.onnx", "test": acc,
                     "se": num(onnx.get("test_accuracy_se")) or binomial_se(acc, n), "val": num(onnx.get("val_accuracy")),
                     "bytes": num(onnx.get("file_bytes")), "latency_ms": num(onnx.get("latency_ms_batch1")),
-                    "source": "model/card.json: fp32 (ONNX Runtime)"})
+                    "source": "card.json: fp32"})
     acc = num(card.get("test_accuracy"))
     if acc is not None:
         se = num(card.get("test_accuracy_se"))
         out.append({"label": "fp32 PyTorch", "file": "model/weights.safetensors", "test": acc,
                     "se": se if se is not None else binomial_se(acc, n), "val": num(card.get("val_accuracy")),
-                    "bytes": None, "latency_ms": None, "source": "model/card.json (before export)"})
+                    "bytes": None, "latency_ms": None, "source": "card.json: PyTorch, before export"})
     return out
 
 
