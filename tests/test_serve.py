@@ -3,17 +3,15 @@ real SQLite, no mocks. One small digits model is trained once per session
 and shared with test_monitor.py."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,10 +21,9 @@ import pytest
 
 from autopilot.registry import versions
 from autopilot.rundir import RunDir
-from autopilot.runner import load_run_data
-from autopilot.serve.model import ServedModel
-
-HOST = "127.0.0.1"
+from autopilot.rundata import load_run_data
+from autopilot.runtime.model import ServedModel
+from autopilot.serve.client import HOST, ServerProcess, free_port, load
 
 
 # -- shared fixtures and helpers (test_monitor.py imports these) --------------
@@ -40,12 +37,9 @@ def trained_run(tmp_path_factory) -> Path:
     if not (run / "model" / "card.json").exists():
         from autopilot.runner import run as autopilot_run
 
-        autopilot_run("digits", trials=1, budget="60s", runs_dir=base, name="digits", overwrite=True, workers=1,
+        autopilot_run("digits", trials=1, runs_dir=base, name="digits", overwrite=True, workers=1,
                       doctor=False, compress=False, quiet=True)
-    if not (run / "monitor" / "reference.json").exists():
-        from autopilot.monitor.reference import build_reference
-
-        build_reference(run)  # what `autopilot run` does at its end once wired
+    assert (run / "monitor" / "reference.json").exists()  # `autopilot run` writes the drift reference last
     return run
 
 
@@ -63,140 +57,13 @@ def digits_data(trained_run):
     return data
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+Server = ServerProcess  # `python -m autopilot.serve RUN ...` in its own process
 
 
-class Server:
-    """`python -m autopilot.serve RUN` in its own process, as a user runs it."""
-
-    def __init__(self, run: Path, *args: str):
-        self.run, self.port = run, free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = run.parent / f"server-{self.port}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "autopilot.serve", str(run), "--host", HOST, "--port",
-                                      str(self.port), *args], stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
-        end = time.time() + 120
-        while time.time() < end:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server not ready: " + self.log())
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers=None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        return self.request("GET", path)
-
-    def post(self, path: str, doc) -> tuple[int, dict]:
-        body = doc if isinstance(doc, bytes) else orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-        st, out = self.request("POST", path, body, {"Content-Type": "application/json"})
-        return st, (json.loads(out) if out else {})
-
-    def monitor(self) -> dict:
-        return json.loads(self.get("/v1/monitor")[1])
-
-    def metric(self, name: str) -> dict[str, float]:
-        """Samples of one Prometheus metric: {label string: value}."""
-        out = {}
-        for line in self.get("/metrics")[1].decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                key, _, v = line.rpartition(" ")
-                out[key[len(name):]] = float(v)
-        return out
-
-
-async def _read_response(reader):
-    line = await reader.readline()
-    if not line:
-        raise ConnectionError("closed")
-    status, length, close = int(line[9:12]), 0, False
-    while True:
-        h = await reader.readline()
-        if h in (b"\r\n", b""):
-            break
-        k, _, v = h.partition(b":")
-        k = k.strip().lower()
-        if k == b"content-length":
-            length = int(v)
-        elif k == b"connection" and v.strip().lower() == b"close":
-            close = True
-    return status, await reader.readexactly(length), close
-
-
-def blast(port: int, bodies: list[bytes], concurrency: int = 8, path: str = "/v1/predict",
-          on_response=None, stop: threading.Event | None = None, duration: float | None = None,
-          pause: float = 0.0) -> dict:
-    """Post every body once (or loop over them for `duration` / until `stop`)
-    from `concurrency` keep-alive connections; a minimal HTTP/1.1 client,
-    because httpx needs ~5x the CPU per request on these 2 cores."""
-    result = {"status": {}, "errors": 0, "sent": 0, "answered": 0}
-    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ".encode()
-
-    async def worker(k: int, queue: list):
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            while True:
-                if stop is not None and stop.is_set():
-                    return
-                if duration is not None or stop is not None:  # loop over the bodies until told to stop
-                    if duration is not None and time.monotonic() > t_end:
-                        return
-                    i = (k + result["sent"]) % len(bodies)
-                else:
-                    if not queue:
-                        return
-                    i = queue.pop()
-                result["sent"] += 1
-                writer.write(head + str(len(bodies[i])).encode() + b"\r\n\r\n" + bodies[i])
-                try:
-                    status, data, close = await _read_response(reader)
-                except (OSError, ConnectionError, asyncio.IncompleteReadError):
-                    result["errors"] += 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                    continue
-                if close:
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                result["answered"] += 1
-                result["status"][status] = result["status"].get(status, 0) + 1
-                if on_response is not None:
-                    on_response(i, status, data)
-                if pause:
-                    await asyncio.sleep(pause)
-        finally:
-            writer.close()
-
-    async def main():
-        queue = list(range(len(bodies)))[::-1]
-        await asyncio.gather(*(worker(k, queue) for k in range(concurrency)))
-
-    t_end = time.monotonic() + (duration or 0)
-    asyncio.run(main())
-    return result
+def blast(port: int, bodies: list[bytes], concurrency: int = 8, **kwargs) -> dict:
+    """The shared load client (autopilot.serve.client), its counts as a dict."""
+    r = load(port, bodies, concurrency=concurrency, **kwargs)
+    return {"status": r.status, "errors": r.errors, "sent": r.sent, "answered": r.answered}
 
 
 def bodies_of(X: np.ndarray) -> list[bytes]:
@@ -228,21 +95,54 @@ def server(run_copy):
     s.stop()
 
 
-def test_server_process_never_imports_torch(run_copy):
-    """Even when it first builds the missing drift reference (in a subprocess)."""
+def autopilot_command() -> list[str]:
+    """The documented command: the `autopilot` console script beside this Python."""
+    script = Path(sys.executable).parent / "autopilot"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "autopilot"]
+
+
+SYS_MODULES_CHECK = """
+import sys
+from autopilot.cli import main
+sys.argv = ["autopilot", "serve", RUN, "--port", PORT]
+try:
+    main()
+finally:
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sklearn", "optuna", "kornia"))
+    print("HEAVY MODULES:", heavy, flush=True)
+"""
+
+
+def test_autopilot_serve_never_imports_torch(run_copy):
+    """`autopilot serve RUN`, the documented command, as its own process:
+    no torch module, no torch library mapped, even when it first builds the
+    missing drift reference (which it does in a subprocess)."""
     shutil.rmtree(run_copy / "monitor")
-    server = Server(run_copy)
-    try:
+    with Server(run_copy, command=[*autopilot_command(), "serve"]) as server:
         maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
-        assert "libtorch" not in maps  # no torch shared library mapped into the server process
+        assert "libtorch" not in maps and "libc10" not in maps  # no torch shared library in the process
         assert "torch not loaded" in server.log()
+        assert server.post("/v1/predict", {"inputs": [np.zeros((1, 8, 8))]})[0] == 200
         assert (run_copy / "monitor" / "reference.json").exists() and (run_copy / "monitor" / "rules.yaml").exists()
+    # The same entry point in a process that reports its sys.modules after serving and shutting down.
+    port = free_port()
+    code = SYS_MODULES_CHECK.replace("RUN", repr(str(run_copy))).replace("PORT", repr(str(port)))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.time() + 120
+        while time.time() < end and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0]
     finally:
-        server.stop()
-    code = ("import sys, autopilot.serve.app, autopilot.serve.cli, autopilot.monitor.status, autopilot.monitor.evaluator;"
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+        if proc.poll() is None:
+            proc.kill()
+    assert "serving" in out and "HEAVY MODULES: []" in out, out[-2000:]
 
 
 def test_predict_matches_onnx_runtime_in_process(server, run_copy, digits_data):
@@ -405,11 +305,12 @@ def test_request_log_and_feedback(server, run_copy, digits_data):
 
 
 def test_request_log_keeps_raw_inputs_bounded(tmp_path):
-    """Any SQLAlchemy URL; raw inputs only for the newest `raw_keep` and for labelled predictions."""
+    """Any SQLAlchemy URL; after close, raw inputs are kept exactly for the
+    newest `raw_keep` predictions and for labelled ones."""
     import sqlalchemy as sa
 
     from autopilot.monitor.features import Reducer
-    from autopilot.serve.requestlog import RequestLog
+    from autopilot.runtime.requestlog import RequestLog
 
     url = f"sqlite:///{tmp_path / 'elsewhere' / 'log.sqlite'}"
     log = RequestLog(url, Reducer("table", (3,)), raw_keep=100)
@@ -420,15 +321,16 @@ def test_request_log_keeps_raw_inputs_bounded(tmp_path):
         if i == 5:
             log.log_feedback("p5", 1, time.time(), 1)
         if i % 50 == 0:
-            log.flush()
-    assert log.flush()
-    log._prune_raw()
+            assert log.flush()
     log.close()
+    assert log.written == 300 and log.dropped == 0
     with sa.create_engine(url).connect() as c:
         kept = [r[0] for r in c.execute(sa.text("select id from predictions where raw is not null order by seq"))]
         n = c.execute(sa.text("select count(*) from predictions")).scalar()
+        raw5 = c.execute(sa.text("select raw from predictions where id = 'p5'")).scalar()
     assert n == 300
-    assert "p5" in kept and "p0" not in kept and "p299" in kept and len(kept) <= 101 + 30
+    assert kept == ["p5"] + [f"p{i}" for i in range(200, 300)]
+    assert np.array_equal(np.frombuffer(raw5, np.float32), x[0] + 5)  # the labelled input, as sent
 
 
 def test_promoted_version_is_swapped_in_without_failed_requests(run_copy, digits_data):

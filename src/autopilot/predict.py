@@ -1,4 +1,5 @@
-"""`autopilot predict`: the shipped ONNX model on new inputs, in ONNX Runtime."""
+"""`autopilot predict`: the shipped ONNX model on new inputs, in ONNX Runtime
+(runtime.model.ServedModel, the same code the server runs; no torch)."""
 from __future__ import annotations
 
 import csv
@@ -11,28 +12,27 @@ import numpy as np
 
 from .data import DataError
 from .data.inputs import read_inputs
-from .export import onnx_session, run_onnx
+from .registry.versions import current
 from .rundir import RunDir, read_json
+from .runtime.model import ServedModel
+
+BATCH = 1024  # items per ONNX Runtime call: bounds memory on large input files
 
 
 def shipped_model(rd: RunDir) -> Path:
     """The model being served: the current version after a retrain or
     rollback, else the compressed model when compression chose one, else
     the plain export."""
-    from .registry.versions import current
-
     return current(rd.path).onnx
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def predict(run_path: str | Path, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rd = RunDir(run_path)
-    probs = softmax(run_onnx(onnx_session(shipped_model(rd)), X))
+    """(predicted class indices, probabilities) of the shipped model on X."""
+    ref = current(RunDir(run_path).path)
+    model = ServedModel.load(ref.version, ref.onnx, ref.card, threads=0)  # 0: ORT's default, all cores
+    X = np.asarray(X, dtype=np.float32)
+    parts = [model.predict_proba(np.ascontiguousarray(X[i:i + BATCH])) for i in range(0, len(X), BATCH)]
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(model.classes)), dtype=np.float32)
     return probs.argmax(1), probs
 
 

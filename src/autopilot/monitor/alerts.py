@@ -19,8 +19,11 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal, Optional
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from .drift import METRICS
 
@@ -185,58 +188,167 @@ def load_config(run_dir=None, path: str | Path | None = None) -> Config:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise RulesError(f"cannot read rules {path}: {e}") from None
+        raise RulesError(f"cannot read rules {path}: {' '.join(str(e).split())}") from None
     return parse_config(doc, str(path))
 
 
+# -- the rules file, validated by pydantic ------------------------------------
+
+def _number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):  # true/false is not a threshold
+        raise ValueError(f"must be a number, got {v!r}")
+    return float(v)
+
+
+Duration = Annotated[float, BeforeValidator(lambda v: parse_duration(v))]
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuleSpec(_Strict):
+    name: str
+    metric: str
+    op: str
+    threshold: Optional[Number] = None
+    coefficient: Optional[Number] = None
+    baseline: Optional[str] = None
+    for_: Duration = Field(0.0, alias="for")
+    severity: str = "warning"
+    summary: str = ""
+    on_fire: Optional[Literal["retrain"]] = None
+    webhook: Optional[str] = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"must be an identifier (letters, digits, _), got {v!r}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; one of {', '.join(METRICS)}")
+        return v
+
+    @field_validator("baseline")
+    @classmethod
+    def _known_baseline(cls, v):
+        if v is not None and v not in METRICS:
+            raise ValueError(f"unknown baseline {v!r}; one of {', '.join(METRICS)}")
+        return v
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, v: str) -> str:
+        if v not in OPS:
+            raise ValueError(f"op must be one of {' '.join(OPS)}, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_limit(self):
+        if (self.threshold is None) == (self.coefficient is None):
+            raise ValueError("give exactly one of 'threshold' (absolute) or 'coefficient' (x baseline)")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    interval: Duration = 10.0
+    window: PositiveInt = 500
+    min_samples: PositiveInt = 200
+    min_labels: PositiveInt = 30
+    max_age: Duration = 3600.0
+
+
+class DriftSpec(_Strict):
+    ks_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    psi: Annotated[float, Field(ge=0)] = 0.1
+
+
+class RetrainSpec(_Strict):
+    cooldown: Duration = 3600.0
+    args: list[str] = Field(default_factory=lambda: ["--from-feedback"])
+
+
+class RulesFile(_Strict):
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    webhook: Optional[str] = None
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    rules: list[RuleSpec] = Field(default_factory=list)
+
+    @field_validator("evaluation", "drift", "retrain", "rules", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v, info):
+        # `drift:` with nothing under it is YAML null: take the defaults
+        return v if v is not None else ([] if info.field_name == "rules" else {})
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        seen = set()
+        for r in self.rules:
+            if r.name in seen:
+                raise ValueError(f"duplicate rule name {r.name!r}")
+            seen.add(r.name)
+        return self
+
+
+def _where(doc, loc: tuple) -> str:
+    """('rules', 2, 'op') -> "rules[3] (HighLatency): op": 1-based like a person counts, with the rule's name."""
+    parts, node = [], doc
+    for i, key in enumerate(loc):
+        if isinstance(key, int):
+            name = node[key].get("name") if isinstance(node, list) and key < len(node) and isinstance(node[key], dict) else None
+            parts[-1] = f"{parts[-1]}[{key + 1}]" + (f" ({name})" if name else "")
+        else:
+            parts.append(str(key))
+        node = node.get(key) if isinstance(node, dict) else (node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else None)
+    return ".".join(parts)
+
+
+def _one_line(e: ValidationError, doc, where: str) -> str:
+    err = e.errors()[0]
+    loc = tuple(k for k in err["loc"] if k not in ("function-after[_one_limit(), RuleSpec]",))
+    field = _where(doc, loc)
+    if err["type"] == "extra_forbidden":
+        field, _, bad = field.rpartition(".")
+        msg = f"unknown field {bad!r}"
+    elif err["type"] == "missing":
+        field, _, bad = field.rpartition(".")
+        msg = f"missing field {bad!r}"
+    elif err["type"] == "model_type" and not loc:
+        msg = "expected a mapping with a 'rules' list"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] != "value_error" and not isinstance(err.get("input"), (dict, list)):
+            msg = f"{msg}, got {err['input']!r}"
+    more = len(e.errors()) - 1
+    return f"{where}: {field + ': ' if field else ''}{msg}" + (f" (and {more} more problem(s))" if more else "")
+
+
 def parse_config(doc: dict, where: str = "rules") -> Config:
-    if not isinstance(doc, dict):
-        raise RulesError(f"{where}: expected a mapping with a 'rules' list")
-    ev, dr, rt = doc.get("evaluation") or {}, doc.get("drift") or {}, doc.get("retrain") or {}
-    rules = []
-    names = set()
-    for i, r in enumerate(doc.get("rules") or []):
-        at = f"{where}: rule {i + 1}" + (f" ({r.get('name')})" if isinstance(r, dict) and r.get("name") else "")
-        if not isinstance(r, dict):
-            raise RulesError(f"{at}: expected a mapping")
-        unknown = set(r) - {"name", "metric", "op", "threshold", "coefficient", "baseline", "for", "severity",
-                            "summary", "on_fire", "webhook"}
-        if unknown:
-            raise RulesError(f"{at}: unknown field(s) {', '.join(sorted(unknown))}")
-        name = r.get("name")
-        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
-            raise RulesError(f"{at}: 'name' must be an identifier (letters, digits, _)")
-        if name in names:
-            raise RulesError(f"{at}: duplicate rule name {name!r}")
-        names.add(name)
-        if r.get("metric") not in METRICS:
-            raise RulesError(f"{at}: unknown metric {r.get('metric')!r}; one of {', '.join(METRICS)}")
-        if r.get("op") not in OPS:
-            raise RulesError(f"{at}: op must be one of {' '.join(OPS)}")
-        if (r.get("threshold") is None) == (r.get("coefficient") is None):
-            raise RulesError(f"{at}: give exactly one of 'threshold' (absolute) or 'coefficient' (x baseline)")
-        for k in ("threshold", "coefficient"):
-            if r.get(k) is not None and (isinstance(r[k], bool) or not isinstance(r[k], (int, float))):
-                raise RulesError(f"{at}: {k} must be a number")
-        if r.get("baseline") is not None and r["baseline"] not in METRICS:
-            raise RulesError(f"{at}: unknown baseline {r['baseline']!r}")
-        if r.get("on_fire") not in (None, "retrain"):
-            raise RulesError(f"{at}: on_fire must be 'retrain' or absent")
-        rules.append(Rule(name=str(name), metric=r["metric"], op=r["op"],
-                          threshold=None if r.get("threshold") is None else float(r["threshold"]),
-                          coefficient=None if r.get("coefficient") is None else float(r["coefficient"]),
-                          baseline=r.get("baseline"), for_s=parse_duration(r.get("for", 0)),
-                          severity=str(r.get("severity", "warning")), summary=str(r.get("summary", "")),
-                          on_fire=r.get("on_fire"), webhook=r.get("webhook")))
-    args = rt.get("args", ["--from-feedback"])
-    if not isinstance(args, list):
-        raise RulesError(f"{where}: retrain.args must be a list of strings")
-    return Config(
-        rules=rules, interval_s=parse_duration(ev.get("interval", "10s")), window=int(ev.get("window", 500)),
-        min_samples=int(ev.get("min_samples", 200)), min_labels=int(ev.get("min_labels", 30)),
-        max_age_s=parse_duration(ev.get("max_age", "1h")), ks_alpha=float(dr.get("ks_alpha", 0.01)),
-        psi=float(dr.get("psi", 0.1)), webhook=doc.get("webhook"),
-        retrain_cooldown_s=parse_duration(rt.get("cooldown", "1h")), retrain_args=[str(a) for a in args])
+    """A parsed rules file -> Config; a bad one raises RulesError with one line
+    naming the file, the rule and the field."""
+    if doc is None:
+        doc = {}
+    try:
+        f = RulesFile.model_validate(doc)
+    except ValidationError as e:
+        raise RulesError(_one_line(e, doc, where)) from None
+    except RulesError as e:  # a duration that cannot be read, raised inside a validator
+        raise RulesError(f"{where}: {e}") from None
+    ev, dr, rt = f.evaluation, f.drift, f.retrain
+    rules = [Rule(name=r.name, metric=r.metric, op=r.op,
+                  threshold=r.threshold, coefficient=r.coefficient,
+                  baseline=r.baseline, for_s=r.for_, severity=r.severity, summary=r.summary, on_fire=r.on_fire,
+                  webhook=r.webhook) for r in f.rules]
+    return Config(rules=rules, interval_s=ev.interval, window=ev.window, min_samples=ev.min_samples,
+                  min_labels=ev.min_labels, max_age_s=ev.max_age, ks_alpha=dr.ks_alpha, psi=dr.psi,
+                  webhook=f.webhook, retrain_cooldown_s=rt.cooldown, retrain_args=list(rt.args))
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """`autopilot monitor`: options and entry point. The main CLI adds it with
-`add_parsers(sub)` and runs `run(args)` for args.command in COMMANDS.
-(`autopilot retrain` and `rollback` live in autopilot.retrain.cli.)"""
+`add_parsers(sub)` and runs `run(args)`; `python -m autopilot.monitor
+monitor RUN ...` does the same on its own. (`retrain` and `rollback` live in
+autopilot.retrain.cli: monitoring sits below retraining and never imports it.)"""
 from __future__ import annotations
 
 import sys
@@ -19,20 +20,20 @@ def add_parsers(sub) -> None:
 
 
 def run(args) -> int:
+    """Exit status: 0 no alert fires, 1 an alert fires, 2 an error (one line on stderr)."""
     from ..data import DataError
     from ..registry.versions import VersionError
     from .alerts import RulesError
+    from .status import monitor_command
 
+    if args.command not in COMMANDS:
+        raise ValueError(f"not a monitor command: {args.command}")
     try:
-        if args.command == "monitor":
-            from .status import monitor_command
-
-            return monitor_command(args.run, rules=args.rules, log_url=args.log_url, as_json=args.json,
-                                   prometheus_rules_file=args.prometheus_rules, notify=args.notify)
+        return monitor_command(args.run, rules=args.rules, log_url=args.log_url, as_json=args.json,
+                               prometheus_rules_file=args.prometheus_rules, notify=args.notify)
     except (DataError, RulesError, VersionError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    raise ValueError(f"not a monitor command: {args.command}")
 
 
 def main(argv=None) -> int:

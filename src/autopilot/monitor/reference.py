@@ -4,7 +4,7 @@ the server and by `autopilot monitor`.
 
     python -m autopilot.monitor.reference RUN     # what `autopilot serve` runs when it is missing
 
-Built from the run's own training split (reloaded by autopilot.runner.load_run_data,
+Built from the run's own training split (reloaded by autopilot.rundata.load_run_data,
 which checks the data fingerprint) and the validation split run through the
 shipped ONNX model. Needs no torch for digits, mnist5k, folders, CSV and NPZ.
 """
@@ -58,7 +58,7 @@ def latency_ms(model, X: np.ndarray) -> dict:
 
 
 def reference_from_arrays(model, X_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray | None) -> dict:
-    """The reference of `model` (a serve.model.ServedModel) for inputs like X_train."""
+    """The reference of `model` (a runtime.model.ServedModel) for inputs like X_train."""
     card = model.card
     reducer = Reducer(card["kind"], card["input_shape"])
     probs = np.concatenate([model.predict_proba(np.ascontiguousarray(X_val[i:i + 256], dtype=np.float32))
@@ -94,11 +94,11 @@ def build_reference(run_dir, *, data: dict | None = None, write: bool = True) ->
     """Write RUN/monitor/reference.json for the current model version and
     return it. `data` ({"train": (X, y), "val": (X, y), ...}) defaults to the
     run's own data, reloaded from its run directory."""
-    from ..serve.model import ServedModel
+    from ..runtime.model import ServedModel
 
     rd = RunDir(run_dir)
     if data is None:
-        from ..runner import load_run_data  # data loaders; no torch for image/table data
+        from ..rundata import load_run_data  # data loaders; no torch for image/table data
 
         _config, _ds, data, _info = load_run_data(rd)
     ref = versions.current(rd.path)
@@ -110,7 +110,7 @@ def build_reference(run_dir, *, data: dict | None = None, write: bool = True) ->
         write_json(out, reference)
         vs = versions.read_versions(rd.path)
         if vs is not None:  # keep the version's own copy in step
-            vdir = rd.path / versions._entry(vs, ref.version)["dir"]
+            vdir = rd.path / versions.entry_of(vs, ref.version).dir
             write_json(vdir / versions.REFERENCE, reference)
     return reference
 

@@ -31,7 +31,7 @@ MAX_REPLAY_STEPS = 120
 def evaluate_log(run_dir, config: Config, reference: dict | None, *, log_url: str | None = None,
                  now: float | None = None, version: str | None = None) -> dict:
     """Replay the rules over the request log; returns metrics, details and alert states at `now`."""
-    from ..serve.requestlog import default_url, make_engine
+    from ..runtime.requestlog import default_url, make_engine
 
     rd = RunDir(run_dir)
     url = log_url or default_url(rd.path)

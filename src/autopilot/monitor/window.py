@@ -105,7 +105,7 @@ def window_from_db(engine, *, until: float, since: float, size: int, feedback_si
     window when it swaps versions)."""
     import sqlalchemy as sa
 
-    from ..serve.requestlog import feedback, predictions, responses
+    from ..runtime.requestlog import feedback, predictions, responses
 
     p, r, f = predictions.c, responses.c, feedback.c
     q = sa.select(p.features, p.cls, p.confidence, p.latency_ms).where(p.ts <= until, p.ts >= since)

@@ -1,12 +1,14 @@
-"""The served model: one ONNX Runtime session plus what the server needs to
-know about it (version, classes, input shape). Immutable: a new version is a
-new ServedModel, swapped in by assigning one reference."""
+"""A shipped model: one ONNX Runtime session plus what its users (the
+server, `autopilot predict`, the drift reference, the retrain comparison)
+need to know about it: version, classes, input shape. Immutable: a new
+version is a new ServedModel, swapped in by assigning one reference."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from ..rundir import read_json
 
@@ -22,12 +24,6 @@ def open_session(path: str | Path, threads: int = 1):
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -64,4 +60,4 @@ class ServedModel:
         """Class probabilities, float32 (N, C). Runs in the batcher's thread:
         ONNX Runtime releases the GIL while it computes."""
         logits = self.session.run(None, {self.input_name: x})[0]
-        return softmax(logits.astype(np.float32, copy=False))
+        return softmax(logits.astype(np.float32, copy=False), axis=1)

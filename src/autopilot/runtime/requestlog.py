@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-log = logging.getLogger("autopilot.serve")
+log = logging.getLogger("autopilot.requestlog")
 
 metadata = sa.MetaData()
 
@@ -151,9 +151,17 @@ class RequestLog:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then prune once more, so the raw-input bound
+        holds exactly after shutdown."""
         self._stop.set()
         self._q.put(None)
         self._thread.join(timeout)
+        if self.raw_keep >= 0:
+            try:
+                self.prune_raw()
+            except Exception:  # shutting down: a failed prune only keeps a few more raw rows
+                log.exception("request log: final prune failed")
+        self.engine.dispose()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written (tests, shutdown)."""
@@ -229,7 +237,7 @@ class RequestLog:
         self.written += len(pred_rows)
         self._since_prune += len(pred_rows)
         if self.raw_keep >= 0 and self._since_prune >= max(100, self.raw_keep // 10):
-            self._prune_raw()
+            self.prune_raw()
         for listener in self.listeners:
             try:
                 if pred_rows:
@@ -243,7 +251,7 @@ class RequestLog:
             except Exception:
                 log.exception("request log: listener failed")
 
-    def _prune_raw(self) -> None:
+    def prune_raw(self) -> None:
         """Drop raw inputs older than the newest `raw_keep`, except labelled ones."""
         self._since_prune = 0
         with self.engine.begin() as conn:

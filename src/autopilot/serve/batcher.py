@@ -22,7 +22,7 @@ import numpy as np
 class MicroBatcher:
     def __init__(self, model, *, max_batch: int = 64, max_wait_ms: float = 0.0,
                  on_batch: Callable[[int], None] | None = None):
-        self.model = model  # a serve.model.ServedModel; replaced whole on a version swap
+        self.model = model  # a runtime.model.ServedModel; replaced whole on a version swap
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1e3
         self.on_batch = on_batch

@@ -36,12 +36,14 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **s
     """Python entry point: blocks until Ctrl-C."""
     import uvicorn
 
-    from .app import Settings, create_app
     from ..registry import versions
+    from ..monitor.alerts import load_config
+    from .app import Settings, create_app
 
     ref = versions.current(run_dir)
     if not ref.onnx.exists() or not ref.card.exists():
         raise FileNotFoundError(f"no model in {run_dir!r} ({ref.onnx} missing); finish `autopilot run` first")
+    load_config(run_dir, settings.get("rules"))  # a bad rules file stops here with one line, before uvicorn starts
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(run_dir, Settings(**settings))
     # uvloop + httptools: the fastest pure-Python-free transport uvicorn has;
@@ -51,11 +53,14 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **s
 
 
 def run(args) -> int:
+    from ..monitor.alerts import RulesError
+    from ..registry.versions import VersionError
+
     try:
         serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
               max_items=args.max_items, max_body_bytes=args.max_body, log_url=args.log_url, raw_keep=args.raw_keep,
               rules=args.rules, threads=args.threads, monitor=not args.no_monitor)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, RulesError, VersionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
