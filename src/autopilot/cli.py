@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--pruner", choices=PRUNERS, help=f"early stopping of weak trials (default {default('pruner')})")
     r.add_argument("--workers", type=int, help="trial processes on this machine, each with cores/N torch threads (default: one per core)")
     r.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run directory)")
+    r.add_argument("--executor", choices=["local", "ray"], help=f"where trials run: processes on this machine, or tasks on a Ray cluster (pip install 'autopilot[ray]'; default {default('executor')})")
+    r.add_argument("--ray-address", help="Ray cluster to use, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a new Ray instance here)")
+    r.add_argument("--cpus-per-trial", type=float, help=f"CPUs (and torch threads) of each Ray trial or `autopilot worker` trial (default {default('cpus_per_trial')})")
+    r.add_argument("--gpus-per-trial", type=float, help=f"GPUs of each Ray trial; 0.5 lets two trials share one (default {default('gpus_per_trial')})")
     r.add_argument("--name", help="run name (default: DATA-NNN, the first free number)")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default ./runs)")
     r.add_argument("--resume", action="store_true", help="continue the study of run --name after an interruption")
@@ -82,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     add_monitor_parsers(sub)
     add_retrain_parsers(sub)
 
+    w = sub.add_parser("worker", help="join a running study from another machine (database storage), without Ray")
+    w.add_argument("--storage", required=True, help="the run's database URL, e.g. postgresql://user@db-host/autopilot")
+    w.add_argument("--name", required=True, help="run name, as given to `autopilot run --name`")
+    w.add_argument("--runs-dir", default="runs", help="the runs folder holding run NAME, shared with the driver (default ./runs)")
+
     rep = sub.add_parser("report", help="(re)write report.html of a run")
     rep.add_argument("run", help="run directory")
     return p
@@ -121,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             from .retrain.cli import run as retrain_run
 
             return retrain_run(args)
+        if args.command == "worker":
+            from pathlib import Path
+
+            from .search.join import join_study
+
+            join_study(Path(args.runs_dir) / args.name, args.storage, console=console)
+            return 0
         if args.command == "report":
             from .report import write_report
 
@@ -143,6 +159,8 @@ def _cmd_run(args, console) -> int:
             args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout, test_split=args.test_split,
             budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
+            executor=args.executor, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
             quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=False if args.no_compress else None,
             compress_target=args.compress_target, max_drop=args.max_drop, started=_STARTED, console=console,

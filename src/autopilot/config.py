@@ -107,6 +107,10 @@ class RunConfig(BaseModel):
     compress: bool = True  # measured candidates; ships only what helps
     compress_target: Literal["latency", "size", "throughput"] = "latency"  # batch-1 p50 is what a server feels
     max_drop: float = 0.5  # points of validation accuracy compression may lose, judged with its uncertainty
+    executor: Literal["local", "ray"] = "local"  # local: processes on this machine; ray: each trial a task on a Ray cluster
+    ray_address: str | None = None  # e.g. 10.0.0.1:6379; None: RAY_ADDRESS, else a new Ray instance on this machine
+    cpus_per_trial: float = Field(1, gt=0)  # one single-threaded trial per core, as local workers do
+    gpus_per_trial: float = Field(0, ge=0)  # small models train well on CPUs; 0.5 lets two trials share a GPU
 
     @field_validator("max_drop")
     @classmethod

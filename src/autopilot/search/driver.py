@@ -14,6 +14,7 @@ from . import space
 from .progress import Progress
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import FINISHED, optimize, run_workers
+from .storage import is_database_url, publish_deadline, settle
 
 
 def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
@@ -47,7 +48,13 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
     progress = Progress(load_trials, None if deadline_wall == float("inf") else deadline_wall, quiet=quiet, console=console)
     try:
         with progress:
-            if config.workers > 1:
+            if is_database_url(config.storage):
+                publish_deadline(study, deadline_wall)  # `autopilot worker`s elsewhere stop with the driver
+            if config.executor == "ray":
+                from .ray_executor import run_ray  # Ray is an optional extra
+
+                run_ray(rd, config, study, data, info, deadline_wall=deadline_wall, n_trials=n_trials)
+            elif config.workers > 1:
                 run_workers(rd, config.workers, deadline_wall, n_trials, sampler_seed)
             else:
                 import os
@@ -58,6 +65,8 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
                 deadline_mono = time.monotonic() + min(deadline_wall - time.time(), 10**9)
                 objective = Objective(rd, data, info, config, deadline=deadline_mono)
                 optimize(study, objective, deadline_wall, n_trials)
+            if is_database_url(config.storage):
+                settle(study)  # a dead worker's trial is failed (and queued again), never left RUNNING
     finally:
         write_json(rd.search_json, summarize(study, started_at, config, run=rd))
     return study

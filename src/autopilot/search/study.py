@@ -26,6 +26,7 @@ from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, 
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
 from .select import best_trial, rank_trial, score
+from .storage import database_storage, study_name
 
 STUDY_NAME = "autopilot"
 
@@ -43,7 +44,7 @@ def make_storage(run: RunDir, url: str | None = None):
     safe for several processes on one machine. Any Optuna storage URL
     (e.g. postgresql://...) for many machines."""
     if url:
-        return url
+        return database_storage(url)  # heartbeats + one retry of a dead worker's trial
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -98,7 +99,7 @@ def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int 
                progress: str = "schedule") -> optuna.Study:
     seed = config.seed if sampler_seed is None else sampler_seed
     return optuna.create_study(
-        study_name=STUDY_NAME,
+        study_name=study_name(run.name, config.storage) or STUDY_NAME,
         storage=make_storage(run, config.storage),
         direction="maximize",
         sampler=make_sampler(config.sampler, seed, info),
