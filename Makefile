@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 
 .PHONY: demo test test-quick bench clean
 
@@ -15,7 +16,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/autopilot run digits --budget 2m
 
-test: $(STAMP)
+# The cluster extras (Ray, a PostgreSQL driver) go into the same .venv for
+# the tests only, with their own stamp: `make demo` never installs them.
+$(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-cluster.txt
+	touch $(CLUSTER_STAMP)
+
+test: $(STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest -q
 
 test-quick: $(STAMP)
