@@ -65,6 +65,8 @@ def test_process_pool_gives_the_same_pixels_as_one_process(tmp_path, monkeypatch
     monkeypatch.setattr(folder_mod, "PARALLEL_MIN_FILES", 10)
     monkeypatch.setattr(folder_mod, "CHUNK_FILES", 16)
     assert folder_mod._workers(120) >= min(2, os.cpu_count() or 1)
+    # a few large photos count like many thumbnails
+    assert folder_mod._workers(3, 0) == 1 and folder_mod._workers(3, folder_mod.PARALLEL_MIN_BYTES) == folder_mod._workers(120)
     pooled = read_image_folder(root, use_cache=False)
     assert pooled.pixels.shape == (120, 3, 9, 7)
     assert np.array_equal(pooled.pixels, serial.pixels) and np.array_equal(pooled.y, serial.y)

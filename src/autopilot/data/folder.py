@@ -26,9 +26,11 @@ from .dataset import DataError, Dataset, pixels_to_float
 from .images import IMAGE_EXTS, MAX_SIDE, choose_size, decode, list_images
 from .validate import one_line
 
-# Below this many files a process pool's start-up (~0.5 s) costs more than it
-# saves, and no progress bar is worth drawing.
+# Below this many files, or bytes of files (a few hundred large photos take
+# as long as thousands of thumbnails), a process pool's start-up (~0.5 s)
+# costs more than it saves, and no progress bar is worth drawing.
 PARALLEL_MIN_FILES = 2000
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 CHUNK_FILES = 256  # files per task: large enough to hide inter-process overhead
 MAX_WORKERS = 4
 # Bump when decoding changes (resizing, colour handling), so old caches are not reused.
@@ -61,15 +63,18 @@ def list_folder(root: Path) -> tuple[list[Path], list[tuple[Path, int]]]:
     return class_dirs, files
 
 
-def folder_key(root: Path, files: list[tuple[Path, int]], skip_bad: bool) -> str:
-    """Hash of what decoding depends on: relative paths, classes, sizes, mtimes."""
+def folder_key(root: Path, files: list[tuple[Path, int]], skip_bad: bool) -> tuple[str, int]:
+    """Hash of what decoding depends on (relative paths, classes, sizes,
+    mtimes), and the files' total size in bytes."""
     h = hashlib.sha256(f"{CACHE_VERSION}\0{MAX_SIDE}\0{skip_bad}\n".encode())
     start = len(str(root / "x")) - 1  # files come from list_images(root / class): cut what root / adds
+    total = 0
     for p, ci in files:
         text = str(p)
         st = os.stat(text)
+        total += st.st_size
         h.update(f"{text[start:]}\0{ci}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:32]
+    return h.hexdigest()[:32], total
 
 
 # ---------------------------------------------------------------- workers
@@ -112,10 +117,15 @@ def _chunks(items: list, size: int = CHUNK_FILES) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _workers(n_files: int) -> int:
+def is_large(n_files: int, n_bytes: int) -> bool:
+    """Worth a process pool and a progress bar."""
+    return n_files >= PARALLEL_MIN_FILES or n_bytes >= PARALLEL_MIN_BYTES
+
+
+def _workers(n_files: int, n_bytes: int = 0) -> int:
     import multiprocessing as mp
 
-    if n_files < PARALLEL_MIN_FILES or mp.current_process().daemon:  # a daemon may not have children
+    if not is_large(n_files, n_bytes) or mp.current_process().daemon:  # a daemon may not have children
         return 1
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
@@ -145,7 +155,7 @@ def _progress(show: bool):
 # ----------------------------------------------------------------- loading
 
 def _decode_folder(root: Path, class_dirs: list[Path], files: list[tuple[Path, int]], skip_bad: bool,
-                   show_progress: bool, parallel: bool = True) -> FolderPixels:
+                   show_progress: bool, n_bytes: int, parallel: bool = True) -> FolderPixels:
     skipped: list[str] = []
 
     def bad(p: str, why: str) -> None:
@@ -154,8 +164,8 @@ def _decode_folder(root: Path, class_dirs: list[Path], files: list[tuple[Path, i
         skipped.append(p)
 
     paths = [str(p) for p, _ in files]
-    n_workers = _workers(len(paths)) if parallel else 1
-    progress = _progress(show_progress and len(paths) >= PARALLEL_MIN_FILES)
+    n_workers = _workers(len(paths), n_bytes) if parallel else 1
+    progress = _progress(show_progress and is_large(len(paths), n_bytes))
     # spawn, not fork: the caller may hold threads (torch, rich) that fork would copy mid-lock.
     pool = None
     if n_workers > 1:
@@ -228,7 +238,8 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
     class_dirs, files = list_folder(root)
     # <folder id>-<content key>: one file per folder is kept, older states are removed.
     folder_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    path = cache_dir() / "images" / f"{folder_id}-{folder_key(root, files, skip_bad)}.npz"
+    key, n_bytes = folder_key(root, files, skip_bad)
+    path = cache_dir() / "images" / f"{folder_id}-{key}.npz"
     if use_cache:
         hit = read_npz(path)
         if hit is not None and _cache_ok(hit, len(class_dirs)):
@@ -237,9 +248,9 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
                                 from_cache=True)
     t0 = time.time()
     try:
-        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress)
+        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress, n_bytes)
     except BrokenProcessPool:  # workers could not start (e.g. an interactive main): one process instead
-        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress, parallel=False)
+        got = _decode_folder(root, class_dirs, files, skip_bad, show_progress, n_bytes, parallel=False)
     if use_cache:
         rel = np.asarray([Path(s).relative_to(root).as_posix() for s in got.skipped], dtype=str)
         if write_npz(path, {"pixels": got.pixels, "y": got.y, "skipped": rel}):
@@ -247,7 +258,7 @@ def read_image_folder(root: Path, *, skip_bad: bool = False, use_cache: bool = T
             for old in path.parent.glob(f"{folder_id}-*.npz"):  # the folder's earlier states
                 if old != path:
                     old.unlink(missing_ok=True)
-    if show_progress and len(files) >= PARALLEL_MIN_FILES:
+    if show_progress and is_large(len(files), n_bytes):
         from rich.console import Console
 
         where = f"; cached in {got.cache_file}" if got.cache_file else ""
