@@ -136,6 +136,8 @@ def summarize(records: list[dict], datasets) -> dict:
                              "median_trials": median(r.get("n_trials") for r in rs),
                              "median_complete": median((r.get("trials") or {}).get("complete") for r in rs),
                              "median_epochs_trained": median(r.get("epochs_trained") for r in rs),
+                             # What the pruner let finish: the old step favoured short, already annealed schedules.
+                             "planned_epochs_of_complete": [e for r in rs for e in r.get("planned_epochs_complete", [])],
                              "failed_seeds": [r["seed"] for r in rs if "error" in r]}
         new, old = summary[d]["schedule"]["median_test_acc"], summary[d]["epoch"]["median_test_acc"]
         if new is not None and old is not None:
