@@ -1,6 +1,6 @@
 """Report benchmark: how long writing report.html takes, and what a browser shows.
 
-    python bench/report.py                  # makes a small real run first (~35 s)
+    python bench/report.py                  # makes a small real run first (~40 s)
     python bench/report.py --run runs/digits-001
 
 Timing (medians of repeats), ours beside the baseline, the f-string report of
@@ -38,7 +38,8 @@ TARGET_S = 3.0
 
 
 def make_run(root: Path) -> Path:
-    """The test suite's fixture run: 600 digits as a table, 6 trials, 40 s budget."""
+    """The test suite's fixture run: 600 digits as a table, 6 trials, then
+    compression aimed at size (so a compressed file ships)."""
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -48,7 +49,11 @@ def make_run(root: Path) -> Path:
     keep = np.random.default_rng(0).permutation(len(y))[:600]
     data = root / "digits600.npz"
     np.savez(data, X=(X[keep] / 16).astype(np.float32), y=y[keep])
-    return autopilot.run(str(data), trials=6, budget="40s", runs_dir=root, name="digits-report", quiet=True, seed=0).path
+    from autopilot.compress import compress_run
+
+    path = autopilot.run(str(data), trials=6, compress=False, runs_dir=root, name="digits-report", quiet=True, seed=0).path
+    compress_run(path, budget_s=10, target="size", max_drop=5.0)
+    return path
 
 
 def baseline_package(dest: Path) -> str:
@@ -126,8 +131,12 @@ def main() -> None:
 
         from autopilot.report import write_report
 
-        report_fstrings.write_report(run)  # warm both: imports, fonts, caches
+        # First call in this process: after make_run() it pays what the end of
+        # `autopilot run` pays (its own imports on top of the run's); with --run, imports too.
+        t0 = time.perf_counter()
         write_report(run)
+        first_s = time.perf_counter() - t0
+        report_fstrings.write_report(run)  # warm the baseline too: imports, fonts, caches
         base_warm, base_warm_all = median_time(lambda: report_fstrings.write_report(run), args.repeats)
         ours_warm, ours_warm_all = median_time(lambda: write_report(run), args.repeats)
         cold_n = max(3, args.repeats // 2)
@@ -154,15 +163,18 @@ def main() -> None:
             "cold_s": {"ours": round(ours_cold, 3), "baseline": round(base_cold, 3),
                        "ratio": round(ours_cold / base_cold, 2), "ours_all": [round(t, 3) for t in ours_cold_all],
                        "baseline_all": [round(t, 3) for t in base_cold_all]},
+            "first_call_s": {"ours": round(first_s, 3),
+                             "after": "autopilot.run in this process" if not args.run else "no run in this process"},
             "target_s": TARGET_S,
-            "under_target": ours_cold < TARGET_S and ours_warm < TARGET_S,
+            "under_target": {"warm": ours_warm < TARGET_S, "first_call": first_s < TARGET_S, "cold": ours_cold < TARGET_S},
             "report_bytes": len(html.encode()),
             "browser": browser,
         }
     print(f"report on a run of {result['run']['trials']} trials (median of {args.repeats} warm, {cold_n} cold):")
+    print(f"  first call in this process ({result['first_call_s']['after']}): {first_s:.2f} s")
     print(f"  warm  ours {ours_warm:.2f} s   baseline {base_warm:.2f} s   ratio {ours_warm / base_warm:.2f}")
     print(f"  cold  ours {ours_cold:.2f} s   baseline {base_cold:.2f} s   ratio {ours_cold / base_cold:.2f}"
-          f"   (target < {TARGET_S:.0f} s: {'yes' if result['under_target'] else 'NO'})")
+          f"   (target < {TARGET_S:.0f} s: {result['under_target']})")
     print(f"  report.html {result['report_bytes'] / 1024:.0f} KiB")
     if browser["available"]:
         print(f"  chromium: {browser['checks']}; screenshot {shot}")

@@ -49,7 +49,7 @@ def label(s, width: int = 24) -> str:
 
 def to_svg(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight",
+    fig.savefig(buf, format="svg",
                 metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue().decode("utf-8")
     # Inline SVG needs neither the XML prolog nor the DOCTYPE (whose DTD URL would be
@@ -63,7 +63,7 @@ def to_svg(fig: Figure) -> str:
 def to_png(fig: Figure, dpi: int = 110) -> str:
     """The figure as base64 PNG, for a data: URI (the report stays one file)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
