@@ -54,17 +54,21 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
                 from .ray_executor import run_ray  # Ray is an optional extra
 
                 run_ray(rd, config, study, data, info, deadline_wall=deadline_wall, n_trials=n_trials)
-            elif config.workers > 1:
-                run_workers(rd, config.workers, deadline_wall, n_trials, sampler_seed)
             else:
                 import os
 
                 import torch
 
-                torch.set_num_threads(max(1, os.cpu_count() or 1))
-                deadline_mono = time.monotonic() + min(deadline_wall - time.time(), 10**9)
-                objective = Objective(rd, data, info, config, deadline=deadline_mono)
-                optimize(study, objective, deadline_wall, n_trials)
+                def trials_here(threads: int) -> None:
+                    torch.set_num_threads(threads)
+                    deadline_mono = time.monotonic() + min(deadline_wall - time.time(), 10**9)
+                    objective = Objective(rd, data, info, config, deadline=deadline_mono)
+                    optimize(study, objective, deadline_wall, n_trials)
+
+                if config.workers > 1:  # this process trains too, while the other workers start
+                    run_workers(rd, config.workers, deadline_wall, n_trials, sampler_seed, here=trials_here)
+                else:
+                    trials_here(max(1, os.cpu_count() or 1))
             if is_database_url(config.storage):
                 settle(study)  # a dead worker's trial is failed (and queued again), never left RUNNING
     finally:

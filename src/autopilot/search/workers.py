@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from typing import Callable
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -66,17 +67,26 @@ def _monotonic_deadline(deadline_wall: float) -> float:
     return time.monotonic() + (deadline_wall - time.time())
 
 
-def run_workers(run: RunDir, n_workers: int, deadline_wall: float, n_trials: int | None, base_seed: int) -> list[int]:
-    """Start the worker processes and wait for them; returns exit codes."""
+def run_workers(run: RunDir, n_workers: int, deadline_wall: float, n_trials: int | None, base_seed: int,
+                here: Callable[[int], None] | None = None) -> list[int]:
+    """Run trials in `n_workers` processes and wait for them; returns exit codes.
+
+    With `here`, this process is one of the n: `here(threads)` runs trials
+    in it while n - 1 spawned workers start. A spawned worker needs seconds
+    to start (import torch, rebuild the data), more on a busy machine, which
+    a short budget cannot spare; this process has the data already."""
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_workers)
+    spawned = n_workers - 1 if here is not None else n_workers
     procs = [
         ctx.Process(target=worker_main, args=(str(run.path), deadline_wall, n_trials, threads, base_seed + 1000 * (i + 1)), daemon=False)
-        for i in range(n_workers)
+        for i in range(spawned)
     ]
     for p in procs:
         p.start()
     try:
+        if here is not None:
+            here(threads)
         for p in procs:
             p.join()
     except KeyboardInterrupt:
