@@ -1,0 +1,30 @@
+"""trials/<n>/hparams.json (and the `training` part of a card): the training
+hyper-parameters a trial was trained with. Every key is optional because
+train.DEFAULTS fills what a trial leaves out; unknown keys are refused so a
+misspelt option cannot pass silently."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .base import Part
+
+TRIAL_HPARAMS = "trials/{number}/hparams.json"
+
+
+class TrainingHparams(Part):
+    optimizer: Literal["adamw", "sgd"] | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    schedule: Literal["onecycle", "cosine"] | None = None
+    warmup_frac: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    label_smoothing: float | None = None
+    clip_norm: float | None = None
+    aug_strength: float | None = None
+    aug_policy: Literal["none", "affine", "cropflip", "trivial", "randaugment"] | None = None
+    aug_ops: int | None = None
+    cutout: float | None = None
+    aug_exclude: list[Literal["hflip", "vflip", "rotate"]] | None = None
+    patience: int | None = None

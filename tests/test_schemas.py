@@ -1,0 +1,72 @@
+"""Every JSON file a real run writes validates against its one schema, and
+no file is written without one. The run is real: `autopilot.run` on digits."""
+from __future__ import annotations
+
+import importlib
+import json
+from fnmatch import fnmatch
+
+import pytest
+
+import autopilot
+
+# file pattern inside the run directory -> "module:Class" under autopilot.schemas
+SCHEMA_OF = {
+    "run.json": "run:RunInfo",
+    "doctor.json": "doctor:DoctorFile",
+    "data/profile.json": "profile:Profile",
+    "search.json": "search:SearchFile",
+    "trials/*/config.json": "search:TrialConfig",
+    "trials/*/doctor.json": "doctor:DoctorFile",
+    "trials/*/hparams.json": "hparams:TrainingHparams",
+    "monitor/reference.json": "reference:Reference",
+    "model/card.json": "card:ModelCard",
+    "compress/results.json": "compress:CompressResults",
+}
+
+
+def schema_for(rel: str):
+    for pattern, target in SCHEMA_OF.items():
+        if fnmatch(rel, pattern):
+            module, cls = target.split(":")
+            return getattr(importlib.import_module(f"autopilot.schemas.{module}"), cls)
+    return None
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return autopilot.run("digits", budget="40s", runs_dir=root, name="schemas", quiet=True, workers=1)
+
+
+def test_every_json_file_of_a_run_has_a_schema_and_validates(real_run):
+    files = sorted(p for p in real_run.path.rglob("*.json") if not p.name.startswith("."))
+    assert len(files) >= 6, files
+    checked, without = [], []
+    for path in files:
+        rel = path.relative_to(real_run.path).as_posix()
+        schema = schema_for(rel)
+        if schema is None:
+            without.append(rel)
+            continue
+        schema.model_validate_json(path.read_bytes())
+        checked.append(rel)
+    assert not without, f"files written without a schema: {without}"
+    assert {"run.json", "doctor.json", "data/profile.json", "model/card.json", "search.json"} <= set(checked)
+
+
+def test_the_schemas_refuse_what_no_run_writes(real_run):
+    from autopilot.schemas import SchemaError, read
+    from autopilot.schemas.run import RunInfo
+
+    info = json.loads((real_run.path / "run.json").read_text())
+    info["config"]["max_drop"] = 50  # a typo for half a point must not pass
+    (real_run.path / "broken").mkdir()
+    (real_run.path / "broken" / "run.json").write_text(json.dumps(info))
+    with pytest.raises(Exception, match="max_drop"):
+        read(RunInfo, real_run.path / "broken")
+    info["config"]["max_drop"] = 0.5
+    info["surprise"] = 1
+    (real_run.path / "broken" / "run.json").write_text(json.dumps(info))
+    with pytest.raises(SchemaError, match="surprise"):
+        read(RunInfo, real_run.path / "broken")
