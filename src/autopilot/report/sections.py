@@ -390,7 +390,8 @@ def _trial_table(ts: list[dict], best: int | None, important: list[str]) -> dict
     if not cols:  # no importances: the parameters most trials have
         cols = sorted(seen, key=lambda k: -seen[k])[:PARAM_COLUMNS]
     done = sorted((t for t in ts if t.get("state") == "COMPLETE" and num(t.get("value")) is not None), key=trial_rank)
-    rest = sorted((t for t in ts if t not in done), key=lambda t: t["number"])
+    ranked = {id(t) for t in done}
+    rest = sorted((t for t in ts if id(t) not in ranked), key=lambda t: t["number"])
     rows = []
     for i, t in enumerate(done + rest):
         p = as_dict(t.get("params"))
