@@ -79,10 +79,12 @@ def _next_dir(rd: RunDir) -> Path:
 
 
 def _previous_best(rd: RunDir, vs, info: dict, top_k: int) -> list[dict]:
-    """Parameters of the best completed trials of the study that made the champion."""
+    """Parameters of the best trials of the study that made the champion:
+    completed ones first, then ones the deadline cut (a short run's champion
+    may be one of those: its configuration is still the best known start)."""
     from optuna.trial import TrialState
 
-    from ..search.select import rank_trial
+    from ..search.select import is_deadline_cut, rank_trial
     from ..search.study import open_study
 
     entry = versions.entry_of(vs, vs.current) if vs is not None else None
@@ -91,8 +93,9 @@ def _previous_best(rd: RunDir, vs, info: dict, top_k: int) -> list[dict]:
     run_cfg = read_run(rd.path).config
     cfg = run_cfg.model_copy(update={"storage": None if retrain_dir else run_cfg.storage})
     study = open_study(src, cfg, info)
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    return [t.params for t in sorted(done, key=rank_trial, reverse=True)[:top_k]]
+    pool = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE or is_deadline_cut(t)]
+    pool.sort(key=lambda t: (t.state == TrialState.COMPLETE, rank_trial(t)), reverse=True)
+    return [t.params for t in pool[:top_k]]
 
 
 def _info(X: np.ndarray, kind: str, n_classes: int) -> dict:
@@ -267,7 +270,8 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     _config, _ds, old, _ = load_run_data(rd)
     new_tr, new_val, new_hold = ((Xn[parts[k]], yn[parts[k]]) for k in ("train", "val", "holdout"))
     arrays, repeat = newdata.mix(old, new_tr, new_val)
-    info = _info(arrays["train"][0], kind, len(classes))
+    # Augmentations the doctor measured to change labels on this data stay out here too.
+    info = {**_info(arrays["train"][0], kind, len(classes)), "augment_exclude": read_run(rd.path).augment_exclude}
     log(f"challenger data: train {len(arrays['train'][1])} (new x{repeat}), val {len(arrays['val'][1])}")
 
     wdir = _next_dir(rd)
