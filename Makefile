@@ -26,7 +26,7 @@ test: $(STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest -q
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not cluster"
 
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
