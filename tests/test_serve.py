@@ -28,17 +28,27 @@ from autopilot.serve.client import HOST, ServerProcess, free_port, load
 
 # -- shared fixtures and helpers (test_monitor.py imports these) --------------
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def autopilot_command() -> list[str]:
+    """The documented command: the `autopilot` console script beside this Python."""
+    script = Path(sys.executable).parent / "autopilot"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "autopilot"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """One digits model for the whole session, made the way a user makes it.
-    Both test files share it through the session's base temp folder."""
+    """One digits model for the whole session, made by `autopilot run` as a
+    user makes it (one trial, no time limit: the trial always finishes).
+    test_monitor.py shares it through the session's base temp folder."""
     base = tmp_path_factory.getbasetemp() / "serve-digits"
     run = base / "digits"
     if not (run / "model" / "card.json").exists():
-        from autopilot.runner import run as autopilot_run
-
-        autopilot_run("digits", trials=1, runs_dir=base, name="digits", overwrite=True, workers=1,
-                      doctor=False, compress=False, quiet=True)
+        res = subprocess.run([*autopilot_command(), "run", "digits", "--trials", "1", "--workers", "1", "--no-doctor",
+                              "--no-compress", "--quiet", "--runs-dir", str(base), "--name", "digits", "--overwrite"],
+                             capture_output=True, text=True, timeout=1200)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert (run / "monitor" / "reference.json").exists()  # `autopilot run` writes the drift reference last
     return run
 
@@ -93,12 +103,6 @@ def server(run_copy):
     s = Server(run_copy, "--max-body", "200000", "--max-items", "64")
     yield s
     s.stop()
-
-
-def autopilot_command() -> list[str]:
-    """The documented command: the `autopilot` console script beside this Python."""
-    script = Path(sys.executable).parent / "autopilot"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "autopilot"]
 
 
 SYS_MODULES_CHECK = """
@@ -372,3 +376,56 @@ def test_promoted_version_is_swapped_in_without_failed_requests(run_copy, digits
         assert [h["action"] for h in hist] == ["init", "promote", "rollback"]
     finally:
         s.stop()
+
+
+# -- a serving-only install ---------------------------------------------------------
+
+def pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out[name.lower().replace("_", "-")] = version
+    return out
+
+
+def test_serving_requirements_are_exact_pins_from_requirements_txt():
+    serve, full = pins(ROOT / "requirements-serve.txt"), pins(ROOT / "requirements.txt")
+    assert serve and all(v for v in serve.values()), "every serving requirement is pinned with =="
+    assert {k: full.get(k) for k in serve} == serve, "requirements-serve.txt must be a subset of requirements.txt"
+    assert not {"torch", "kornia", "optuna", "scikit-learn", "torch-pruning", "onnx"} & set(serve)
+
+
+@pytest.mark.slow
+def test_serving_only_install_serves_a_run_without_torch(run_copy, digits_data, tmp_path):
+    """A fresh virtual environment with requirements-serve.txt and the package
+    (--no-deps), no torch in it, serves a run made by `autopilot run` and
+    answers what ONNX Runtime answers here."""
+    env = tmp_path / "serve-env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    py = env / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pkg = tmp_path / "pkg"  # a clean copy, so the build leaves nothing in the work tree
+    shutil.copytree(ROOT / "src", pkg / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, pkg / name)
+    for args in (["-r", str(ROOT / "requirements-serve.txt")], ["--no-deps", str(pkg)]):
+        res = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    probe = ("import importlib.util, autopilot; print(importlib.util.find_spec('torch') is None, autopilot.__file__)")
+    res = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    no_torch, where = res.stdout.split()
+    assert no_torch == "True" and where.startswith(str(env)), res.stdout + res.stderr
+
+    X = digits_data["test"][0][:25]
+    want = local_model(run_copy).predict_proba(X)
+    with Server(run_copy, command=[str(env / "bin" / "autopilot"), "serve"], cwd=tmp_path) as server:
+        st, out = server.post("/v1/predict", {"inputs": X})
+        assert st == 200, out
+        got = np.array([[p["probabilities"][c] for c in sorted(p["probabilities"], key=int)] for p in out["predictions"]])
+        assert np.allclose(got, want, atol=1e-5)
+        st, fb = server.post("/v1/feedback", {"id": out["predictions"][0]["id"], "label": str(digits_data["test"][1][0])})
+        assert st == 200 and fb["recorded"]
+        assert server.metric("autopilot_requests_total")['{endpoint="predict",status="200"}'] == 1
+        assert "torch not loaded" in server.log()

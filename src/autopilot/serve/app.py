@@ -145,7 +145,8 @@ def _start(run: RunDir, s: Settings) -> State:
     window = LiveWindow(reducer.n_features, size=config.window, feedback_size=config.window)
     metrics = Metrics(model.classes, [(r.name, r.severity) for r in config.rules])
     metrics.set_version(model.version)
-    batcher = MicroBatcher(model, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, on_batch=metrics.batch.observe)
+    batcher = MicroBatcher(model, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, inline_ms=s.inline_ms,
+                           on_batch=metrics.batch.observe)
     rlog = RequestLog(s.log_url or default_url(run.path), reducer, raw_keep=s.raw_keep, listeners=[window],
                       on_drop=metrics.log_dropped.inc)
     evaluator = None

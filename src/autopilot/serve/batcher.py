@@ -1,7 +1,12 @@
 """Adaptive micro-batching: concurrent requests share one ONNX Runtime call.
 
 One ORT call runs at a time, in one worker thread (ORT releases the GIL, so
-the event loop keeps parsing requests meanwhile). Whatever arrived while the
+the event loop keeps parsing requests meanwhile), except batches the model
+computes in less than `inline_ms` (from the time per item measured when the
+model loads): those run on the event loop itself, because handing them to
+the thread and back cost more than the model (a 28x28 CNN at 0.07 ms per
+item answered ~20 % more requests per second inline, wrk at 32
+connections on a busy 2-core machine). Whatever arrived while the
 previous call ran forms the next batch, up to `max_batch` items. So at low
 load a request runs alone at once (no added wait), and under load batches
 grow by themselves to match the arrival rate. `max_wait_ms` > 0 additionally
@@ -20,11 +25,12 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, model, *, max_batch: int = 64, max_wait_ms: float = 0.0,
+    def __init__(self, model, *, max_batch: int = 64, max_wait_ms: float = 0.0, inline_ms: float = 0.0,
                  on_batch: Callable[[int], None] | None = None):
         self.model = model  # a runtime.model.ServedModel; replaced whole on a version swap
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1e3
+        self.inline_s = max(0.0, float(inline_ms)) / 1e3
         self.on_batch = on_batch
         self._pending: deque = deque()
         self._n_pending = 0
@@ -86,7 +92,10 @@ class MicroBatcher:
                 model = self.model  # one version per batch, even during a swap
                 try:
                     X = chunks[0][0] if len(chunks) == 1 else np.concatenate([c[0] for c in chunks])
-                    probs = await loop.run_in_executor(self._executor, model.predict_proba, X)
+                    if n * model.seconds_per_item <= self.inline_s:
+                        probs = model.predict_proba(X)  # cheaper than the hand-over to a thread
+                    else:
+                        probs = await loop.run_in_executor(self._executor, model.predict_proba, X)
                     if self.on_batch is not None:
                         self.on_batch(n)
                 except Exception as e:  # a failure fails these requests (5xx), never the batcher

@@ -22,6 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=d.max_batch, help=f"items per ONNX Runtime call (default {d.max_batch})")
     s.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help="under load, wait this long for a fuller batch (default 0: batch what arrived while the model ran)")
+    s.add_argument("--inline-ms", type=float, default=d.inline_ms,
+                   help=f"run a batch on the event loop when the model needs less than this, in ms (default {d.inline_ms:g})")
     s.add_argument("--max-items", type=int, default=d.max_items, help=f"inputs per request (default {d.max_items})")
     s.add_argument("--max-body", type=int, default=d.max_body_bytes, help=f"request body limit in bytes (default {d.max_body_bytes})")
     s.add_argument("--log-url", help="SQLAlchemy URL of the request log (default sqlite:///RUN/serve/requests.db)")
@@ -48,8 +50,10 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **s
     app = create_app(run_dir, Settings(**settings))
     # uvloop + httptools: the fastest pure-Python-free transport uvicorn has;
     # one process, so the micro-batcher sees every request.
+    # No proxy-header middleware, Server or Date headers: per-request work
+    # nobody here needs (the server binds 127.0.0.1 unless told otherwise).
     uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning",
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, proxy_headers=False, server_header=False, date_header=False)
 
 
 def run(args) -> int:
@@ -57,7 +61,7 @@ def run(args) -> int:
     from ..registry.versions import VersionError
 
     try:
-        serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, inline_ms=args.inline_ms,
               max_items=args.max_items, max_body_bytes=args.max_body, log_url=args.log_url, raw_keep=args.raw_keep,
               rules=args.rules, threads=args.threads, monitor=not args.no_monitor)
     except (FileNotFoundError, RulesError, VersionError) as e:

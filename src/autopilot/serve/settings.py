@@ -10,6 +10,7 @@ class Settings:
     """Server defaults, in one place."""
     max_batch: int = 64            # items per ONNX Runtime call
     max_wait_ms: float = 0.0       # extra wait for a fuller batch under load (see batcher.py)
+    inline_ms: float = 1.0         # a batch the model computes in less than this runs on the event loop (see batcher.py)
     max_items: int = 256           # inputs per request
     max_body_bytes: int = 8 << 20  # request body limit
     log_url: str | None = None     # SQLAlchemy URL of the request log; default sqlite RUN/serve/requests.db
