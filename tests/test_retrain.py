@@ -225,6 +225,15 @@ def test_a_real_shift_is_promoted_and_the_compressed_file_that_was_compared_ship
     assert d.original_test.drop_upper_bound < 3.0 and d.original_test.p_value < 0.05
     assert d.original_test.challenger_accuracy == pytest.approx(float(b.mean()))
 
+    # every JSON file the retrain wrote validates against its schema
+    from autopilot.schemas.card import ModelCard
+    from autopilot.schemas.compress import CompressResults
+
+    v2_card = ModelCard.model_validate_json((run / "model" / "v2" / "card.json").read_bytes())
+    assert v2_card.shipped.name == results["chosen"] and v2_card.shipped.file == "model/v2/chosen.onnx"
+    assert v2_card.selection.trial == d.challenger_trial
+    CompressResults.model_validate_json((wdir / "compress" / "results.json").read_bytes())
+
     # the new version carries its own drift reference; rollback returns to v1's file
     assert (run / "model" / "v2" / "reference.json").exists()
     assert json.loads((run / "monitor" / "reference.json").read_text())["model_version"] == "v2"
