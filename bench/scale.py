@@ -19,8 +19,11 @@ search, so the three set-ups train exactly the same trials:
   parallelism as ray x2.
 Trials per minute = K / (last trial's end - first trial's start), from the
 study's own timestamps (Ray's connection time at the start is shown apart).
-Per-trial overhead = median trial duration (ask to tell, in the driver) under
-Ray minus under local workers, both with two trials in parallel.
+Per-trial overhead = the median time a trial spends outside its training
+epochs (its duration, ask to tell in the driver, minus the epoch times in its
+metrics.jsonl) under Ray minus under local workers, both two trials at a time:
+training speed itself depends on what else the shared cores run, and is
+reported apart (epochs with two nodes vs one: 1.0 when each node had a core).
 Targets: ray x2 >= 1.7x the trials per minute of ray x1; overhead <= 0.5 s.
 
 Writes bench/results/scale-latest.json and scale-<UTC time>.json, with the
@@ -75,8 +78,14 @@ def drive(args) -> None:
     summary = json.loads((rd.path / "search.json").read_text())
     trials = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
     first, last = min(t["started_s"] for t in trials), max(t["finished_s"] for t in trials)
+    # Training time from the trial's own epoch times (metrics.jsonl): what is
+    # left of the trial's duration (ask to tell) is what running it cost.
+    training = [sum(json.loads(line)["time_s"] for line in (rd.trial_dir(t["number"]) / "metrics.jsonl").open())
+                for t in trials]
     print(json.dumps({"complete": len(trials), "search_wall_s": wall, "first_start_s": first,
-                      "span_s": last - first, "durations_s": [t["duration_s"] for t in trials]}))
+                      "span_s": last - first, "durations_s": [t["duration_s"] for t in trials],
+                      "training_s": training,
+                      "outside_training_s": [t["duration_s"] - x for t, x in zip(trials, training)]}))
 
 
 def measure(cmd: list[str], env: dict) -> dict:
@@ -86,6 +95,8 @@ def measure(cmd: list[str], env: dict) -> dict:
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["trials_per_min"] = 60 * r["complete"] / r["span_s"]
     r["median_trial_s"] = statistics.median(r["durations_s"])
+    r["median_training_s"] = statistics.median(r["training_s"])
+    r["median_outside_training_s"] = statistics.median(r["outside_training_s"])
     return r
 
 
@@ -140,11 +151,17 @@ def main() -> int:
         finally:
             cluster.stop()
 
-    med = {k: {"trials_per_min": statistics.median(r["trials_per_min"] for r in v),
-               "median_trial_s": statistics.median(r["median_trial_s"] for r in v),
-               "search_wall_s": statistics.median(r["search_wall_s"] for r in v)} for k, v in runs.items()}
+    keys = ("trials_per_min", "median_trial_s", "median_training_s", "median_outside_training_s", "search_wall_s")
+    med = {k: {key: statistics.median(r[key] for r in v) for key in keys} for k, v in runs.items()}
     speedup = med["ray_x2"]["trials_per_min"] / med["ray_x1"]["trials_per_min"]
-    overhead = med["ray_x2"]["median_trial_s"] - med["local_x2"]["median_trial_s"]
+    # Same trials, same parallelism: what Ray adds is the difference in the
+    # time a trial spends outside its training epochs (dispatch, data from the
+    # object store, reports through the proxy, files back), not the training
+    # itself, whose speed depends on what else the shared cores are doing.
+    overhead = med["ray_x2"]["median_outside_training_s"] - med["local_x2"]["median_outside_training_s"]
+    # Training slows down when the two nodes do not get a core each: this
+    # ratio near 1 means they did, and the speed-up is Ray's to claim.
+    contention = med["ray_x2"]["median_training_s"] / med["ray_x1"]["median_training_s"]
     result = {
         "benchmark": "scale",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -156,14 +173,16 @@ def main() -> int:
         "speedup_two_nodes": speedup,
         "speedup_target": SPEEDUP_TARGET,
         "ray_overhead_per_trial_s": overhead,
+        "training_slowdown_two_nodes": contention,
         "overhead_target_s": OVERHEAD_TARGET_S,
         "pass": speedup >= SPEEDUP_TARGET and overhead <= OVERHEAD_TARGET_S,
         "runs": runs,
     }
     print(f"trials/min: ray x1 {med['ray_x1']['trials_per_min']:.1f}, ray x2 {med['ray_x2']['trials_per_min']:.1f} "
           f"-> {speedup:.2f}x (target >= {SPEEDUP_TARGET}x)")
-    print(f"median trial: ray x2 {med['ray_x2']['median_trial_s']:.2f} s, local x2 "
-          f"{med['local_x2']['median_trial_s']:.2f} s -> Ray overhead {overhead:+.2f} s per trial "
+    print(f"epochs of a trial took {contention:.2f}x as long with two nodes as with one (1.0: a free core each)")
+    print(f"median time of a trial outside its epochs: ray x2 {med['ray_x2']['median_outside_training_s']:.2f} s, "
+          f"local x2 {med['local_x2']['median_outside_training_s']:.2f} s -> Ray overhead {overhead:+.2f} s per trial "
           f"(target <= {OVERHEAD_TARGET_S} s); load average {load_start} -> {result['machine']['load_average_end']}")
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +193,8 @@ def main() -> int:
 
 
 def _line(r: dict) -> str:
-    return (f"{r['complete']} trials, {r['trials_per_min']:.1f}/min, median trial {r['median_trial_s']:.2f} s, "
+    return (f"{r['complete']} trials, {r['trials_per_min']:.1f}/min, median trial {r['median_trial_s']:.2f} s "
+            f"(epochs {r['median_training_s']:.2f} s, outside them {r['median_outside_training_s']:.2f} s), "
             f"search {r['search_wall_s']:.1f} s (first trial after {r['first_start_s']:.1f} s)")
 
 
