@@ -22,6 +22,7 @@ from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
+from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, seed_everything, train
 from . import space
@@ -169,6 +170,7 @@ class Objective:
             else:
                 params = space.suggest(trial, self.info)
             spec, hp = space.to_config(params, self.info)
+            hparams = TrainingHparams.model_validate(hp)  # hparams.json's schema, checked before training
         except Exception as e:  # e.g. an enqueued value outside the space
             trial.set_user_attr("error", f"bad configuration: {type(e).__name__}: {e}")
             raise
@@ -232,7 +234,7 @@ class Objective:
         # Weights are kept for a trial cut by the deadline too: when nothing
         # completes, search.select.best_trial may offer it, saying so.
         save_model(tdir, model, spec)
-        write_json(tdir / "hparams.json", hp)
+        write_json(tdir / "hparams.json", hparams.model_dump(mode="json", exclude_unset=True))
         if result.stopped == "deadline":
             # Not a result: its schedule did not finish. Pruned, with the
             # values it reported, so TPE and the importances do not take it
