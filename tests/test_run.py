@@ -268,7 +268,6 @@ def test_short_budget_stores_no_cut_trial_as_complete(tmp_path):
     """The acceptance run: in `--budget 60s` the deadline cuts trials; none of
     them is COMPLETE, in search.json or in the study, and each keeps what it reported."""
     res = run_cli("run", "digits", "--budget", "60s", "--runs-dir", tmp_path, "--name", "s", "--quiet")
-    assert res.returncode == 0, res.stderr
     rd = tmp_path / "s"
     search = read(SearchFile, rd)
     study = {t.number: t for t in _finished_trials(rd)}
@@ -284,6 +283,11 @@ def test_short_budget_stores_no_cut_trial_as_complete(tmp_path):
             assert t.state == "PRUNED" and s.intermediate_values and t.epochs < t.planned_epochs, t
             assert f"trial {t.number:3d} pruned (deadline) epochs={t.epochs}/{t.planned_epochs}" in res.stderr
     chosen = search.selection
+    if all(t.state == "FAIL" for t in search.trials):
+        # A machine so busy that no trial finished one epoch: nothing to ship, said in one line.
+        assert chosen is None and res.returncode == 2 and "no trial completed" in res.stderr.splitlines()[-1]
+        return
+    assert res.returncode == 0, res.stderr
     assert chosen is not None and (rd / "trials" / str(chosen.trial) / "weights.safetensors").exists()
     if not any(t.state == "COMPLETE" for t in search.trials):
         assert chosen.how.startswith("cut by the deadline after ")
