@@ -40,10 +40,22 @@ def study_name(run_name: str, url: str | None) -> str | None:
 def database_storage(url: str) -> RDBStorage:
     """RDBStorage with heartbeats and one retry of a dead worker's trial."""
     kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # drop connections the server closed
-    try:
+
+    def open_storage() -> RDBStorage:
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
                           grace_period=GRACE_PERIOD_S,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+
+    try:
+        try:
+            return open_storage()
+        except Exception as e:
+            # Processes that open a fresh database at once race to create
+            # Optuna's tables; the loser finds them made a moment later.
+            if type(e).__name__ not in ("IntegrityError", "ProgrammingError"):
+                raise
+            time.sleep(1.0)
+            return open_storage()
     except ModuleNotFoundError as e:
         if url.startswith("postgresql"):
             raise RunError(f"{POSTGRES_HINT} ({e.name} is missing)") from None
