@@ -30,6 +30,9 @@ from autopilot.serve.client import HOST, ServerProcess, free_port, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The first test of a session makes the shared run with `autopilot run` (minutes on a busy machine).
+pytestmark = pytest.mark.timeout(1800)
+
 
 def autopilot_command() -> list[str]:
     """The documented command: the `autopilot` console script beside this Python."""

@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 
+GIL_SWITCH_S = 0.0005
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     from .settings import Settings
 
@@ -46,6 +49,12 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **s
     if not ref.onnx.exists() or not ref.card.exists():
         raise FileNotFoundError(f"no model in {run_dir!r} ({ref.onnx} missing); finish `autopilot run` first")
     load_config(run_dir, settings.get("rules"))  # a bad rules file stops here with one line, before uvicorn starts
+    # The request-log, evaluator and ONNX Runtime threads each take the GIL
+    # from the event loop now and then, and the loop waits up to one switch
+    # interval to get it back. Python's 5 ms default made that wait a large
+    # part of the p99; 0.5 ms cut the p99 by about a fifth (wrk, 32
+    # connections, medians of 4 alternating runs on the busy 2-core machine).
+    sys.setswitchinterval(GIL_SWITCH_S)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(run_dir, Settings(**settings))
     # uvloop + httptools: the fastest pure-Python-free transport uvicorn has;
