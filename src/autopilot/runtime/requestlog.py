@@ -212,18 +212,23 @@ class RequestLog:
             X = np.concatenate([r[4] for r in preds])
             flat = X.reshape(len(X), -1)
             feats = self.reducer(X)
-            stats = np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1)], 1).tolist()
-            k = 0
-            ts_all, cls_all, conf_all, lat_all = [], [], [], []
-            for _t, rid, ts, ids, x, cls, conf, lat, version in preds:
-                for j, pid in enumerate(ids):
-                    m, s, lo, hi = stats[k]
-                    c, cf = int(cls[j]), float(conf[j])
-                    pred_rows.append({"id": pid, "ts": ts, "request_id": rid, "model_version": version, "cls": c,
-                                      "confidence": cf, "latency_ms": lat, "x_mean": m, "x_std": s, "x_min": lo,
-                                      "x_max": hi, "features": feats[k].tobytes(), "raw": flat[k].tobytes()})
-                    ts_all.append(ts), cls_all.append(c), conf_all.append(cf), lat_all.append(lat)
-                    k += 1
+            # Column by column with numpy, then one zip: this thread holds the
+            # GIL the event loop needs, so no Python work per value.
+            n_each = [len(r[3]) for r in preds]
+            ids_all = [pid for r in preds for pid in r[3]]
+            ts_col = np.repeat([r[2] for r in preds], n_each)
+            lat_col = np.repeat([r[7] for r in preds], n_each)
+            cls_col = np.concatenate([np.asarray(r[5]) for r in preds]).astype(np.int64)
+            conf_col = np.concatenate([np.asarray(r[6]) for r in preds]).astype(np.float64)
+            keys = ("id", "ts", "request_id", "model_version", "cls", "confidence", "latency_ms", "x_mean", "x_std",
+                    "x_min", "x_max", "features", "raw")
+            pred_rows = [dict(zip(keys, row)) for row in zip(
+                ids_all, ts_col.tolist(), [r[1] for r, n in zip(preds, n_each) for _ in range(n)],
+                [r[8] for r, n in zip(preds, n_each) for _ in range(n)], cls_col.tolist(), conf_col.tolist(),
+                lat_col.tolist(), flat.mean(1).tolist(), flat.std(1).tolist(), flat.min(1).tolist(),
+                flat.max(1).tolist(), [f.tobytes() for f in feats],
+                [x.tobytes() for x in flat] if self.raw_keep != 0 else [None] * len(flat))]  # 0: no raw inputs at all
+            ts_all, cls_all, conf_all, lat_all = ts_col, cls_col, conf_col, lat_col
         for _t, pid, label, ts, cls in fbs:
             fb_rows.append({"id": pid, "ts": ts, "label": label, "cls": cls})
         with self.engine.begin() as conn:
