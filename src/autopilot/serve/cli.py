@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--max-items", type=int, default=d.max_items, help=f"inputs per request (default {d.max_items})")
     s.add_argument("--max-body", type=int, default=d.max_body_bytes, help=f"request body limit in bytes (default {d.max_body_bytes})")
     s.add_argument("--log-url", help="SQLAlchemy URL of the request log (default sqlite:///RUN/serve/requests.db)")
-    s.add_argument("--raw-keep", type=int, default=d.raw_keep, help=f"raw inputs kept for labelling (default {d.raw_keep})")
+    s.add_argument("--raw-keep", type=int, default=d.raw_keep, help=f"raw inputs kept for labelling and retraining (default {d.raw_keep}; 0 stores none)")
     s.add_argument("--rules", help="alert rules YAML (default RUN/monitor/rules.yaml, written if absent)")
     s.add_argument("--threads", type=int, default=d.threads, help=f"ONNX Runtime threads (default {d.threads})")
     s.add_argument("--no-monitor", action="store_true", help="no background drift/alert evaluation")
