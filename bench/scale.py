@@ -1,7 +1,7 @@
 """Scale benchmark: trials per minute with one and with two Ray worker nodes,
 and the Ray executor's overhead per trial against local worker processes.
 
-    python bench/scale.py                  # K=8 trials per run, 2 repeats (~15 min on 2 busy cores)
+    python bench/scale.py                  # K=12 trials per run, 2 repeats (~25 min on 2 busy cores)
     python bench/scale.py --trials 6 --repeats 1
 
 Needs the cluster extras (`pip install -r requirements-cluster.txt`) and root
@@ -102,7 +102,9 @@ def measure(cmd: list[str], env: dict) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=8)
+    # Each run starts new Ray worker processes whose first trial pays ~10 s of
+    # imports; 12 trials make that a start-up cost, not the measure.
+    p.add_argument("--trials", type=int, default=12)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--executor", default="local", help=argparse.SUPPRESS)
@@ -125,8 +127,8 @@ def main() -> int:
     env = {**os.environ, "AUTOPILOT_CACHE": str(work / "cache")}
     runs: dict[str, list[dict]] = {"ray_x1": [], "ray_x2": [], "local_x2": []}
 
-    def driver(executor: str, name: str, ns=None, address=None) -> list[str]:
-        cmd = [sys.executable, __file__, "--drive", "--trials", str(args.trials), "--executor", executor,
+    def driver(executor: str, name: str, ns=None, address=None, trials=None) -> list[str]:
+        cmd = [sys.executable, __file__, "--drive", "--trials", str(trials or args.trials), "--executor", executor,
                "--runs", str(work / "runs"), "--name", name] + (["--address", address] if address else [])
         return ns.cmd(*cmd) if ns else cmd
 
@@ -136,13 +138,13 @@ def main() -> int:
             cluster.start(1, cpus=1)
             cluster_env = {**cluster.env, "AUTOPILOT_CACHE": env["AUTOPILOT_CACHE"]}
             # One warm-up so that every measured run finds Ray's workers started and torch imported.
-            measure(driver("ray", "warmup", ns, cluster.address), cluster_env)
+            measure(driver("ray", "warmup", ns, cluster.address, trials=2), cluster_env)
             for i in range(args.repeats):
                 runs["ray_x1"].append(measure(driver("ray", f"x1-{i}", ns, cluster.address), cluster_env))
                 print("ray x1", _line(runs["ray_x1"][-1]), flush=True)
             cluster.add_node(1)
             cluster.wait_for_cpus(2, 180)
-            measure(driver("ray", "warmup2", ns, cluster.address), cluster_env)
+            measure(driver("ray", "warmup2", ns, cluster.address, trials=2), cluster_env)
             for i in range(args.repeats):
                 runs["ray_x2"].append(measure(driver("ray", f"x2-{i}", ns, cluster.address), cluster_env))
                 print("ray x2", _line(runs["ray_x2"][-1]), flush=True)
