@@ -4,6 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# The template CNN doubles its width each stage up to this many channels.
+MAX_CHANNELS = 256
+
 
 class Standardize(nn.Module):
     """(x - mean) / std with statistics fixed at build time.

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 from torch import nn
 
-from .blocks import Standardize
+from .blocks import MAX_CHANNELS, Standardize
 from .ops import ACTIVATIONS, NORMS, OPERATIONS, Block, DenseLayer, activation, conv_nd, normalization
 
 SPEC_VERSION = 2
@@ -203,8 +203,6 @@ def from_template(spec: dict) -> dict:
     where the template put them. A residual template stage (conv, then a
     two-conv residual block) becomes three conv blocks with skips.
     """
-    from .spec import MAX_CHANNELS  # spec.py imports this module at load time
-
     common = {"version": SPEC_VERSION, "family": spec["family"], "input_shape": list(spec["input_shape"]),
               "n_classes": int(spec["n_classes"]), "mean": list(spec["mean"]), "std": list(spec["std"]),
               "activation": "relu", "norm": "batch" if spec.get("batch_norm", True) else "none",

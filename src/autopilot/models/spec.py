@@ -59,11 +59,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..rundir import write_json
-from .blocks import ConvBNAct, ResidualBlock, ResidualLinear, Standardize
+from .blocks import MAX_CHANNELS, ConvBNAct, ResidualBlock, ResidualLinear, Standardize
 from .components import SPEC_VERSION, SpecError, build_component_model
 
 FAMILIES = ("mlp", "cnn1d", "cnn2d")
-MAX_CHANNELS = 256
 
 
 def family_dims(family: str) -> int:
