@@ -14,9 +14,8 @@ import time
 import torch
 from torch import nn
 
-from .blocks import ConvBNAct, ResidualLinear
+from .blocks import MAX_CHANNELS, ConvBNAct, ResidualLinear
 from .components import ComponentMLP, ComponentNet
-from .blocks import MAX_CHANNELS
 from .spec import build_model, spec_version
 
 TIMING_REPEATS = 50
