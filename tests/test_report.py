@@ -164,12 +164,12 @@ def test_report_shows_the_runs_own_figures(real_run):
         assert f["id"] in html
     for c in card["classes"]:
         assert f">{c}<" in html
-    # Every file that has a schema was read through it, and matched it.
-    from autopilot.report.load import schemas
+    # Every file the report reads that has a schema was read through it, and matched it.
+    from autopilot.report.load import FILES_READ, schemas
 
     footer = html.split("<footer>", 1)[1]
-    with_schema = [rel for rel in schemas() if (real_run / rel).is_file()]
-    assert "run.json" in with_schema
+    with_schema = [rel for rel in schemas() if rel in FILES_READ and (real_run / rel).is_file()]
+    assert {"run.json", "search.json", "model/card.json", "compress/results.json"} <= set(with_schema)
     for rel in with_schema:
         assert rel in footer.split("checked against their schemas:", 1)[1].split("·", 1)[0]
     assert "does not match its schema" not in html

@@ -75,6 +75,11 @@ class Run:
         return rows, note
 
 
+# Every run file the report reads (besides trials/<n>/metrics.jsonl and the study).
+FILES_READ = ("run.json", "data/profile.json", "search.json", "model/card.json", "model/spec.json", "doctor.json",
+              "compress/results.json")
+
+
 def load(run_dir: Path) -> Run:
     run = Run(dir=run_dir)
     run.run = _read(run, "run.json", want_dict=True)
