@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -152,6 +153,7 @@ def main() -> int:
                 print("local x2", _line(runs["local_x2"][-1]), flush=True)
         finally:
             cluster.stop()
+            shutil.rmtree(work, ignore_errors=True)
 
     keys = ("trials_per_min", "median_trial_s", "median_training_s", "median_outside_training_s", "search_wall_s")
     med = {k: {key: statistics.median(r[key] for r in v) for key in keys} for k, v in runs.items()}
