@@ -49,6 +49,15 @@ def points(x, digits: int = 2):
     return DASH if x is None else f"{100 * x:+.{digits}f} points"
 
 
+def interval(acc, se, digits: int = 1):
+    """The normal-approximation 95 % interval of an accuracy, kept inside [0, 1]."""
+    acc, se = num(acc), num(se)
+    if acc is None or se is None:
+        return DASH
+    lo, hi = max(0.0, acc - 1.96 * se), min(1.0, acc + 1.96 * se)
+    return Markup("{} – {}").format(pct(lo, digits), pct(hi, digits))
+
+
 def fixed(x, digits: int = 4):
     x = num(x)
     return DASH if x is None else f"{x:.{digits}f}"
@@ -101,5 +110,5 @@ def share(x) -> str:
     return f"{0 if x is None else max(0.0, min(1.0, x)) * 100:.1f}%"
 
 
-FILTERS = {"fmt": fmt, "pct": pct, "points": points, "fixed": fixed, "duration": duration, "size": size,
+FILTERS = {"fmt": fmt, "pct": pct, "interval": interval, "points": points, "fixed": fixed, "duration": duration, "size": size,
            "ms": ms, "iso": iso, "share": share}
