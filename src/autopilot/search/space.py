@@ -139,6 +139,7 @@ def to_config(params: dict, info: dict) -> tuple[dict, dict]:
         "label_smoothing": float(params.get("label_smoothing", 0.0)),
         "epochs": int(params.get("epochs", DEFAULTS["epochs"])),
         "aug_strength": float(params.get("aug_strength", 0.0)),
+        "aug_exclude": list(info.get("augment_exclude", [])),  # what the doctor measured to change labels
     }
     hp["patience"] = max(5, hp["epochs"] // 3)
     return spec, hp
