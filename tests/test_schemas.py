@@ -20,6 +20,8 @@ SCHEMA_OF = {
     "trials/*/doctor.json": "doctor:DoctorFile",
     "trials/*/hparams.json": "hparams:TrainingHparams",
     "monitor/reference.json": "reference:Reference",
+    "model/versions.json": "versions:Versions",
+    "retrain/*/decision.json": "decision:Decision",
     "model/card.json": "card:ModelCard",
     "compress/results.json": "compress:CompressResults",
 }
@@ -31,6 +33,17 @@ def schema_for(rel: str):
             module, cls = target.split(":")
             return getattr(importlib.import_module(f"autopilot.schemas.{module}"), cls)
     return None
+
+
+def check_spec(spec: dict) -> None:
+    """spec.json has two typed versions: templates (1) and components (2)."""
+    from autopilot.models import validate_spec
+    from autopilot.schemas.spec import TemplateSpec
+
+    if spec.get("version", 1) == 1:
+        TemplateSpec.model_validate(spec)
+    else:
+        validate_spec(spec)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +58,10 @@ def test_every_json_file_of_a_run_has_a_schema_and_validates(real_run):
     checked, without = [], []
     for path in files:
         rel = path.relative_to(real_run.path).as_posix()
+        if path.name == "spec.json":
+            check_spec(json.loads(path.read_text()))
+            checked.append(rel)
+            continue
         schema = schema_for(rel)
         if schema is None:
             without.append(rel)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rundir import RunDir, read_json, write_json
+from ..schemas.reference import Reference
 from ..registry import versions
 from .features import Reducer
 
@@ -104,6 +105,7 @@ def build_reference(run_dir, *, data: dict | None = None, write: bool = True) ->
     ref = versions.current(rd.path)
     model = ServedModel.load(ref.version, ref.onnx, ref.card, threads=1)
     reference = reference_from_arrays(model, data["train"][0], data["val"][0], data["val"][1])
+    Reference.model_validate(reference)  # the file's one schema, checked before anything is written
     if write:
         out = versions.reference_file(rd.path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,10 @@ def build_reference(run_dir, *, data: dict | None = None, write: bool = True) ->
 
 
 def load_reference(path: Path) -> dict | None:
-    return read_json(path) if Path(path).exists() else None
+    """The reference as written, checked against its schema."""
+    if not Path(path).exists():
+        return None
+    return Reference.model_validate(read_json(path)).model_dump(mode="json")
 
 
 def _r(a) -> list[float]:

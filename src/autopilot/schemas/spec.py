@@ -1,0 +1,25 @@
+"""spec.json of version 1 (model/, trials/<n>/, compress/candidates/<c>/): the
+template networks (family, width, depth, ...). Version-2 specs, per-stage
+components, are typed by autopilot.models.components (ConvNetSpec, MLPSpec),
+which the builder itself validates with."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .base import Part
+
+
+class TemplateSpec(Part):
+    family: Literal["cnn2d", "cnn1d", "mlp"]
+    input_shape: list[int]
+    n_classes: int
+    mean: list[float]
+    std: list[float]
+    width: int
+    depth: int
+    residual: bool = False
+    batch_norm: bool = True
+    dropout: float = 0.0
+    kernel_size: int | None = None  # convolutional families
+    pool: Literal["max", "avg"] | None = None
+    head: Literal["gap", "flatten"] | None = None
