@@ -47,6 +47,15 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
     best = selection.trial
     if not selection.complete:
+        # A trial cut early may have learnt nothing: shipping it would be a
+        # model no better than always answering the commonest class.
+        yv = data["val"][1]
+        majority = float(np.bincount(yv).max() / len(yv)) if len(yv) else 0.0
+        if (score(best) or 0.0) <= majority + 0.05:
+            raise NoModelError(
+                f"no trial completed, and the best one cut by the deadline (trial {best.number}, val accuracy "
+                f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
+                "give a larger --budget, then --resume")
         console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
     model, spec = load_model(rd.trial_dir(best.number))
     model.eval()
