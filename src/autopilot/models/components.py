@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 from torch import nn
 
+from ..config import describe_error
 from .blocks import MAX_CHANNELS, Standardize
 from .ops import ACTIVATIONS, NORMS, OPERATIONS, Block, DenseLayer, activation, conv_nd, normalization
 
@@ -101,9 +102,7 @@ def validate_spec(spec: dict) -> ConvNetSpec | MLPSpec:
     try:
         return model.model_validate(spec)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise SpecError(f"model spec: {where}: {first['msg']}") from None
+        raise SpecError(f"model spec: {describe_error(e)}") from None
 
 
 class ComponentNet(nn.Module):

@@ -6,6 +6,7 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..config import describe_error
 from ..rundir import write_json
 
 
@@ -37,18 +38,14 @@ def read(model: type[M], run_dir: str | Path) -> M:
     try:
         return model.model_validate_json(path.read_bytes())
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise SchemaError(f"{path}: {where}: {first['msg']} ({e.error_count()} problem(s))") from None
+        raise SchemaError(f"{path}: {describe_error(e)} ({e.error_count()} problem(s))") from None
 
 
 def validate(model: type[M], obj: dict, source: str = "") -> M:
     try:
         return model.model_validate(obj)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise SchemaError(f"{source or model.FILE}: {where}: {first['msg']} ({e.error_count()} problem(s))") from None
+        raise SchemaError(f"{source or model.FILE}: {describe_error(e)} ({e.error_count()} problem(s))") from None
 
 
 def write(obj: RunFile, run_dir: str | Path) -> Path:
