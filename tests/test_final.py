@@ -121,3 +121,15 @@ def test_card_and_closing_lines_describe_the_shipped_model(tmp_path):
                         f"{s.file_bytes / 1024:.0f} KiB")
     assert lines[1].startswith(f"fp32:    model/model.onnx: test accuracy {card.fp32.test_accuracy:.4f}")
     assert any(line.startswith("why:     ") and "upper bound" in line for line in lines)
+
+
+def test_a_chance_level_model_has_not_learnt_anything():
+    from autopilot.data import load, split
+    from autopilot.final import learnt_something, majority_share
+
+    ds = load("digits")
+    yv = ds.y[split(ds.y, seed=0)["val"]]
+    assert 0.09 < majority_share(yv) < 0.12  # ten balanced classes
+    assert not learnt_something(0.10, yv)  # the 40 s run under load that shipped 0.10
+    assert not learnt_something(majority_share(yv) + 0.05, yv)
+    assert learnt_something(0.9, yv)

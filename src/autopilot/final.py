@@ -29,6 +29,18 @@ from .search.select import best_trial, score
 LATENCY_BUDGET_S = 1.0  # a first batch-1 reading of the fp32 file; compression re-times it beside its candidates
 
 
+MIN_GAIN_OVER_MAJORITY = 0.05  # a cut trial must beat always-the-commonest-class by this much to ship
+
+
+def majority_share(y: np.ndarray) -> float:
+    """Accuracy of always answering the commonest class."""
+    return float(np.bincount(y).max() / len(y)) if len(y) else 0.0
+
+
+def learnt_something(val_accuracy: float, y_val: np.ndarray) -> bool:
+    return val_accuracy > majority_share(y_val) + MIN_GAIN_OVER_MAJORITY
+
+
 class NoModelError(RuntimeError):
     """The search finished no trial, so there is no model to ship."""
 
@@ -49,9 +61,8 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     if not selection.complete:
         # A trial cut early may have learnt nothing: shipping it would be a
         # model no better than always answering the commonest class.
-        yv = data["val"][1]
-        majority = float(np.bincount(yv).max() / len(yv)) if len(yv) else 0.0
-        if (score(best) or 0.0) <= majority + 0.05:
+        majority = majority_share(data["val"][1])
+        if not learnt_something(score(best) or 0.0, data["val"][1]):
             raise NoModelError(
                 f"no trial completed, and the best one cut by the deadline (trial {best.number}, val accuracy "
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
