@@ -252,7 +252,8 @@ def main(argv=None) -> int:
     result = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv[1:] if argv is None else argv,
+        # paths say nothing about the figures and name the machine: the run folder becomes RUN
+        "argv": [a if a != args.run else "RUN" for a in (sys.argv[1:] if argv is None else argv)],
         "run": src.name, "served_file": ref.onnx.name, "input_shape": list(X.shape[1:]), "body_bytes": len(bodies[0]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "server_args": args.server_args,
