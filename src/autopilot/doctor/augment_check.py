@@ -95,11 +95,6 @@ _EFFECT = {"hflip": "no horizontal flips", "vflip": "no vertical flips",
            "rotate": "rotations stay within +-30 degrees"}
 
 
-def excluded_families(findings: list[Finding]) -> list[str]:
-    """The families a report's findings exclude from augmentation."""
-    return sorted({f.evidence["family"] for f in findings if f.id == CHECK})
-
-
 def excluded_in(doctor_json: dict | None, kind: str) -> list[str]:
     """The families to leave out of augmentation, from a written doctor.json.
     Unmeasured is not harmless: when the check did not run (no doctor, too

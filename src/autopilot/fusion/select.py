@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 ROUNDS = 25  # enough for weights in steps of ~4 %; more overfits small validation sets
 INIT = 2  # sorted initialisation: the best two, so the first round already blends
@@ -85,6 +85,3 @@ def ensemble_log_probs(val_logits: list[np.ndarray], weights: list[float]) -> np
     """log of the weighted mean of the members' softmax: what the ONNX graph outputs."""
     p = sum(w * softmax(np.asarray(z, dtype=np.float64), axis=1) for z, w in zip(val_logits, weights))
     return np.log(np.clip(p, 1e-30, None))
-
-
-__all__ = ["Selection", "ensemble_log_probs", "greedy_ensemble", "log_softmax", "score"]
