@@ -23,7 +23,7 @@ $(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
 	touch $(CLUSTER_STAMP)
 
 test: $(STAMP) $(CLUSTER_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not cluster"

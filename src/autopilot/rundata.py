@@ -10,7 +10,13 @@ from .data import load
 from .data.split import load_splits
 from .data.stats import arrays, data_info
 from .rundir import RunDir
-from .schemas.run import read_run
+from .schemas.run import RunInfo, read_run
+
+
+def search_info(ds, splits: dict, run_info: RunInfo) -> dict:
+    """Facts about the data the search and the final stage need, with what
+    the doctor measured at creation (augmentations that change labels)."""
+    return {**data_info(ds, splits), "augment_exclude": list(run_info.augment_exclude)}
 
 
 def load_run_data(run: RunDir):
@@ -24,4 +30,4 @@ def load_run_data(run: RunDir):
             f"(fingerprint {ds.fingerprint()} != {info.data.fingerprint})"
         )
     splits = load_splits(run.splits)
-    return config, ds, arrays(ds, splits), {**data_info(ds, splits), "augment_exclude": info.augment_exclude}
+    return config, ds, arrays(ds, splits), search_info(ds, splits, info)

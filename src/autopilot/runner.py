@@ -20,9 +20,9 @@ from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunConfig,
                      describe_error, parse_duration, search_reserve)
 from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
-from .data.stats import arrays, data_info
+from .data.stats import arrays
 from .doctor.augment_check import excluded_in
-from .rundata import load_run_data
+from .rundata import load_run_data, search_info
 from .rundir import NAME_RE, RunDir, next_run_name
 from .schemas import write
 from .schemas.doctor import DoctorFile
@@ -166,7 +166,7 @@ def run(
         rd, ds, splits = create_run(config, runs_dir=runs_dir, name=name, overwrite=overwrite, console=console,
                                     doctor=doctor, force=force)
         data_arrays = arrays(ds, splits)
-        info = {**data_info(ds, splits), "augment_exclude": read_run(rd.path).augment_exclude}
+        info = search_info(ds, splits, read_run(rd.path))
         prior_search_s = 0.0
         if ds.skipped:
             console.print(f"skipped {len(ds.skipped)} unreadable file(s) (--skip-bad)")
