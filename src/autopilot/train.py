@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.augment import augment_from_hparams
+from .data.augment import augment_from_hparams, mix_from_hparams
 
 # Defaults in one visible place. The search overrides most of them.
 DEFAULTS = {
@@ -169,6 +169,7 @@ def train(
     opt = make_optimizer(model, hp)
     base_lrs = [g["lr"] for g in opt.param_groups]
     augment = augment_from_hparams(kind, hp, tuple(Xtr.shape[1:]))
+    mix = mix_from_hparams(kind, hp)  # mixup / CutMix: None unless the hyper-parameters ask for it
     if batch_loss is None:
         cross_entropy = nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
 
@@ -207,11 +208,15 @@ def train(
             xb, yb = Xtr[idx], ytr[idx]
             if augment is not None:
                 xb = augment(xb)
+            if mix is not None:
+                xb, partner, lam = mix(xb, yb)
             factor = lr_factor(step, total, hp)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * factor
             logits = model(xb)
             loss = batch_loss(logits, xb, yb)
+            if mix is not None:  # the loss is linear in the targets: mixed targets = mixed losses
+                loss = lam * loss + (1 - lam) * batch_loss(logits, xb, partner)
             if not torch.isfinite(loss):
                 fire("on_step", step, float(loss.item()), model, opt, base_lrs[0] * factor)
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {b + 1} (lr {base_lrs[0] * factor:.3g})")

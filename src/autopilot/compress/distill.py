@@ -59,10 +59,13 @@ def distill(
     device = resolve_device(device) if isinstance(device, str) else device
     teacher = teacher.to(device).eval()
 
+    last: dict = {}
+
     def loss(student_logits, inputs, targets):
-        with torch.no_grad():
-            teacher_logits = teacher(inputs)
-        return distill_loss(student_logits, teacher_logits, targets, temperature, alpha)
+        if last.get("inputs") is not inputs:  # a mixed batch (mixup/CutMix) asks twice, once per label set
+            with torch.no_grad():
+                last["inputs"], last["logits"] = inputs, teacher(inputs)
+        return distill_loss(student_logits, last["logits"], targets, temperature, alpha)
 
     hp = {**DEFAULTS, **(hparams or {})}
     hp["patience"] = int(hp["epochs"])  # never reached: distillation runs its planned epochs

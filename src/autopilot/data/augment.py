@@ -66,3 +66,55 @@ def augment_from_hparams(kind: str, hp: dict, input_shape: tuple) -> Augment | N
     return make_augment(kind, float(hp.get("aug_strength", 0.0)), input_shape,
                         policy=hp.get("aug_policy", "affine"), n_ops=int(hp.get("aug_ops", 2)),
                         cutout=float(hp.get("cutout", 0.0)), exclude=tuple(hp.get("aug_exclude", ())))
+
+
+Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]]
+MIXES = ("none", "mixup", "cutmix")
+
+
+def make_mix(mix: str, alpha: float) -> Mix | None:
+    """mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) over a batch:
+    (x, y) -> (mixed x, the partner labels, lam), with the share lam of
+    the first labels drawn from Beta(alpha, alpha) once per batch (the
+    papers' form). The loss is lam * loss(y) + (1 - lam) * loss(partner):
+    with label smoothing that is exactly the smoothed soft target mixed."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r}; expected one of {', '.join(MIXES)}")
+    if mix == "none":
+        return None
+    if not alpha > 0:
+        raise ValueError(f"mix_alpha must be > 0, got {alpha}")
+    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
+
+    def mixing(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        with torch.no_grad():
+            lam = float(beta.sample())
+            perm = torch.randperm(len(x), device=x.device)
+            if mix == "mixup":
+                return lam * x + (1 - lam) * x[perm], y[perm], lam
+            # CutMix: a box of area share 1 - lam from the partner, over the
+            # last one (signals) or two (images) axes; lam then is the share
+            # actually kept, as the box is clipped at the border.
+            sides = x.shape[2:]
+            cut = (1 - lam) ** (1 / len(sides))
+            lo, hi, kept = [], [], 1.0
+            for n in sides:
+                size = round(n * cut)
+                centre = int(torch.randint(n, (1,)))
+                a, b = max(0, centre - size // 2), min(n, centre + size - size // 2)
+                lo.append(a)
+                hi.append(b)
+                kept *= (b - a) / n
+            box = (slice(None), slice(None), *(slice(a, b) for a, b in zip(lo, hi)))
+            out = x.clone()
+            out[box] = x[perm][box]
+            return out, y[perm], 1.0 - kept
+
+    return mixing
+
+
+def mix_from_hparams(kind: str, hp: dict) -> Mix | None:
+    """The mixing a trial's hyper-parameters describe (none for tables)."""
+    if kind == "table":
+        return None
+    return make_mix(hp.get("mix") or "none", float(hp.get("mix_alpha") or 1.0))

@@ -61,6 +61,7 @@ class _Common(_Part):
     activation: Literal[tuple(ACTIVATIONS)]
     norm: Literal[NORMS]
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tta: Literal["hflip"] | None = None  # test-time flip averaging, built by spec.build_model (tta.py)
 
     @model_validator(mode="after")
     def _statistics_match_input(self):
@@ -205,7 +206,7 @@ def from_template(spec: dict) -> dict:
     common = {"version": SPEC_VERSION, "family": spec["family"], "input_shape": list(spec["input_shape"]),
               "n_classes": int(spec["n_classes"]), "mean": list(spec["mean"]), "std": list(spec["std"]),
               "activation": "relu", "norm": "batch" if spec.get("batch_norm", True) else "none",
-              "dropout": float(spec.get("dropout", 0.0))}
+              "dropout": float(spec.get("dropout", 0.0)), **({"tta": spec["tta"]} if spec.get("tta") else {})}
     width, depth, residual = int(spec["width"]), int(spec["depth"]), bool(spec.get("residual", False))
     if spec["family"] == "mlp":
         return {**common, "layers": [{"width": width, "residual": residual and i > 0} for i in range(depth)]}

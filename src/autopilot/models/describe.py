@@ -24,7 +24,10 @@ TIMING_WARMUP = 5
 
 def model_parts(model: nn.Module, spec: dict) -> list[tuple[str, nn.Module]]:
     """(name, module) in forward order; running them one after another
-    computes exactly model(x)."""
+    computes exactly model(x) (of the network inside a test-time wrapper)."""
+    from .tta import unwrap
+
+    model = unwrap(model)
     if isinstance(model, ComponentNet):
         return [("stem", nn.Sequential(model.standardize, model.stem)),
                 *[(f"stage {i + 1}", s) for i, s in enumerate(model.stages)], ("head", model.head)]

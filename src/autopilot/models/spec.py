@@ -45,6 +45,9 @@ Version 2, networks assembled from components (components.py, ops.py):
      "norm": "batch" | "group" | "none",   # "group" is one group here: layer norm
      "dropout": float}                # after every hidden layer
 
+Either version may carry "tta": "hflip": the network then averages its
+logits over the image and its mirror image in eval mode (tta.py).
+
 Inputs are standardised inside the model with the spec's mean/std, so the
 exported ONNX file takes raw inputs. Unknown fields in a version-2 spec are
 refused with a message naming them.
@@ -75,6 +78,10 @@ def spec_version(spec: dict) -> int:
 
 
 def build_model(spec: dict) -> nn.Module:
+    if spec.get("tta"):  # test-time flip averaging around the network (tta.py), either version
+        from .tta import with_tta
+
+        return with_tta(build_model({k: v for k, v in spec.items() if k != "tta"}), spec["tta"])
     version = spec_version(spec)
     if version == SPEC_VERSION:
         return build_component_model(spec)

@@ -26,5 +26,7 @@ class TrainingHparams(Part):
     aug_policy: Literal["none", "affine", "cropflip", "trivial", "randaugment"] | None = None
     aug_ops: int | None = None
     cutout: float | None = None
+    mix: Literal["none", "mixup", "cutmix"] | None = None  # mixing pairs of training examples (data.augment)
+    mix_alpha: float | None = None  # Beta(alpha, alpha) of the mixing share
     aug_exclude: list[Literal["hflip", "vflip", "rotate"]] | None = None
     patience: int | None = None

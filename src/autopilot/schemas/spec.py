@@ -23,3 +23,4 @@ class TemplateSpec(Part):
     kernel_size: int | None = None  # convolutional families
     pool: Literal["max", "avg"] | None = None
     head: Literal["gap", "flatten"] | None = None
+    tta: Literal["hflip"] | None = None  # test-time flip averaging (models/tta.py)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import optuna
 
 from ..train import DEFAULTS
+from . import augment_space
 
 # Choices a user may want to read at a glance.
 WIDTHS = {"cnn2d": [16, 32, 48, 64], "cnn1d": [32, 64, 96, 128], "mlp": [64, 128, 256, 512]}
@@ -50,13 +51,15 @@ def default_params(info: dict) -> dict:
     if kind == "image":
         # Narrow on large images: a 28x28 CNN of width 32 costs ~4x width 16
         # per epoch, and the first trial has to finish early in a short budget.
+        # Colour photos start from a small residual network (with crop+flip,
+        # augment_space): the CIFAR recipe's shape, which plain stacks trail.
         width = 16 if min(shape[1:]) >= 16 else 32
         return {**common, "family": "cnn2d", "cnn2d_width": width, "cnn2d_depth": min(3, max_depth("cnn2d", shape)),
-                "cnn2d_kernel": 3, "residual": False, "pool": "max", "head": "gap", "aug_strength": 0.5,
-                "epochs": 20 if min(shape[1:]) >= 16 else 30}
+                "cnn2d_kernel": 3, "residual": augment_space.is_colour_photo(info), "pool": "max", "head": "gap",
+                "epochs": 20 if min(shape[1:]) >= 16 else 30, **augment_space.default_params(info)}
     if kind == "signal":
         return {**common, "family": "cnn1d", "cnn1d_width": 32, "cnn1d_depth": 3, "cnn1d_kernel": 5, "lr_adamw": 5e-3,
-                "epochs": 20, "residual": True, "pool": "max", "head": "flatten", "aug_strength": 0.3}
+                "epochs": 20, "residual": True, "pool": "max", "head": "flatten", **augment_space.default_params(info)}
     return {**common, "family": "mlp", "mlp_width": 256, "mlp_depth": 2, "residual": False}
 
 
@@ -84,8 +87,7 @@ def suggest(trial: optuna.Trial, info: dict) -> dict:
     p["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
     p["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
     p["epochs"] = trial.suggest_categorical("epochs", EPOCHS)
-    if kind != "table":
-        p["aug_strength"] = trial.suggest_float("aug_strength", 0.0, 1.0)
+    p.update(augment_space.suggest(trial, info))
     return p
 
 
@@ -129,6 +131,7 @@ def to_config(params: dict, info: dict) -> tuple[dict, dict]:
     }
     if family != "mlp":
         spec.update(kernel_size=int(params[f"{family}_kernel"]), pool=params.get("pool", "max"), head=params.get("head", "gap"))
+    spec.update(augment_space.spec_fields(params, info))
     opt = params.get("optimizer", "adamw")
     hp = {
         "optimizer": opt,
@@ -138,8 +141,7 @@ def to_config(params: dict, info: dict) -> tuple[dict, dict]:
         "batch_size": int(params.get("batch_size", DEFAULTS["batch_size"])),
         "label_smoothing": float(params.get("label_smoothing", 0.0)),
         "epochs": int(params.get("epochs", DEFAULTS["epochs"])),
-        "aug_strength": float(params.get("aug_strength", 0.0)),
-        "aug_exclude": list(info.get("augment_exclude", [])),  # what the doctor measured to change labels
+        **augment_space.to_hparams(params, info),
     }
     hp["patience"] = max(5, hp["epochs"] // 3)
     return spec, hp

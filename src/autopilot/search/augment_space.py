@@ -1,0 +1,115 @@
+"""The augmentation part of the search space.
+
+Images search over the policies of data.policies (none, affine, crop+flip,
+TrivialAugment, RandAugment with its N and M), Cutout, mixup / CutMix with
+their strength, and test-time flip averaging; signals keep the one
+`aug_strength` knob of data.augment. Tables have no label-preserving
+transform, so nothing is searched for them.
+
+The families the doctor measured to change labels on this data
+(info["augment_exclude"]) are never used: the policies drop them
+(aug_exclude in the hyper-parameters), and test-time flip averaging is not
+offered when horizontal flips are excluded.
+
+Three functions, each called with one line from search.space:
+`suggest` (define-by-run, so conditional parameters exist only when their
+policy is drawn), `default_params` (the first trial's choices) and
+`to_hparams` / `spec_fields` (flat parameters -> training hyper-parameters
+and the model spec's fields).
+"""
+from __future__ import annotations
+
+import optuna
+
+from ..data.policies import POLICIES
+
+CUTOUT_SIZES = [0.0, 0.25, 0.5]  # side of the erased square / image side; 0.5 is DeVries & Taylor's CIFAR-10 value
+MIXES = ["none", "mixup", "cutmix"]
+MIX_ALPHA = (0.1, 1.0)  # Beta(alpha, alpha); 0.2 (mixup) and 1.0 (CutMix) are the papers' ImageNet/CIFAR values
+RANDAUGMENT_N = (1, 3)
+RANDAUGMENT_M = (0.1, 0.9)  # share of each operation's range: the paper's M=9..15 of 30 is 0.3-0.5
+MIN_PHOTO_SIDE = 24  # colour images at least this wide get photo defaults (crop+flip)
+
+
+def _is_2d_image(info: dict) -> bool:
+    return info["kind"] == "image" and len(info["input_shape"]) == 3
+
+
+def is_colour_photo(info: dict) -> bool:
+    """Colour images large enough for crop+flip and a residual network."""
+    shape = info["input_shape"]
+    return _is_2d_image(info) and shape[0] == 3 and min(shape[1:]) >= MIN_PHOTO_SIDE
+
+
+def flip_allowed(info: dict) -> bool:
+    return _is_2d_image(info) and "hflip" not in info.get("augment_exclude", [])
+
+
+def suggest(trial: optuna.Trial, info: dict) -> dict:
+    """Sample the augmentation of one trial (flat parameters)."""
+    kind = info["kind"]
+    if kind == "table":
+        return {}
+    if kind != "image":
+        return {"aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0)}
+    p: dict = {"aug_policy": (policy := trial.suggest_categorical("aug_policy", list(POLICIES)))}
+    if policy == "affine":
+        p["aug_strength"] = trial.suggest_float("aug_strength", 0.0, 1.0)
+    elif policy == "randaugment":
+        p["randaugment_n"] = trial.suggest_int("randaugment_n", *RANDAUGMENT_N)
+        p["randaugment_m"] = trial.suggest_float("randaugment_m", *RANDAUGMENT_M)
+    p["cutout"] = trial.suggest_categorical("cutout", CUTOUT_SIZES)
+    p["mix"] = mix = trial.suggest_categorical("mix", MIXES)
+    if mix != "none":
+        p["mix_alpha"] = trial.suggest_float("mix_alpha", *MIX_ALPHA)
+    if flip_allowed(info):
+        p["tta_hflip"] = trial.suggest_categorical("tta_hflip", [False, True])
+    return p
+
+
+def default_params(info: dict) -> dict:
+    """The first trial's augmentation: crop+flip on colour photos (the CIFAR
+    standard), the measured affine knob at 0.5 elsewhere. Every parameter
+    `suggest` would ask for on this path is given, so an enqueued first
+    trial draws nothing at random."""
+    kind = info["kind"]
+    if kind == "table":
+        return {}
+    if kind != "image":
+        return {"aug_strength": 0.3}
+    p: dict = ({"aug_policy": "cropflip"} if is_colour_photo(info) else {"aug_policy": "affine", "aug_strength": 0.5})
+    p.update(cutout=0.0, mix="none")
+    if flip_allowed(info):
+        p["tta_hflip"] = False
+    return p
+
+
+def to_hparams(params: dict, info: dict) -> dict:
+    """Flat parameters -> the augmentation entries of the training
+    hyper-parameters. A trial stored before policies were searched has only
+    `aug_strength`, which meant the affine policy."""
+    hp: dict = {"aug_exclude": list(info.get("augment_exclude", []))}  # what the doctor measured to change labels
+    policy = params.get("aug_policy")
+    if policy is None:
+        hp["aug_strength"] = float(params.get("aug_strength", 0.0))
+        return hp
+    hp["aug_policy"] = policy
+    if policy == "affine":
+        hp["aug_strength"] = float(params.get("aug_strength", 0.5))
+    elif policy == "randaugment":
+        hp["aug_strength"] = float(params["randaugment_m"])
+        hp["aug_ops"] = int(params["randaugment_n"])
+    hp["cutout"] = float(params.get("cutout", 0.0))
+    mix = params.get("mix", "none")
+    if mix != "none":
+        hp["mix"], hp["mix_alpha"] = mix, float(params["mix_alpha"])
+    return hp
+
+
+def spec_fields(params: dict, info: dict) -> dict:
+    """Model spec fields the augmentation decides: test-time flip averaging
+    lives in the spec, so every rebuild of the model (final training,
+    compression candidates, students, the ONNX export) computes it too."""
+    if params.get("tta_hflip") and flip_allowed(info):
+        return {"tta": "hflip"}
+    return {}

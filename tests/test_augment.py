@@ -1,0 +1,173 @@
+"""Augmentation as a searched choice: the space (search.augment_space), the
+policies that leave out what the doctor excluded, mixup / CutMix in the
+training loss, and test-time flip averaging built into the model and its
+ONNX file."""
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from autopilot.data import load, split
+from autopilot.data.augment import augment_from_hparams, make_mix
+from autopilot.data.policies import image_policy
+from autopilot.data.stats import arrays, data_info
+from autopilot.models import build_model, count_params, from_template, validate_spec
+from autopilot.schemas.hparams import TrainingHparams
+from autopilot.schemas.spec import TemplateSpec
+from autopilot.search import augment_space, space
+from autopilot.train import train
+
+PHOTO = {"kind": "image", "input_shape": [3, 32, 32], "n_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3}
+DIGITS = {"kind": "image", "input_shape": [1, 8, 8], "n_classes": 10, "mean": [0.3], "std": [0.4],
+          "augment_exclude": ["hflip", "vflip", "rotate"]}
+
+
+def _trials(info: dict, n: int = 60) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.suggest(trial, info))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_the_search_draws_every_policy_and_its_own_parameters():
+    drawn = _trials(PHOTO)
+    assert {p["aug_policy"] for p in drawn} == {"none", "affine", "cropflip", "trivial", "randaugment"}
+    assert {p["mix"] for p in drawn} == {"none", "mixup", "cutmix"}
+    assert {p["tta_hflip"] for p in drawn} == {False, True}
+    for p in drawn:  # conditional parameters exist only on their own branch
+        assert ("randaugment_n" in p) == (p["aug_policy"] == "randaugment")
+        assert ("aug_strength" in p) == (p["aug_policy"] == "affine")
+        assert ("mix_alpha" in p) == (p["mix"] != "none")
+        spec, hp = space.to_config(p, PHOTO)
+        TrainingHparams.model_validate(hp)  # hparams.json's schema accepts every draw
+        assert (spec.get("tta") == "hflip") == p["tta_hflip"]
+        if p["aug_policy"] == "randaugment":
+            assert hp["aug_ops"] == p["randaugment_n"] and hp["aug_strength"] == p["randaugment_m"]
+
+
+def test_excluded_flips_are_never_offered_at_test_time():
+    drawn = _trials(DIGITS, 30)
+    assert all("tta_hflip" not in p for p in drawn)
+    forced = {**space.default_params(DIGITS), "tta_hflip": True}  # e.g. a trial enqueued by hand
+    spec, hp = space.to_config(forced, DIGITS)
+    assert "tta" not in spec and hp["aug_exclude"] == ["hflip", "vflip", "rotate"]
+
+
+def test_first_trial_on_colour_photos_is_residual_with_crop_and_flip():
+    p = space.default_params(PHOTO)
+    assert p["residual"] is True and p["aug_policy"] == "cropflip"
+    spec, hp = space.to_config(p, PHOTO)
+    assert spec["residual"] and hp["aug_policy"] == "cropflip" and "tta" not in spec
+    gray = space.default_params({**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]})
+    assert gray["residual"] is False and gray["aug_policy"] == "affine" and gray["aug_strength"] == 0.5
+    # Enqueued, the first trial draws nothing at random: every parameter suggest asks for is given.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    study.enqueue_trial(p)
+    assert space.suggest(study.ask(), PHOTO) == {k: v for k, v in p.items() if k in study.trials[0].params}
+    assert set(study.trials[0].params) == set(p)
+
+
+def test_trials_stored_before_policies_still_mean_the_affine_knob():
+    old = {k: v for k, v in space.default_params({**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}).items()
+           if k not in ("aug_policy", "cutout", "mix", "tta_hflip")}
+    old["aug_strength"] = 0.7
+    _, hp = space.to_config(old, PHOTO)
+    assert hp["aug_strength"] == 0.7 and "aug_policy" not in hp
+    TrainingHparams.model_validate({"aug_strength": 0.7, "epochs": 3})  # an old hparams.json
+    aug = augment_from_hparams("image", hp, (1, 28, 28))
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28)
+    assert not torch.equal(aug(x), x)
+
+
+def _left_marked(b: int = 64, c: int = 3, side: int = 32) -> torch.Tensor:
+    x = torch.zeros(b, c, side, side)
+    x[..., 8:24, 2:10] = 1.0  # a bright bar well left of the centre
+    return x
+
+
+def test_cropflip_never_mirrors_when_the_doctor_excluded_flips():
+    torch.manual_seed(0)
+    x = _left_marked()
+    half = 16
+    kept = image_policy("cropflip", exclude=("hflip",), channels=3)(x)
+    assert (kept[..., :half].sum((1, 2, 3)) > kept[..., half:].sum((1, 2, 3))).all()
+    flipped = image_policy("cropflip", channels=3)(x)
+    mirrored = (flipped[..., half:].sum((1, 2, 3)) > flipped[..., :half].sum((1, 2, 3))).float().mean()
+    assert 0.25 < mirrored < 0.75  # half the images, per image
+
+
+def test_excluded_rotation_stays_within_the_safe_range():
+    from autopilot.data.policies import SAFE_ROTATION, op_ranges
+
+    assert op_ranges(("rotate",))["rotate"] == SAFE_ROTATION
+    assert op_ranges(())["rotate"] > 90
+    assert not any("flip" in op for op in op_ranges(()))  # flips come only from cropflip, which obeys hflip
+
+
+def test_mixup_and_cutmix_mix_pairs_with_the_share_they_report():
+    torch.manual_seed(0)
+    x = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(8)])
+    y = torch.arange(8)
+    mixed, partner, lam = make_mix("mixup", 0.4)(x, y)
+    assert 0 < lam < 1
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[partner])  # labels are the image values here
+    for _ in range(5):
+        cut, partner, lam = make_mix("cutmix", 1.0)(x, y)
+        own = (cut == x).float().mean((1, 2, 3))
+        moved = partner != y
+        assert torch.allclose(own[moved], torch.full_like(own[moved], lam), atol=1e-6)
+    assert make_mix("none", 1.0) is None
+    with pytest.raises(ValueError, match="unknown mix"):
+        make_mix("blend", 1.0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    return ds, splits, arrays(ds, splits), data_info(ds, splits)
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_training_with_mixing_and_label_smoothing_learns(digits, mix):
+    ds, splits, parts, info = digits
+    spec, hp = space.to_config({**space.default_params(info), "mix": mix, "mix_alpha": 0.4, "epochs": 6}, info)
+    assert hp["mix"] == mix and hp["label_smoothing"] > 0
+    torch.manual_seed(0)
+    model = build_model(spec)
+    res = train(model, parts["train"], parts["val"], hp, kind="image", seed=0, device="cpu")
+    assert res.best_val_acc > 0.85, res.best_val_acc
+
+
+def test_flip_averaging_lives_in_the_spec_and_in_the_onnx_file(tmp_path):
+    from autopilot.compress.prune import prune_channels
+    from autopilot.compress.students import student_spec
+    from autopilot.export import check_parity, export_onnx, onnx_session, run_onnx
+
+    spec, _ = space.to_config({**space.default_params(PHOTO), "tta_hflip": True}, PHOTO)
+    assert spec["tta"] == "hflip"
+    TemplateSpec.model_validate(spec)
+    validate_spec(from_template(spec))  # the component form keeps it too
+    torch.manual_seed(0)
+    model = build_model(spec)
+    plain = build_model({k: v for k, v in spec.items() if k != "tta"})
+    assert count_params(model) == count_params(plain)
+    X = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
+    path = export_onnx(model, spec["input_shape"], tmp_path / "m.onnx")
+    assert check_parity(model, path, X)["passed"]
+    session = onnx_session(path)
+    a, b = run_onnx(session, X), run_onnx(session, X[..., ::-1].copy())
+    assert np.abs(a - b).max() < 1e-5  # the file averages over the mirror image
+    plain.load_state_dict(model.net.state_dict())
+    with torch.no_grad():
+        expected = (plain.eval()(torch.as_tensor(X)) + plain(torch.as_tensor(X[..., ::-1].copy()))) / 2
+    assert np.abs(a - expected.numpy()).max() < 1e-4
+    # Compression candidates keep it: pruned copies and students alike.
+    assert type(prune_channels(model, spec["input_shape"], 0.5)).__name__ == "FlipAverage"
+    assert student_spec(spec, 0.25)["tta"] == "hflip"
