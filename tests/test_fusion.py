@@ -70,3 +70,131 @@ def test_the_ensemble_exports_to_one_onnx_graph_with_parity(digits_models, tmp_p
     assert parity["passed"], parity
     expected = ensemble_log_probs([_logits(models[n], Xv) for n in names], weights)
     assert np.abs(_logits(ens, Xv) - expected).max() < 1e-4
+
+
+# -- the stage inside a real `autopilot run` ------------------------------------
+
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory):
+    """A real tiny run on digits with several trials; --ship accurate."""
+    import autopilot
+
+    root = tmp_path_factory.mktemp("fusion-runs")
+    return autopilot.run("digits", budget="75s", runs_dir=root, name="fused", quiet=True, workers=1, doctor=False,
+                         ship="accurate").path
+
+
+@pytest.mark.slow
+def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(fused_run):
+    from autopilot.fusion.members import completed_trials, read_val_logits
+    from autopilot.rundata import load_run_data
+    from autopilot.rundir import RunDir
+    from autopilot.schemas.card import read_card
+    from autopilot.schemas.fusion import read_fusion
+
+    rd = RunDir(fused_run)
+    _, _, data, _ = load_run_data(rd)
+    Xv, yv = data["val"]
+    trials = completed_trials(rd)
+    assert len(trials) >= 2, trials
+    for n in trials:  # the stored logits are the trial's own model's, on the validation split
+        model, _ = load_model_of(rd, n)
+        z = read_val_logits(rd.trial_dir(n))
+        assert z.shape == (len(yv), 10) and np.abs(_logits(model, Xv) - z).max() < 1e-4
+
+    card, res = read_card(fused_run), read_fusion(fused_run)
+    ens, single = card.ensemble, card.best_single
+    assert ens is not None and single is not None and single.trial == card.best_trial
+    assert len(ens.members) >= 2 and abs(sum(ens.weights) - 1) < 1e-9 and set(ens.members) <= set(trials)
+    assert ens.parity_passed and res.candidate("ensemble").parity.passed
+    for f in (ens, single):  # the same fields, so the card alone compares them
+        assert 0 < f.val_accuracy <= 1 and 0 < f.test_accuracy <= 1 and f.latency_ms_batch1 > 0
+    # The ONNX graph against its PyTorch members, rebuilt here from the trial folders.
+    members = [load_model_of(rd, n)[0] for n in ens.members]
+    torch_ens = Ensemble(members, ens.weights).eval()
+    parity = check_parity(torch_ens, fused_run / "fusion" / "ensemble.onnx", Xv)
+    assert parity["passed"], parity
+    # --ship accurate never ships something less accurate on validation.
+    chosen = res.candidate(res.chosen)
+    assert all(chosen.val_acc >= c.val_acc for c in res.candidates)
+    if res.chosen != "single":
+        assert card.shipped.chosen_by == "fusion" and card.shipped.name == res.chosen
+
+
+def load_model_of(rd, n):
+    from autopilot.models import load_model
+
+    return load_model(rd.trial_dir(n))
+
+
+@pytest.mark.slow
+def test_the_ensemble_onnx_is_served_and_predicted_unchanged(fused_run, tmp_path):
+    """`autopilot serve` and `autopilot predict`, real processes, load the
+    ensemble's one graph the way they load any shipped model."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from autopilot.compress.measure import onnx_logits
+    from autopilot.fusion.stage import SHIPPED, ship_file
+    from autopilot.rundata import load_run_data
+    from autopilot.rundir import RunDir
+    from autopilot.serve.client import ServerProcess
+
+    run = tmp_path / "fused"
+    shutil.copytree(fused_run, run)
+    shipped, ensemble = run / SHIPPED, run / "fusion" / "ensemble.onnx"
+    if not shipped.exists() or shipped.read_bytes() != ensemble.read_bytes():
+        ship_file(RunDir(run), "fusion/ensemble.onnx")  # what the stage does when the ensemble wins
+    _, _, data, _ = load_run_data(RunDir(run))
+    X = data["test"][0][:16]
+    z = onnx_logits(run / "fusion" / "ensemble.onnx", X)
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+
+    with ServerProcess(run) as server:
+        status, out = server.post("/v1/predict", {"inputs": X.tolist()})
+    assert status == 200
+    classes = json.loads((run / "model" / "card.json").read_text())["classes"]
+    got = np.array([[p["probabilities"][c] for c in classes] for p in out["predictions"]])
+    assert np.abs(got - expected).max() < 1e-4
+
+    np.savez(tmp_path / "x.npz", X=X)
+    res = subprocess.run([sys.executable, "-m", "autopilot", "predict", str(run), str(tmp_path / "x.npz"),
+                          "--out", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["model"] == "chosen.onnx"
+    assert [int(p["class"]) for p in doc["predictions"]] == expected.argmax(1).tolist()
+
+
+@pytest.mark.slow
+def test_ship_rules_on_the_runs_real_measurements(fused_run):
+    """compress.policy.choose_ship, a pure function, on the candidates the
+    stage measured: each mode's promise holds for each mode."""
+    from autopilot.compress.policy import BALANCED_LATENCY, choose_ship
+    from autopilot.schemas.fusion import read_fusion
+
+    cands = [c.model_dump(mode="json") for c in read_fusion(fused_run).candidates]
+    lat = {c["name"]: c["latency_ms"]["1"]["p50"] for c in cands}
+    acc = {c["name"]: c["val_acc"] for c in cands}
+    for max_drop in (0.0, 0.5, 5.0):
+        best, why = choose_ship(cands, "accurate", max_drop)
+        assert acc[best["name"]] == max(acc.values()) and why.startswith("--ship accurate")
+        fast, _ = choose_ship(cands, "fast", max_drop)
+        assert lat[fast["name"]] <= lat["single"]
+        assert acc[fast["name"]] >= max(acc.values()) - max_drop / 100 - 1e-9 or fast["name"] == "single"
+        bal, _ = choose_ship(cands, "balanced", max_drop)
+        assert lat[bal["name"]] <= BALANCED_LATENCY * lat["single"]
+        assert acc[bal["name"]] == max(a for n, a in acc.items() if lat[n] <= BALANCED_LATENCY * lat["single"])
+    # The same measurements with the ensemble made 10 % slower than allowed: balanced drops it.
+    slow = [dict(c, latency_ms={**c["latency_ms"], "1": {**c["latency_ms"]["1"], "p50": 2.2 * lat["single"]}})
+            if c["name"] == "ensemble" else c for c in cands]
+    assert choose_ship(slow, "balanced", 0.5)[0]["name"] != "ensemble"
+    # A failed parity check keeps a file from shipping, whatever its accuracy.
+    broken = [dict(c, val_acc=1.0, parity={**c["parity"], "passed": False}) if c["name"] == "ensemble" else c
+              for c in cands]
+    assert choose_ship(broken, "accurate", 0.5)[0]["name"] != "ensemble"
+    with pytest.raises(ValueError, match="ship mode"):
+        choose_ship(cands, "cheap", 0.5)

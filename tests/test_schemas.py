@@ -24,6 +24,7 @@ SCHEMA_OF = {
     "retrain/*/decision.json": "decision:Decision",
     "model/card.json": "card:ModelCard",
     "compress/results.json": "compress:CompressResults",
+    "fusion/results.json": "fusion:FusionResults",
 }
 
 

@@ -7,7 +7,7 @@ import time
 
 _STARTED = time.time()  # the budget counts from here, imports included
 
-from .config import COMPRESS_TARGETS, DOCTOR_BUDGET_S, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, RunConfig  # noqa: E402  (pydantic only)
+from .config import COMPRESS_TARGETS, DOCTOR_BUDGET_S, MAX_DROP_LIMIT, PRUNERS, SAMPLERS, SHIP_MODES, RunConfig  # noqa: E402  (pydantic only)
 
 
 default = RunConfig.default  # every run option's default lives in RunConfig, in one place
@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-drop", type=float,
                    help=f"validation accuracy points compression may lose, judged with its uncertainty "
                         f"(default {default('max_drop')}, at most {MAX_DROP_LIMIT:g})")
+    r.add_argument("--no-fusion", action="store_true",
+                   help="skip the fusion stage (an ensemble of the search's trials and a student distilled from it)")
+    r.add_argument("--ship", choices=SHIP_MODES,
+                   help=f"what ships among the single model, the ensemble and its student: accurate = the most "
+                        f"accurate on validation; balanced = the most accurate within 2x the single model's batch-1 "
+                        f"latency; fast = the fastest within --max-drop of the most accurate, never slower than the "
+                        f"single model (default {default('ship')})")
 
     d = sub.add_parser("doctor", help="check a data set and its default model the way a careful engineer would")
     d.add_argument("data", help="the same forms as for `run`")
@@ -163,7 +170,8 @@ def _cmd_run(args, console) -> int:
             gpus_per_trial=args.gpus_per_trial,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
             quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=False if args.no_compress else None,
-            compress_target=args.compress_target, max_drop=args.max_drop, started=_STARTED, console=console,
+            compress_target=args.compress_target, max_drop=args.max_drop, fusion=False if args.no_fusion else None,
+            ship=args.ship, started=_STARTED, console=console,
         )
     except KeyboardInterrupt:
         return 130  # the runner has said how to resume
@@ -193,7 +201,14 @@ def closing_lines(rd) -> None:
     if not card.onnx_parity.passed:
         print(f"WARNING: the ONNX export failed its parity check (argmax agreement {card.onnx_parity.argmax_agree:.4f}, "
               f"max abs diff {card.onnx_parity.max_abs_diff:.2e}); shipped because --force was given")
-    if (rd.path / "compress" / "results.json").exists():
+    if card.best_single is not None and card.ensemble is not None:
+        e, b = card.ensemble, card.best_single
+        print(f"fusion:  ensemble of trials {', '.join(map(str, e.members))}: test {e.test_accuracy:.4f}, val "
+              f"{e.val_accuracy:.4f}, batch-1 {e.latency_ms_batch1:.3f} ms; best single: test {b.test_accuracy:.4f}, "
+              f"val {b.val_accuracy:.4f}, batch-1 {b.latency_ms_batch1:.3f} ms")
+    if ship.chosen_by == "fusion":
+        print(f"why:     {ship.reason}")
+    elif (rd.path / "compress" / "results.json").exists():
         print(f"why:     {read_results(rd.path).reason}")
     print(f"card:    {rd.model_dir / 'card.json'}")
     print(f"report:  {rd.report}")

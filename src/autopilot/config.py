@@ -16,6 +16,10 @@ DEFAULT_BUDGET_S = 300.0  # a run with neither --budget nor --trials
 DOCTOR_BUDGET_S = 20.0  # the pre-flight checks; the doctor's own target
 COMPRESS_SHARE = 0.25  # of a run's budget, for the compression stage
 MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
+# Of the compression share, for the fusion stage (ensemble + its distilled
+# student): building and measuring an ensemble takes seconds, the student
+# is one short distillation, and the single model's compression keeps most.
+FUSION_SHARE = 0.4
 # `autopilot compress RUN` alone: a quarter of the run's budget, but at least
 # a minute (one fine-tune and one distillation); 2 minutes for a --trials run.
 MIN_STANDALONE_COMPRESS_S, NO_BUDGET_COMPRESS_S = 60.0, 120.0
@@ -52,6 +56,7 @@ def search_reserve(budget_s: float) -> float:
 SAMPLERS = ("tpe", "random", "grid", "gp")
 PRUNERS = ("hyperband", "median", "none")
 COMPRESS_TARGETS = ("latency", "size", "throughput")
+SHIP_MODES = ("accurate", "balanced", "fast")
 MAX_DROP_LIMIT = 20.0  # points; a larger accepted loss is a typo (0.5 meant as 50?), not a wish
 
 
@@ -107,6 +112,11 @@ class RunConfig(BaseModel):
     compress: bool = True  # measured candidates; ships only what helps
     compress_target: Literal["latency", "size", "throughput"] = "latency"  # batch-1 p50 is what a server feels
     max_drop: float = 0.5  # points of validation accuracy compression may lose, judged with its uncertainty
+    fusion: bool = True  # an ensemble of the search's trials and its distilled student, measured beside the single model
+    # What ships among the single model, the ensemble and the student. balanced:
+    # the accuracy an ensemble adds, at no more than twice the single model's
+    # batch-1 latency (accurate ignores serving cost, fast gives up the gain).
+    ship: Literal["accurate", "balanced", "fast"] = "balanced"
     executor: Literal["local", "ray"] = "local"  # local: processes on this machine; ray: each trial a task on a Ray cluster
     ray_address: str | None = None  # e.g. 10.0.0.1:6379; None: RAY_ADDRESS, else a new Ray instance on this machine
     cpus_per_trial: float = Field(1, gt=0)  # one single-threaded trial per core, as local workers do

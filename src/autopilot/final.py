@@ -153,6 +153,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     # A new final model makes an earlier compression result stale: it
     # described another model, and its chosen.onnx must not ship with this one.
     shutil.rmtree(rd.path / "compress", ignore_errors=True)
+    shutil.rmtree(rd.path / "fusion", ignore_errors=True)  # likewise the ensemble chosen around the old model
     shutil.rmtree(rd.model_dir, ignore_errors=True)
     tmp.replace(rd.model_dir)
     return card

@@ -16,8 +16,8 @@ import numpy as np
 
 from pydantic import ValidationError
 
-from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, MIN_COMPRESS_S, RunConfig, RunError, compress_budget_s,
-                     describe_error, parse_duration, search_reserve)
+from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, FUSION_SHARE, MIN_COMPRESS_S, RunConfig, RunError,
+                     compress_budget_s, describe_error, parse_duration, search_reserve)
 from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
 from .data.stats import arrays
@@ -179,11 +179,14 @@ def run(
     # seconds; keep them out of the search so the run ends within budget.
     deadline = None
     compress_s = compress_share(config.budget_s) if config.compress else 0.0
+    # The fusion stage's time comes out of the compression share (or, without
+    # compression, out of the search), so the run still ends within budget.
+    fusion_s = FUSION_SHARE * compress_share(config.budget_s) if config.fusion else 0.0
     if config.budget_s:
         if compress_s < MIN_COMPRESS_S:
             compress_s = 0.0
         remaining = config.budget_s - prior_search_s
-        deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - compress_s)
+        deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - max(compress_s, fusion_s))
     search_started = time.time()
     try:
         try:
@@ -195,8 +198,16 @@ def run(
         if compress_s > 0:
             from .compress import compress_run
 
-            compress_run(rd.path, budget_s=compress_s, target=config.compress_target, max_drop=config.max_drop,
+            compress_run(rd.path, budget_s=compress_s - fusion_s, target=config.compress_target, max_drop=config.max_drop,
                          seed=config.seed, console=console, data=data_arrays, device=config.device)
+        if config.fusion:
+            from .fusion.stage import fuse_run
+
+            try:
+                fuse_run(rd.path, budget_s=fusion_s, ship=config.ship, max_drop=config.max_drop, seed=config.seed,
+                         data=data_arrays, force=force, console=console, device=config.device)
+            except Exception as e:  # the single model already ships; an ensemble problem must not lose it
+                console.print(f"[yellow]warning: fusion stage failed ({type(e).__name__}: {e}); the single model ships[/yellow]")
     except KeyboardInterrupt:
         update_run(rd.path, status="interrupted")
         console.print(f"interrupted; continue with: autopilot run {config.data} --resume --name {rd.name}"

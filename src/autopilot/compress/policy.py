@@ -159,3 +159,60 @@ def pareto_front(candidates: list[dict], target: str) -> set[str]:
         if not dominated:
             front.add(c["name"])
     return front
+
+
+# -- what ships among the single model, an ensemble and its student ------------
+
+SHIP_MODES = ("accurate", "balanced", "fast")
+BALANCED_LATENCY = 2.0  # --ship balanced: at most this many times the single model's batch-1 latency
+
+
+def _batch1(c: dict) -> float:
+    return float(c["latency_ms"]["1"]["p50"])
+
+
+def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dict, str]:
+    """(chosen, reason) among the best single model (name "single"), an
+    ensemble and a distilled student, on validation accuracy and batch-1
+    latency measured together. Pure: reads the dicts, changes nothing.
+
+      accurate  the most accurate on validation (ties: the faster);
+      balanced  the most accurate within BALANCED_LATENCY x the single's latency;
+      fast      the fastest within `max_drop` points of the most accurate,
+                and never slower than the single model.
+    The single model is always eligible, so `accurate` never ships something
+    less accurate on validation and `fast` nothing slower than it. A file
+    whose parity check failed is not eligible unless it was forced."""
+    max_drop = check_max_drop(max_drop)
+    if ship not in SHIP_MODES:
+        raise ValueError(f"unknown ship mode {ship!r}; expected one of {', '.join(SHIP_MODES)}")
+    single = next((c for c in candidates if c["name"] == "single"), None)
+    if single is None:
+        raise ValueError("no single-model candidate to compare with")
+    failed = [c["name"] for c in candidates if c.get("parity") and not (c["parity"]["passed"] or c["parity"].get("forced"))]
+    pool = [c for c in candidates if c["name"] not in failed]
+    base = _batch1(single)
+
+    def desc(c: dict) -> str:
+        return f"{c['name']} (val {c['val_acc']:.4f}, batch-1 {_batch1(c):.3f} ms = {_batch1(c) / base:.2f}x single)"
+
+    excluded = f"; not eligible, parity failed: {', '.join(failed)}" if failed else ""
+    most_accurate = max(pool, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
+    if ship == "accurate":
+        return most_accurate, f"--ship accurate: the most accurate on validation, {desc(most_accurate)}{excluded}"
+    if ship == "balanced":
+        within = [c for c in pool if _batch1(c) <= BALANCED_LATENCY * base]
+        best = max(within, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
+        slow = [c["name"] for c in pool if c not in within]
+        return best, (f"--ship balanced: the most accurate on validation within {BALANCED_LATENCY:g}x the single "
+                      f"model's batch-1 latency, {desc(best)}"
+                      + (f"; too slow: {', '.join(slow)}" if slow else "") + excluded)
+    floor = most_accurate["val_acc"] - max_drop / 100.0 - _EPS
+    fast = [c for c in pool if c["val_acc"] >= floor and _batch1(c) <= base]
+    if not fast:
+        return single, (f"--ship fast: nothing no slower than the single model is within {max_drop:.2f} points of "
+                        f"the most accurate, {desc(most_accurate)}; kept the single model, {desc(single)}{excluded}")
+    best = min(fast, key=lambda c: (_batch1(c), -c["val_acc"]))
+    return best, (f"--ship fast: the fastest within {max_drop:.2f} points of the most accurate "
+                  f"({most_accurate['name']}, val {most_accurate['val_acc']:.4f}) and no slower than the single "
+                  f"model, {desc(best)}{excluded}")

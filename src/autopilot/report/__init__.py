@@ -34,6 +34,7 @@ SECTIONS = [
     ("metrics", "Test metrics", sections.metrics, "metrics.html.j2"),
     ("model", "Model", sections.model, "model.html.j2"),
     ("compress", "Compression", sections.compression, "compress.html.j2"),
+    ("fusion", "Ensemble and student", sections.fusion, "fusion.html.j2"),
 ]
 
 

@@ -40,6 +40,7 @@ class Run:
     spec: object = None
     doctor: dict | None = None
     compress: dict | None = None
+    fusion: dict | None = None
     checked: list[str] = field(default_factory=list)  # files validated against their schema
     missing: list[str] = field(default_factory=list)  # expected files that do not exist
     problems: list[str] = field(default_factory=list)  # files that exist but could not be used
@@ -77,7 +78,7 @@ class Run:
 
 # Every run file the report reads (besides trials/<n>/metrics.jsonl and the study).
 FILES_READ = ("run.json", "data/profile.json", "search.json", "model/card.json", "model/spec.json", "doctor.json",
-              "compress/results.json")
+              "compress/results.json", "fusion/results.json")
 
 
 def load(run_dir: Path) -> Run:
@@ -90,6 +91,7 @@ def load(run_dir: Path) -> Run:
     # doctor.json is optional: its absence is not "missing".
     run.doctor = _read(run, "doctor.json", want_dict=True, optional=True)
     run.compress = _read(run, "compress/results.json", want_dict=True, optional=True)
+    run.fusion = _read(run, "fusion/results.json", want_dict=True, optional=True)
     return run
 
 

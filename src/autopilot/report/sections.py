@@ -546,6 +546,34 @@ def compression(run: Run) -> dict | None:
             "elapsed": num(res.get("elapsed_s")), "rows": rows}
 
 
+# ---- fusion -----------------------------------------------------------------
+
+def fusion(run: Run) -> dict | None:
+    """The best single model, the ensemble and its student side by side, and
+    what ships among them and why (fusion/results.json)."""
+    res = run.fusion
+    if res is None:
+        return None  # the stage did not run (--no-fusion, one trial, or not yet)
+    single = next((c for c in as_list(res.get("candidates")) if isinstance(c, dict) and c.get("name") == "single"), {})
+    base = num(get(single, "latency_ms", "1", "p50"))
+    rows = []
+    for c in as_list(res.get("candidates")):
+        if not isinstance(c, dict):
+            continue
+        p50 = num(get(c, "latency_ms", "1", "p50"))
+        rows.append({"name": c.get("name", ""), "method": c.get("method", ""), "chosen": c.get("name") == res.get("chosen"),
+                     "file": c.get("file", ""), "val": c.get("val_acc"), "test": c.get("test_acc"),
+                     "bytes": c.get("file_bytes"), "params": c.get("params"), "p50_1": p50,
+                     "vs_single": p50 / base if p50 is not None and base else None,
+                     "parity": get(c, "parity", "passed"), "members": ", ".join(map(str, as_list(c.get("members"))))})
+    sel = as_dict(res.get("selection"))
+    members = [(get(m, "trial"), num(get(m, "weight"))) for m in as_list(sel.get("members"))]
+    return {"chosen": res.get("chosen"), "reason": res.get("reason", ""), "ship": res.get("ship", ""),
+            "elapsed": num(res.get("elapsed_s")), "rows": rows, "members": members,
+            "sel_val": num(sel.get("val_accuracy")), "pool": len(as_list(res.get("pool"))),
+            "plan": [p for p in as_list(res.get("plan")) if isinstance(p, dict)]}
+
+
 # ---- footer -----------------------------------------------------------------
 
 def footer(run: Run) -> dict:

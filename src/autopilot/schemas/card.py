@@ -39,8 +39,26 @@ class ModelFigures(Part):
     val_accuracy: float  # of this file on the validation split
     latency_ms_batch1: float | None  # p50 of single calls, 1 thread; None when not measured
     file_bytes: int
-    chosen_by: Literal["final", "compress"] | None = None  # the stage that decided this file ships; None: not shipped
+    chosen_by: Literal["final", "compress", "fusion"] | None = None  # the stage that decided this file ships; None: not shipped
     reason: str | None = None  # why this file ships
+
+
+class FusedFigures(Part):
+    """The best single model, the ensemble or its distilled student, measured
+    side by side by the fusion stage (autopilot.fusion.stage): ONNX Runtime,
+    one thread. Validation chose; test was read once, after the choice."""
+    file: str  # relative to the run directory
+    val_accuracy: float
+    test_accuracy: float | None
+    test_accuracy_se: float | None
+    test_examples: int
+    params: int
+    latency_ms_batch1: float | None
+    file_bytes: int
+    trial: int | None = None  # best_single: the search trial
+    members: list[int] | None = None  # ensemble: trial numbers, largest weight first
+    weights: list[float] | None = None  # ensemble: same order, summing to 1
+    parity_passed: bool | None = None  # ensemble: its one ONNX graph against the PyTorch members
 
 
 class Selection(Part):
@@ -81,6 +99,10 @@ class ModelCard(RunFile):
     fp32: ModelFigures | None = None  # model/model.onnx; None on a retrain challenger's card
     shipped: ModelFigures | None = None  # what predict and serve load; None only before the final stage wrote it
     best_trial: int
+    # Written by the fusion stage; None when it did not run (one completed trial, --no-fusion).
+    best_single: FusedFigures | None = None
+    ensemble: FusedFigures | None = None
+    student: FusedFigures | None = None  # distilled from the ensemble
     selection: Selection | None = None
     trials: TrialCounts | None = None
     # None on a retrain challenger's card, which is scored on other splits.

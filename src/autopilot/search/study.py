@@ -15,7 +15,9 @@ import traceback
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from ..config import PRUNERS, SAMPLERS, RunConfig
@@ -24,7 +26,7 @@ from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
-from ..train import TrainingDiverged, seed_everything, train
+from ..train import TrainingDiverged, predict_logits, seed_everything, train
 from . import space
 from .select import best_trial, rank_trial, score
 from .storage import database_storage, study_name
@@ -234,6 +236,7 @@ class Objective:
         # Weights are kept for a trial cut by the deadline too: when nothing
         # completes, search.select.best_trial may offer it, saying so.
         save_model(tdir, model, spec)
+        save_val_logits(tdir, predict_logits(model.cpu(), torch.as_tensor(self.data["val"][0])).numpy())
         write_json(tdir / "hparams.json", hparams.model_dump(mode="json", exclude_unset=True))
         if result.stopped == "deadline":
             # Not a result: its schedule did not finish. Pruned, with the
@@ -241,6 +244,18 @@ class Objective:
             # for the accuracy of its configuration.
             raise optuna.TrialPruned(f"cut by the deadline after {result.epochs_run} of {planned} epochs")
         return result.best_val_acc
+
+
+VAL_LOGITS = "val_logits.npy"  # beside a trial's weights: what ensemble selection (fusion/) chooses from
+
+
+def save_val_logits(tdir: Path, logits) -> None:
+    """The trial's validation logits (best-epoch weights), no pickle. Any
+    family writes them here, so fusion reads one format whatever made them."""
+    tmp = tdir / f".{VAL_LOGITS}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(logits, dtype=np.float32), allow_pickle=False)
+    tmp.replace(tdir / VAL_LOGITS)
 
 
 class DeadlineBeforeFirstEpoch(RuntimeError):

@@ -1,0 +1,257 @@
+"""The fusion stage of `autopilot run`, after the final model and its
+compression: an ensemble of the search's completed trials, a student
+distilled from it, and the choice of what ships among the three.
+
+  1. ensemble selection (select.greedy_ensemble) on the trials' stored
+     validation logits; validation data only;
+  2. the chosen members as one ONNX graph (ensemble.Ensemble), parity-checked
+     against the PyTorch members on the validation inputs: a failed check
+     keeps it from shipping unless --force;
+  3. a student distilled from the ensemble in what is left of the slice
+     (student.py: the single model's architecture, warm-started);
+  4. the single model as it ships now (the compressed file when compression
+     chose one), the ensemble and the student, measured together: validation
+     accuracy in ONNX Runtime, file size, batch-1 and batch-64 latency
+     interleaved (compress.measure);
+  5. compress.policy.choose_ship picks by --ship on those measurements;
+  6. only then the test split, once, for every candidate's test accuracy.
+
+What ships is written where predict, serve and the model registry already
+look for the shipped file, compress/chosen.onnx, so they load an ensemble
+or a student unchanged; model/card.json's `shipped` names it (chosen_by
+"fusion") and its `best_single`, `ensemble` and `student` entries hold the
+side-by-side figures; fusion/results.json has the details.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..compress import measure
+from ..compress.policy import choose_ship
+from ..compress.stage import TRAIN_THREADS
+from ..export import check_parity, export_onnx
+from ..models import count_params, load_model, save_model
+from ..rundir import RunDir, write_json
+from ..schemas.card import FusedFigures, ModelFigures, read_card, write_card
+from ..schemas.fusion import FusionResults
+from ..train import DEFAULTS
+from . import members as pool_of
+from .ensemble import Ensemble
+from .select import INIT, ROUNDS, greedy_ensemble
+from .student import distil_student
+
+LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
+MIN_STUDENT_S = 1.0  # below this slice no distillation is tried
+SHIPPED = "compress/chosen.onnx"  # the file registry.shipped_onnx serves when it exists
+
+
+class _Log:
+    def __init__(self, console):
+        self.console, self.steps = console, []
+
+    def __call__(self, step: str, status: str, why: str = "") -> None:
+        self.steps.append({"step": step, "status": status, "why": why})
+        style = {"done": "green", "skipped": "yellow", "failed": "red"}.get(status, "")
+        self.console.print(f"  fusion: {step:<18} [{style}]{status}[/{style}]" + (f"  {why}" if why else ""),
+                           highlight=False)
+
+
+def _single_file(card) -> str:
+    """The single model's file as it ships now (before this stage)."""
+    if card.shipped is None:
+        return "model/model.onnx"
+    if card.shipped.chosen_by == "fusion":  # an earlier fusion run replaced it: start from the fp32 file
+        return "model/model.onnx"
+    return card.shipped.file
+
+
+def ship_file(rd: RunDir, rel: str) -> Path:
+    """Make a file of the run the one predict, serve and the registry load
+    (atomically: a server reloading never sees half a file)."""
+    dest = rd.path / SHIPPED
+    dest.parent.mkdir(exist_ok=True)
+    tmp = dest.with_name(".chosen.onnx.tmp")
+    shutil.copy2(rd.path / rel, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def _se(acc: float | None, n: int) -> float | None:
+    return math.sqrt(acc * (1 - acc) / n) if acc is not None and n else None
+
+
+def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int = 0, data: dict | None = None,
+             force: bool = False, console=None, device: str = "cpu") -> dict | None:
+    """Run the stage on a finished run directory; returns fusion/results.json's
+    content, or None when fewer than two completed trials can be fused."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    deadline = started + max(0.0, float(budget_s))
+    rd = RunDir(run_dir)
+    card = read_card(rd.path)
+    if data is None:
+        from ..rundata import load_run_data
+
+        _, _, data, _ = load_run_data(rd)
+    Xva, yva = data["val"]
+    log = _Log(console)
+    logits, left_out = pool_of.pool(rd, len(yva))
+    for note in left_out:
+        log("pool", "skipped", note)
+    if len(logits) < 2:
+        log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
+        return None
+
+    out = rd.path / ".fusion.tmp"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)  # as compression does: one busy core must not stall the other
+    try:
+        results, chosen_file = _fuse(rd, out, card, data, logits, log, ship=ship, max_drop=max_drop, seed=seed,
+                                     force=force, deadline=deadline, device=device, started=started,
+                                     budget_s=budget_s)
+        final = rd.path / "fusion"
+        shutil.rmtree(final, ignore_errors=True)
+        out.replace(final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads_before)
+    if chosen_file is None and card.shipped is not None and card.shipped.chosen_by == "fusion":
+        (rd.path / SHIPPED).unlink(missing_ok=True)  # an earlier fusion run's choice no longer ships
+    if chosen_file is not None:
+        ship_file(rd, chosen_file)
+    write_card(_card(card, results, n_test=len(data["test"][1])), rd.path)
+    return results.model_dump(mode="json")
+
+
+def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, max_drop, seed, force, deadline,
+          device, started, budget_s):
+    Xva, yva = data["val"]
+    sel = greedy_ensemble({str(n): z for n, z in logits.items()}, yva)
+    trials = [int(m) for m in sel.members]
+    log("selection", "done", f"{len(trials)} of {len(logits)} trials, weights "
+        + ", ".join(f"{t}:{w:.2f}" for t, w in zip(trials, sel.weights)) + f"; val {sel.val_accuracy:.4f}")
+    single_model, spec = load_model(rd.model_dir)
+    single_file = _single_file(card)
+    candidates = [{"name": "single", "file": single_file, "method": card.shipped.method if card.shipped and
+                   single_file != "model/model.onnx" else "fp32", "params": count_params(single_model)}]
+    teacher, forced = None, False
+    if len(trials) < 2:
+        log("ensemble", "skipped", f"selection kept one model (trial {trials[0]}): nothing to fuse")
+    else:
+        teacher = Ensemble(pool_of.load_members(rd, trials), sel.weights).eval()
+        path = export_onnx(teacher, card.input_shape, out / "ensemble.onnx")
+        parity = check_parity(teacher, path, Xva)  # validation inputs: the test split is not read yet
+        if not parity["passed"]:
+            if force:
+                parity["forced"] = forced = True
+            log("ensemble", "failed" if not force else "done",
+                f"ONNX parity failed (max abs diff {parity['max_abs_diff']:.2e}, argmax agreement "
+                f"{parity['argmax_agree']:.4f})" + ("; kept as a candidate because of --force" if force else
+                                                    "; not shipped (--force ships it anyway)"))
+        else:
+            log("ensemble", "done", f"one ONNX graph of {len(trials)} members, parity passed "
+                                    f"(max abs diff {parity['max_abs_diff']:.1e})")
+        candidates.append({"name": "ensemble", "file": "fusion/ensemble.onnx", "method": "ensemble",
+                           "params": count_params(teacher), "parity": parity, "members": trials})
+
+    reserve = LATENCY_S[0] + 1.0  # timing, test evaluation, writing
+    slice_s = deadline - time.monotonic() - reserve
+    usable_teacher = teacher is not None and (candidates[-1]["parity"]["passed"] or forced)
+    if not usable_teacher:
+        log("student", "skipped", "no ensemble to learn from")
+    elif slice_s < MIN_STUDENT_S:
+        log("student", "skipped", f"budget ({max(0.0, slice_s):.1f} s left for training)")
+    else:
+        hp = {**DEFAULTS, **(card.hyperparameters.training or {})}
+        made = distil_student(teacher, single_model, spec, hp, data, kind=card.kind, seed=seed, slice_s=slice_s,
+                              device=device)
+        if made is None:
+            log("student", "skipped", f"not one epoch fits the {slice_s:.1f} s slice")
+        else:
+            student, info = made
+            save_model(out / "student", student, spec)  # rebuilt from its spec like any model
+            path = export_onnx(student, card.input_shape, out / "student.onnx")
+            parity = check_parity(student, path, Xva)
+            candidates.append({"name": "student", "file": "fusion/student.onnx", "method": "distill",
+                               "params": count_params(student), "parity": parity, "members": trials,
+                               "student": spec, "train": info})
+            log("student", "done" if parity["passed"] else "failed",
+                f"{info['epochs_run']}/{info['epochs']} epochs in {info['train_s']:.0f} s, torch val "
+                f"{info['torch_val_acc']:.4f}" + ("" if parity["passed"] else "; ONNX parity failed"))
+
+    def abs_path(c):
+        rel = c["file"]
+        return out / Path(rel).name if rel.startswith("fusion/") else rd.path / rel
+
+    # Validation accuracy and latency, measured the same way for every file.
+    for c in candidates:
+        c["file_bytes"] = abs_path(c).stat().st_size
+        c["val_acc"] = float((measure.onnx_logits(abs_path(c), Xva).argmax(1) == yva).mean())
+    lat_s = min(LATENCY_S[1], max(LATENCY_S[0], deadline - time.monotonic() - 2.0))
+    lat = measure.measure_latency({c["name"]: abs_path(c) for c in candidates}, Xva, budget_s=lat_s)
+    for c in candidates:
+        c.update(lat[c["name"]])
+    chosen, reason = choose_ship(candidates, ship, max_drop)
+    log("choice", "done", reason)
+
+    # The test split, once, after everything is chosen.
+    Xte, yte = data["test"]
+    for c in candidates:
+        c["test_acc"] = float((measure.onnx_logits(abs_path(c), Xte).argmax(1) == yte).mean())
+
+    pool = [{"trial": n, "val_accuracy": float((z.argmax(1) == yva).mean())} for n, z in sorted(logits.items())]
+    results = FusionResults(
+        run=rd.name, ship=ship, max_drop=max_drop, seed=seed, budget_s=float(budget_s),
+        elapsed_s=round(time.monotonic() - started, 1), pool=pool,
+        selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init",
+                   "rounds": ROUNDS, "init": INIT,
+                   "members": [{"trial": t, "weight": w} for t, w in zip(trials, sel.weights)],
+                   "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll,
+                   "history": [list(h) for h in sel.history]},
+        candidates=candidates, chosen=chosen["name"],
+        chosen_path=single_file if chosen["name"] == "single" else SHIPPED,
+        reason=reason, forced=forced and chosen["name"] == "ensemble", load_average=measure.load_average(),
+        plan=log.steps)
+    write_json(out / "results.json", results.model_dump(mode="json"))
+    chosen_file = None if chosen["name"] == "single" else chosen["file"]
+    return results, chosen_file
+
+
+def _figures(c, n_test: int, **extra) -> FusedFigures:
+    return FusedFigures(file=c.file, val_accuracy=c.val_acc, test_accuracy=c.test_acc,
+                        test_accuracy_se=_se(c.test_acc, n_test), test_examples=n_test, params=c.params,
+                        latency_ms_batch1=c.latency_ms["1"].p50, file_bytes=c.file_bytes, **extra)
+
+
+def _card(card, results: FusionResults, *, n_test: int):
+    single = results.candidate("single")
+    update = {"best_single": _figures(single, n_test, trial=card.best_trial)}
+    ens = results.candidate("ensemble")
+    if ens is not None:
+        update["ensemble"] = _figures(ens, n_test, members=[m.trial for m in results.selection.members],
+                                      weights=[m.weight for m in results.selection.members],
+                                      parity_passed=ens.parity.passed)
+    stu = results.candidate("student")
+    if stu is not None:
+        update["student"] = _figures(stu, n_test)
+    if results.chosen == "single" and card.shipped is not None and card.shipped.chosen_by == "fusion":
+        update["shipped"] = card.fp32.model_copy(update={"chosen_by": "fusion", "reason": results.reason})
+    if results.chosen != "single":
+        c = results.candidate(results.chosen)
+        update["shipped"] = ModelFigures(
+            name=c.name, file=SHIPPED, method=c.method, test_accuracy=c.test_acc,
+            test_accuracy_se=_se(c.test_acc, n_test), test_examples=n_test, val_accuracy=c.val_acc,
+            latency_ms_batch1=c.latency_ms["1"].p50, file_bytes=c.file_bytes, chosen_by="fusion",
+            reason=results.reason)
+    return card.model_copy(update=update)

@@ -1,0 +1,87 @@
+"""fusion/results.json: the ensemble chosen from the search's trials (members
+and weights), its one-graph ONNX file and parity check, the student
+distilled from it, every candidate measured side by side, and what ships
+with the reason (written by autopilot.fusion.stage; read by the report).
+
+Accuracies are fractions; `max_drop` is in points (0.5 = half a point), the
+unit of --max-drop everywhere. Validation chose everything here; the test
+figures were read once, after the choice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from .base import Part, RunFile, read
+from .card import Parity
+from .compress import Latency, TrainInfo
+
+
+class PoolTrial(Part):
+    """A completed trial that ensemble selection could choose."""
+    trial: int
+    val_accuracy: float  # from its stored validation logits
+
+
+class Member(Part):
+    trial: int
+    weight: float  # share of the ensemble's additions (counts / total)
+
+
+class EnsembleSelection(Part):
+    """Greedy selection with replacement (Caruana et al. 2004) on validation logits."""
+    method: str
+    rounds: int
+    init: int
+    members: list[Member]  # largest weight first; weights sum to 1
+    val_accuracy: float
+    val_nll: float
+    history: list[list[float]]  # (accuracy, nll) after each addition
+
+
+class ShipCandidate(Part):
+    name: Literal["single", "ensemble", "student"]
+    file: str  # relative to the run directory
+    method: str  # the single model's (fp32, int8-static, ...), "ensemble" or "distill"
+    params: int
+    file_bytes: int
+    val_acc: float
+    test_acc: float | None  # read once, after the choice; never used to choose
+    latency_ms: dict[str, Latency]  # by batch size: "1", "64"
+    throughput_per_s: dict[str, float]
+    parity: Parity | None = None  # ensemble: ONNX Runtime against the PyTorch members (validation inputs)
+    members: list[int] | None = None  # ensemble and student's teacher
+    student: dict | None = None  # student: its model spec
+    train: TrainInfo | None = None  # student: its distillation
+
+
+class FusionStep(Part):
+    step: str
+    status: Literal["done", "skipped", "failed"]
+    why: str
+
+
+class FusionResults(RunFile):
+    FILE: ClassVar[str] = "fusion/results.json"
+    run: str
+    ship: Literal["accurate", "balanced", "fast"]
+    max_drop: float  # points: --ship fast's accepted loss against the most accurate candidate
+    seed: int
+    budget_s: float
+    elapsed_s: float
+    pool: list[PoolTrial]
+    selection: EnsembleSelection | None  # None: fewer than two trials to choose from
+    candidates: list[ShipCandidate]
+    chosen: Literal["single", "ensemble", "student"]
+    chosen_path: str  # the file predict and serve load after this choice
+    reason: str
+    forced: bool = False  # the ensemble failed parity and shipped anyway (--force)
+    load_average: list[float] | None
+    plan: list[FusionStep]
+
+    def candidate(self, name: str) -> ShipCandidate | None:
+        return next((c for c in self.candidates if c.name == name), None)
+
+
+def read_fusion(run_dir: str | Path) -> FusionResults:
+    return read(FusionResults, run_dir)
