@@ -15,7 +15,7 @@ ROOT = Path(autopilot.__file__).parent
 # of a lower layer. Units on one line are siblings that know nothing of
 # each other.
 LAYERS = [
-    ["version", "rundir", "config", "stats"],
+    ["version", "rundir", "config", "stats", "metrics"],
     ["schemas"],
     ["data"],
     ["rundata"],

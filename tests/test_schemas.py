@@ -37,11 +37,14 @@ def schema_for(rel: str):
 
 
 def check_spec(spec: dict) -> None:
-    """spec.json has two typed versions: templates (1) and components (2)."""
+    """spec.json has two typed versions of networks: templates (1) and
+    components (2); boosted trees have their own (TreesSpec)."""
     from autopilot.models import validate_spec
-    from autopilot.schemas.spec import TemplateSpec
+    from autopilot.schemas.spec import TemplateSpec, TreesSpec
 
-    if spec.get("version", 1) == 1:
+    if spec.get("family") == "gbt":
+        TreesSpec.model_validate(spec)
+    elif spec.get("version", 1) == 1:
         TemplateSpec.model_validate(spec)
     else:
         validate_spec(spec)

@@ -8,7 +8,6 @@ user forces it, and then the card says so.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 
@@ -20,7 +19,8 @@ from optuna.trial import TrialState
 from .compress import measure
 from .config import RunConfig
 from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export_onnx, onnx_session, parity_failure, run_onnx
-from .models import count_params, load_model
+from .metrics import binomial_se
+from .models import count_params, load_model, trees
 from .rundir import RunDir, write_json
 from .schemas.card import Hyperparameters, ModelCard, ModelFigures, Parity, Selection, TrialCounts
 from .schemas.run import read_run
@@ -45,10 +45,6 @@ class NoModelError(RuntimeError):
     """The search finished no trial, so there is no model to ship."""
 
 
-def binomial_se(acc: float, n: int) -> float | None:
-    return math.sqrt(acc * (1 - acc) / n) if n else None
-
-
 def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float,
              console, force: bool = False) -> ModelCard:
     """Write model/ (spec, weights, model.onnx, card.json) for the selected
@@ -68,35 +64,37 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
                 "give a larger --budget, then --resume")
         console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
-    model, spec = load_model(rd.trial_dir(best.number))
-    model.eval()
+    src = rd.trial_dir(best.number)
+    is_trees = trees.is_trees_dir(src)
+    if not is_trees:
+        model, spec = load_model(src)
+        model.eval()
     tmp = rd.path / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for f in ("spec.json", "weights.safetensors"):
-            shutil.copy2(rd.trial_dir(best.number) / f, tmp / f)
-
-        # The test split is used here, once, after selection.
         Xte, yte = data["test"]
-        with torch.no_grad():
-            logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
+        if is_trees:  # boosted trees: the trial's ONNX file is the model (models/trees.py)
+            from .search.trees_trial import trees_final
+
+            from .search.study import VAL_LOGITS
+
+            reference = np.load(src / VAL_LOGITS, allow_pickle=False)
+            logits, onnx_test, parity, spec, n_params, onnx_path = trees_final(src, tmp, data, reference)
+        else:
+            logits, onnx_test, parity, spec, n_params, onnx_path = _torch_final(model, spec, src, tmp, ds, data)
+        if not parity["passed"]:
+            if not force:
+                raise ParityError(f"{parity_failure(parity)}; the model was not shipped (--force ships it anyway)")
+            parity["forced"] = True
+            console.print(f"[red]warning: {parity_failure(parity)}; shipping it anyway (--force)[/red]")
+        session = onnx_session(onnx_path)
         pred = logits.argmax(1)
         n = len(yte)
         acc = float((pred == yte).mean())
         cm = np.zeros((ds.n_classes, ds.n_classes), dtype=np.int64)
         np.add.at(cm, (yte, pred), 1)
         per_class = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(ds.n_classes)]
-
-        onnx_path = export_onnx(model, ds.input_shape, tmp / "model.onnx")
-        session = onnx_session(onnx_path)
-        onnx_test = run_onnx(session, Xte)
-        parity = compare_logits(logits, onnx_test)
-        if not parity["passed"]:
-            if not force:
-                raise ParityError(f"{parity_failure(parity)}; the model was not shipped (--force ships it anyway)")
-            parity["forced"] = True
-            console.print(f"[red]warning: {parity_failure(parity)}; shipping it anyway (--force)[/red]")
 
         # The file that ships, measured as it runs: ONNX Runtime's own accuracy.
         Xva, yva = data["val"]
@@ -109,11 +107,13 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             latency_ms_batch1=lat["fp32"]["latency_ms"]["1"]["p50"], file_bytes=onnx_path.stat().st_size)
         why = "the final model's ONNX export" + (
             ", shipped with a FAILED parity check because --force was given" if parity.get("forced") else
-            ", parity with PyTorch checked")
+            ", parity with " + ("scikit-learn" if is_trees else "PyTorch") + " checked")
         shipped = fp32.model_copy(update={"chosen_by": "final", "reason": why})
 
         hp_file = rd.trial_dir(best.number) / "hparams.json"
         training = json.loads(hp_file.read_text()) if hp_file.exists() else {}
+        if is_trees:
+            training = dict(spec["params"])
         all_trials = study.get_trials(deepcopy=False)
         card = ModelCard(
             name=rd.name,
@@ -125,7 +125,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             output_name=OUTPUT_NAME,
             output="logits (apply softmax for probabilities)",
             family=spec["family"],
-            params=count_params(model),
+            params=n_params,
             test_accuracy=acc,
             test_accuracy_se=binomial_se(acc, n),
             test_examples=n,
@@ -157,3 +157,17 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     shutil.rmtree(rd.model_dir, ignore_errors=True)
     tmp.replace(rd.model_dir)
     return card
+
+
+def _torch_final(model, spec: dict, src, tmp, ds, data: dict):
+    """A network: its test logits from PyTorch, its ONNX export and their parity.
+    (logits, ONNX logits, parity, spec, parameter count, ONNX path)."""
+    for f in ("spec.json", "weights.safetensors"):
+        shutil.copy2(src / f, tmp / f)
+    # The test split is used here, once, after selection.
+    Xte = data["test"][0]
+    with torch.no_grad():
+        logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
+    onnx_path = export_onnx(model, ds.input_shape, tmp / "model.onnx")
+    onnx_test = run_onnx(onnx_session(onnx_path), Xte)
+    return logits, onnx_test, compare_logits(logits, onnx_test), spec, count_params(model), onnx_path

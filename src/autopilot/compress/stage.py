@@ -48,6 +48,7 @@ import torch
 from ..config import RunConfig, check_max_drop, compress_budget_s
 from ..export import export_onnx
 from ..models import build_model, count_params, load_model, save_model
+from ..models.trees import FAMILY as TREES_FAMILY
 from ..rundir import RunDir, write_json
 from ..schemas import SchemaError
 from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
@@ -362,6 +363,11 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
         card = read_card(rd.path)
     except SchemaError as e:
         raise FileNotFoundError(f"unusable model card: {e}") from None
+    if card.family == TREES_FAMILY:
+        why = ("gradient-boosted trees are not pruned, distilled or quantised (their ONNX file is a tree ensemble, "
+               "not a network); model/model.onnx ships as it is")
+        (console or Console(stderr=True)).print(f"compress: skipped: {why}", highlight=False)
+        return {"chosen": "fp32", "reason": why, "skipped": True}
     run_config = read_run(rd.path).config if rd.run_json.exists() else None
 
     def setting(value, option):

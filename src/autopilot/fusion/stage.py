@@ -105,6 +105,9 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     logits, left_out = pool_of.pool(rd, len(yva))
     for note in left_out:
         log("pool", "skipped", note)
+    if card.family == "gbt":  # models/trees.py: the single model is no PyTorch module to fuse or distil
+        log("ensemble", "skipped", "the final model is gradient-boosted trees, not a PyTorch module")
+        return None
     if len(logits) < 2:
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
         return None

@@ -24,3 +24,17 @@ class TemplateSpec(Part):
     pool: Literal["max", "avg"] | None = None
     head: Literal["gap", "flatten"] | None = None
     tta: Literal["hflip"] | None = None  # test-time flip averaging (models/tta.py)
+
+
+class TreesSpec(Part):
+    """spec.json of a gradient-boosted trees model (trials/<n>/, model/): what
+    was fitted and what it became. The model itself is model.onnx beside it."""
+    family: Literal["gbt"]
+    task: Literal["classification", "regression"]
+    input_shape: list[int]  # [n_features]
+    n_outputs: int  # ONNX output width: one logit per class (2 for binary), 1 for regression
+    params: dict[str, float | int | str | None]  # HistGradientBoosting's parameters as fitted
+    seed: int
+    n_iter: int  # boosting rounds kept by early stopping
+    n_trees: int
+    n_leaves: int

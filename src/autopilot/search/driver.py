@@ -41,6 +41,10 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
         console.print(f"resuming study: {done} completed trial(s) kept"
                       + (f", {retried} interrupted trial(s) queued again" if retried else ""), highlight=False)
     elif config.sampler != "grid":
+        if "gbt" in space.families_for(info["kind"]):  # boosted trees' defaults: the bar on any table, in seconds
+            from .trees_space import default_params as trees_defaults
+
+            study.enqueue_trial(trees_defaults())
         study.enqueue_trial(space.default_params(info))
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.

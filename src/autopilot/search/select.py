@@ -18,6 +18,7 @@ from ..rundir import RunDir
 
 COMPLETE = "complete"
 WEIGHTS = "weights.safetensors"
+MODEL_FILES = (WEIGHTS, "model.onnx")  # a network's weights, or a boosted trees' ONNX file (models/trees.py)
 
 
 class Selection(NamedTuple):
@@ -63,7 +64,7 @@ def best_trial(study: optuna.Study, run: RunDir | str | Path | None = None) -> S
     rd = None if run is None else (run if isinstance(run, RunDir) else RunDir(run))
 
     def has_weights(t: FrozenTrial) -> bool:
-        return rd is None or (rd.trial_dir(t.number) / WEIGHTS).exists()
+        return rd is None or any((rd.trial_dir(t.number) / f).exists() for f in MODEL_FILES)
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and has_weights(t)]

@@ -19,7 +19,7 @@ EPOCHS = [10, 20, 30, 45]
 
 
 def families_for(kind: str) -> list[str]:
-    return {"image": ["cnn2d", "mlp"], "signal": ["cnn1d", "mlp"], "table": ["mlp"]}[kind]
+    return {"image": ["cnn2d", "mlp"], "signal": ["cnn1d", "mlp"], "table": ["mlp", "gbt"]}[kind]  # gbt: search/trees_space.py
 
 
 def min_depth(family: str, input_shape: list[int]) -> int:
@@ -69,6 +69,10 @@ def suggest(trial: optuna.Trial, info: dict) -> dict:
     kind, shape = info["kind"], info["input_shape"]
     p: dict = {}
     p["family"] = family = trial.suggest_categorical("family", families_for(kind))
+    if family == "gbt":
+        from .trees_space import suggest as suggest_trees
+
+        return suggest_trees(trial)
     p[f"{family}_width"] = trial.suggest_categorical(f"{family}_width", WIDTHS[family])
     p[f"{family}_depth"] = trial.suggest_int(f"{family}_depth", min_depth(family, shape), max_depth(family, shape))
     p["residual"] = trial.suggest_categorical("residual", [False, True])

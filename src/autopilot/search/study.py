@@ -27,7 +27,7 @@ from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, seed_everything, train
-from . import space
+from . import space, trees_space
 from .select import best_trial, rank_trial, score
 from .storage import database_storage, study_name
 
@@ -171,6 +171,8 @@ class Objective:
                 params = space.suggest_grid(trial, self.info)
             else:
                 params = space.suggest(trial, self.info)
+            if trees_space.is_trees(params):  # gradient-boosted trees: fitted by their own module
+                return self._trees_trial(trial, params)
             spec, hp = space.to_config(params, self.info)
             hparams = TrainingHparams.model_validate(hp)  # hparams.json's schema, checked before training
         except Exception as e:  # e.g. an enqueued value outside the space
@@ -244,6 +246,27 @@ class Objective:
             # for the accuracy of its configuration.
             raise optuna.TrialPruned(f"cut by the deadline after {result.epochs_run} of {planned} epochs")
         return result.best_val_acc
+
+    def _trees_trial(self, trial: optuna.Trial, params: dict) -> float:
+        from . import trees_trial
+        import torch
+
+        if self.clock() >= self.deadline:
+            trial.set_user_attr("error", "cut by the deadline before it started")
+            raise DeadlineBeforeFirstEpoch("cut by the deadline before it started")
+        try:  # the torch threads this process was given are its share of the cores
+            value, val_outputs = trees_trial.run_trial(trial, params, run=self.run, data=self.data, info=self.info,
+                                                       seed=self.config.seed + trial.number,
+                                                       threads=torch.get_num_threads())
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", INTERRUPTED)
+            raise
+        except Exception as e:  # recorded, and the study goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            (self.run.trial_dir(trial.number) / "error.txt").write_text(traceback.format_exc())
+            raise
+        save_val_logits(self.run.trial_dir(trial.number), val_outputs)
+        return value
 
 
 VAL_LOGITS = "val_logits.npy"  # beside a trial's weights: what ensemble selection (fusion/) chooses from
