@@ -171,17 +171,21 @@ def test_corrupt_image_and_skip_bad(tmp_path):
 # --------------------------------------------------------------------- CSV
 
 def test_csv_roundtrip_string_and_int_labels(tmp_path):
+    from autopilot.data.tables import prepare
+
     ds = load(table_csv(tmp_path, good_rows(("dog", "cat"))))
-    assert (ds.kind, ds.X.shape, ds.X.dtype) == ("table", (6, 2), np.float32)
-    assert ds.classes == ["cat", "dog"] and ds.feature_names == ["a", "b"]
+    assert (ds.kind, ds.task, ds.table.names, [c.type for c in ds.table.schema]) == \
+        ("table", "classification", ["a", "b"], ["number", "number"])
+    assert ds.classes == ["cat", "dog"]
     assert ds.y.tolist() == [1, 1, 1, 0, 0, 0]
-    assert ds.X[1].tolist() == [1.0, 2.0]
+    ready = prepare(ds, split(ds.y))  # the model input: fitted on the training rows
+    assert (ready.X.shape, ready.X.dtype, ready.feature_names) == ((6, 2), np.float32, ["a", "b"])
     # integer labels sort numerically; the label column is found case-insensitively
     ds = load(table_csv(tmp_path, good_rows((10, 2)), header="a,b,Target"))
     assert ds.classes == ["2", "10"] and ds.y.tolist() == [1, 1, 1, 0, 0, 0]
     # an explicit --label, anywhere in the row
     ds = load(table_csv(tmp_path, [f"{c},{i}" for c in "pq" for i in range(3)], header="kind,v"), label="kind")
-    assert ds.feature_names == ["v"] and ds.classes == ["p", "q"]
+    assert ds.table.names == ["v"] and ds.classes == ["p", "q"]
 
 
 def test_csv_without_label_column(tmp_path):
@@ -197,16 +201,16 @@ def test_csv_ragged_row(tmp_path):
     raises(lambda: load(p), p, "line 4", "expected 3 fields, got 2")
 
 
-def test_csv_non_numeric_cell(tmp_path):
+def test_csv_text_and_empty_cells_are_data_not_errors(tmp_path):
     rows = good_rows()
-    rows[4] = "1,abc,y"  # line 6
-    p = table_csv(tmp_path, rows)
-    raises(lambda: load(p), p, "line 6", "column 'b'", "abc")
-    rows[4] = ",3,y"
-    raises(lambda: load(table_csv(tmp_path, rows)), "line 6", "column 'a'", "empty cell")
+    rows[4] = "1,abc,y"  # a word among numbers: the column holds categories
+    rows[3] = ",3,y"  # an empty cell: missing, imputed later
+    ds = load(table_csv(tmp_path, rows))
+    assert [c.type for c in ds.table.schema] == ["number", "category"]
+    assert ds.table.columns[0][3] is None and ds.table.schema[0].missing == 1
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e39"])
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e39"])  # "nan" is a missing cell
 def test_csv_non_finite_feature(tmp_path, value):
     rows = good_rows()
     rows[1] = f"1,{value},x"  # line 3

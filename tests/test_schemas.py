@@ -25,6 +25,8 @@ SCHEMA_OF = {
     "model/card.json": "card:ModelCard",
     "compress/results.json": "compress:CompressResults",
     "fusion/results.json": "fusion:FusionResults",
+    "data/table.json": "table:TableFile",  # CSV runs (validated on a real run in test_tables.py)
+    "data/preprocess.json": "table:PreprocessFile",
 }
 
 

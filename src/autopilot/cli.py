@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("data", help="built-in name (digits, mnist1d, mnist5k, fashion), a folder of class sub-folders of images, a CIFAR binary or IDX folder, a .csv or a .npz")
     r.add_argument("--label", help="label column of a CSV (default: a column named label, target, class or y)")
     r.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping (the count is reported)")
+    r.add_argument("--task", choices=["auto", "classification", "regression"], help="what the label of a CSV is (default auto: a numeric label with many distinct values is regression)")
     r.add_argument("--layout", choices=["nhwc", "nchw"], help="layout of 4-D image arrays in an .npz when the shape cannot tell (channels last or first)")
     r.add_argument("--test-split", choices=["seeded", "official"], help="official: the data set's own test set (Fashion-MNIST, CIFAR, IDX t10k); default seeded")
     r.add_argument("--budget", help="wall-clock budget of the whole run, e.g. 90s, 5m, 1h (default 5m when --trials is not given)")
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check a data set and its default model the way a careful engineer would")
     d.add_argument("data", help="the same forms as for `run`")
     d.add_argument("--label", help="label column of a CSV")
+    d.add_argument("--task", choices=["auto", "classification", "regression"], default="auto", help="what the label of a CSV is (default auto)")
     d.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
     d.add_argument("--layout", choices=["nhwc", "nchw"], help="layout of 4-D image arrays in an .npz when the shape cannot tell")
     d.add_argument("--seed", type=int, default=default("seed"),
@@ -163,7 +165,7 @@ def _cmd_run(args, console) -> int:
 
     try:
         rd = run(
-            args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout, test_split=args.test_split,
+            args.data, label=args.label, task=args.task, skip_bad=args.skip_bad, layout=args.layout, test_split=args.test_split,
             budget=args.budget, trials=args.trials,
             sampler=args.sampler, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             executor=args.executor, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
@@ -235,8 +237,11 @@ def _cmd_doctor(args, console) -> int:
     from .doctor import doctor_dataset, render
     from .search.space import default_model
 
-    ds = load(args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout)
+    from .data.tables import prepare
+
+    ds = load(args.data, label=args.label, skip_bad=args.skip_bad, layout=args.layout, task=args.task)
     splits = split(ds.y, seed=args.seed)
+    ds = prepare(ds, splits, seed=args.seed)  # tables: preprocessing fitted on the training rows
     model, hparams = default_model(ds, splits, args.seed)
     report = doctor_dataset(ds, splits, model=model, hparams=hparams, seed=args.seed,
                             budget_s=parse_duration(args.budget))

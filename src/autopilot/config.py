@@ -98,6 +98,7 @@ class RunConfig(BaseModel):
     label: str | None = None  # CSV label column; None: label/target/class/y
     skip_bad: bool = False  # unreadable files stop the run unless asked to skip
     layout: Literal["nhwc", "nchw"] | None = None  # 4-D NPZ images; None: told from the shape, or asked for
+    task: Literal["auto", "classification", "regression"] = "auto"  # CSV tables; auto: a numeric label with many values is regression
     test_split: Literal["seeded", "official"] = "seeded"  # official: the data set's own test set (Fashion-MNIST, CIFAR)
     budget_s: float | None = Field(None, gt=0)  # whole run; DEFAULT_BUDGET_S when trials is also None
     trials: int | None = Field(None, ge=1)  # stop after this many finished trials

@@ -14,7 +14,8 @@ from .data import DataError
 from .data.inputs import read_inputs
 from .registry.versions import current
 from .rundir import RunDir, read_json
-from .runtime.model import ServedModel
+from .data.table_rows import read_table_csv
+from .runtime.model import ServedModel, find_preprocess
 
 BATCH = 1024  # items per ONNX Runtime call: bounds memory on large input files
 
@@ -42,7 +43,11 @@ def predict_command(run_path: str, input_path: str, out: str | None) -> int:
     if not card_file.exists():
         raise DataError(f"no model in {run_path!r} (missing model/card.json); finish `autopilot run` first")
     card = read_json(card_file)
-    X, ids = read_inputs(input_path, tuple(card["input_shape"]), card["kind"])
+    pre = find_preprocess(card_file)
+    if pre is not None and str(input_path).lower().endswith(".csv"):  # raw table rows, as in training
+        X, ids = read_table_csv(input_path, pre)
+    else:
+        X, ids = read_inputs(input_path, tuple(card["input_shape"]), card["kind"])
     pred, probs = predict(run_path, X)
     classes = card["classes"]
     rows = [{"id": i, "class": classes[int(p)], "probabilities": {c: round(float(v), 6) for c, v in zip(classes, pr)}}

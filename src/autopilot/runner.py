@@ -21,6 +21,8 @@ from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, FUSION_SHARE, MIN_COMPRESS
 from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
 from .data.stats import arrays
+from .data.table_files import show_table, write_table_files
+from .data.tables import prepare
 from .doctor.augment_check import excluded_in
 from .rundata import load_run_data, search_info
 from .rundir import NAME_RE, RunDir, next_run_name
@@ -68,7 +70,7 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
                doctor: bool = True, force: bool = False):
     """Load and validate the data and run the doctor first: bad input never
     leaves a run directory behind."""
-    ds = load(config.data, label=config.label, skip_bad=config.skip_bad, layout=config.layout)
+    ds = load(config.data, label=config.label, skip_bad=config.skip_bad, layout=config.layout, task=config.task)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if name is None:
         name = next_run_name(runs_dir, ds.name)
@@ -81,6 +83,9 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
         shutil.rmtree(run.path)
     splits = split(ds.y, seed=config.seed, val=config.val_frac, test=config.test_frac,
                    official_test=official_test(ds, config.test_split))
+    if ds.table is not None:  # a CSV: preprocessing chosen and fitted on the training rows
+        ds = prepare(ds, splits, seed=config.seed)
+        show_table(ds, console)
     findings = preflight(ds, splits, config.seed, console, force=force) if doctor else None
     # Build in a hidden folder and rename: a crash here leaves no half-made run.
     tmp = RunDir(runs_dir / f".{name}.creating")
@@ -88,6 +93,8 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
     tmp.data_dir.mkdir(parents=True)
     save_splits(tmp.splits, splits)
     write(Profile.model_validate(profile(ds, splits)), tmp.path)
+    if ds.table is not None:
+        write_table_files(ds, tmp.path)
     if findings is not None:
         write(DoctorFile.model_validate(findings), tmp.path)
     write(RunInfo(
@@ -170,7 +177,7 @@ def run(
         prior_search_s = 0.0
         if ds.skipped:
             console.print(f"skipped {len(ds.skipped)} unreadable file(s) (--skip-bad)")
-    console.print(f"run [bold]{rd.path}[/bold]: {ds.name} ({ds.kind}, {len(ds)} examples, {ds.n_classes} classes, input {list(ds.input_shape)})", highlight=False)
+    console.print(f"run [bold]{rd.path}[/bold]: {ds.name} ({ds.kind}, {len(ds)} examples, {f'{ds.n_classes} classes' if ds.task == 'classification' else ds.task}, input {list(ds.input_shape)})", highlight=False)
 
     from .final import finalize
     from .search.driver import search

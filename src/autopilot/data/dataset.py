@@ -51,6 +51,12 @@ class Dataset:
     # Indices of the test split the data set's publishers fixed (Fashion-MNIST's
     # t10k files, CIFAR's test batch), or None; used by split(official_test=...).
     official_test: np.ndarray | None = None
+    # Tables: "regression" makes y float32 targets and classes empty.
+    task: str = "classification"
+    # A CSV's raw cells and inferred column types (data.tables.RawTable), and
+    # the preprocessing fitted on the training split that made X from them.
+    table: object | None = None
+    preprocess: dict | None = None
 
     @property
     def n_classes(self) -> int:
@@ -66,6 +72,11 @@ class Dataset:
     def fingerprint(self) -> str:
         """Content hash of inputs and labels: the same data gives the same id."""
         h = hashlib.sha256()
+        if self.table is not None:  # a CSV: its cells, whatever preprocessing made X from them
+            h.update(self.table.digest().encode())
+            h.update(np.ascontiguousarray(self.y).tobytes())
+            h.update("\0".join(self.classes).encode())
+            return h.hexdigest()[:16]
         h.update(str(self.X.shape).encode())
         # Chunked, so hashing never makes a second full copy of X.
         for i in range(0, len(self.X), _CHUNK_ROWS):
@@ -75,7 +86,7 @@ class Dataset:
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
-        counts = np.bincount(self.y, minlength=self.n_classes)
+        counts = np.bincount(self.y, minlength=self.n_classes) if self.task == "classification" else []
         return {
             "name": self.name,
             "kind": self.kind,
@@ -87,4 +98,5 @@ class Dataset:
             "feature_names": self.feature_names,
             "skipped_files": len(self.skipped),
             "fingerprint": self.fingerprint(),
+            "task": self.task,
         }

@@ -15,7 +15,7 @@ SUPPORTED = ("a folder of class sub-folders of images (.png/.jpg/.jpeg/.bmp), a 
 
 
 def load_path(path: str | Path, *, label: str | None = None, skip_bad: bool = False,
-              layout: str | None = None) -> Dataset:
+              layout: str | None = None, task: str = "auto") -> Dataset:
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"no such file or folder: {path}")
@@ -30,7 +30,7 @@ def load_path(path: str | Path, *, label: str | None = None, skip_bad: bool = Fa
             return load_idx_folder(p)
         return load_image_folder(p, skip_bad=skip_bad)
     if suffix == ".csv":
-        return load_csv(p, label=label)
+        return load_csv(p, label=label, task=task)
     if suffix == ".npz":
         return load_npz(p, layout=layout)
     raise DataError(f"unsupported file type {suffix or '(no extension)'!r} for {path}; use {SUPPORTED}")

@@ -7,7 +7,8 @@ from .files import load_path
 from .validate import validate
 
 
-def load(source: str, *, label: str | None = None, skip_bad: bool = False, layout: str | None = None) -> Dataset:
+def load(source: str, *, label: str | None = None, skip_bad: bool = False, layout: str | None = None,
+         task: str = "auto") -> Dataset:
     """Built-in names win over a same-named folder; write ./digits for the folder.
     `layout` ("nhwc" or "nchw") says how a 4-D .npz array is laid out when its
     shape cannot tell."""
@@ -17,7 +18,7 @@ def load(source: str, *, label: str | None = None, skip_bad: bool = False, layou
         ds = load_builtin(source)
     else:
         try:
-            ds = load_path(source, label=label, skip_bad=skip_bad, layout=layout)
+            ds = load_path(source, label=label, skip_bad=skip_bad, layout=layout, task=task)
         except DataError as e:
             if str(e).startswith("no such file or folder"):
                 raise DataError(f"{e} (built-in data sets: {', '.join(BUILTINS)})") from None

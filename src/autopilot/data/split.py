@@ -57,6 +57,8 @@ def split(y: np.ndarray, *, seed: int = 0, val: float = 0.15, test: float = 0.15
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    if y.dtype.kind == "f":  # regression targets: stratified by quantile bins
+        y = target_bins(y)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     if official_test is None:
@@ -73,6 +75,13 @@ def split(y: np.ndarray, *, seed: int = 0, val: float = 0.15, test: float = 0.15
         _stratified(y, rest, rng, val, 0.0, parts)
     return {s: np.sort(np.concatenate(parts[s])).astype(np.int64) if parts[s] else np.zeros(0, np.int64)
             for s in SPLITS}
+
+
+def target_bins(y: np.ndarray, rows_per_bin: int = 20, max_bins: int = 10) -> np.ndarray:
+    """Regression targets as quantile bins, so every split covers the range."""
+    bins = max(1, min(max_bins, len(y) // rows_per_bin))
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)
 
 
 TEST_SPLITS = ("seeded", "official")

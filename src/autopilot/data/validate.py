@@ -51,6 +51,20 @@ def check_class_counts(y: np.ndarray, classes: list[str], where: str) -> None:
         )
 
 
+MIN_REGRESSION_ROWS = 10  # train, val and test each need a few targets
+
+
+def _validate_regression(ds: Dataset, where: str) -> Dataset:
+    check_finite(ds.X, ds.kind, where, ds.feature_names)
+    if not np.isfinite(ds.y).all():
+        raise DataError(f"{where}: non-finite regression target at example {int(np.argmax(~np.isfinite(ds.y)))}")
+    if len(ds) < MIN_REGRESSION_ROWS:
+        raise DataError(f"{where}: {len(ds)} examples; regression needs at least {MIN_REGRESSION_ROWS}")
+    if float(ds.y.max()) == float(ds.y.min()):
+        raise DataError(f"{where}: every regression target is {float(ds.y[0]):g}; there is nothing to learn")
+    return ds
+
+
 def validate(ds: Dataset) -> Dataset:
     """Raise DataError if `ds` cannot be trained on; return it unchanged otherwise."""
     where = ds.source or ds.name
@@ -58,12 +72,15 @@ def validate(ds: Dataset) -> Dataset:
         raise DataError(f"{where}: unknown kind {ds.kind!r}; expected one of {', '.join(_NDIM)}")
     if ds.X.ndim != _NDIM[ds.kind]:
         raise DataError(f"{where}: {ds.kind} data needs X with {_NDIM[ds.kind]} dimensions, got shape {ds.X.shape}")
-    if ds.X.dtype != np.float32 or ds.y.dtype != np.int64:
-        raise DataError(f"{where}: X must be float32 and y int64, got {ds.X.dtype} and {ds.y.dtype}")
+    y_dtype = np.float32 if ds.task == "regression" else np.int64
+    if ds.X.dtype != np.float32 or ds.y.dtype != y_dtype:
+        raise DataError(f"{where}: X must be float32 and y {np.dtype(y_dtype).name}, got {ds.X.dtype} and {ds.y.dtype}")
     if ds.y.ndim != 1 or len(ds.y) != len(ds.X):
         raise DataError(f"{where}: X has {len(ds.X)} rows but y has shape {ds.y.shape}")
     if len(ds) == 0:
         raise DataError(f"{where}: no examples")
+    if ds.task == "regression":
+        return _validate_regression(ds, where)
     if ds.y.min() < 0 or ds.y.max() >= len(ds.classes):
         raise DataError(f"{where}: labels must be in 0..{len(ds.classes) - 1} (one per class name)")
     check_finite(ds.X, ds.kind, where, ds.feature_names)

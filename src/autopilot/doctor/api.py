@@ -21,6 +21,7 @@ from torch import nn
 from .augment_check import CHECK as AUGMENT_CHECK
 from .augment_check import check_augmentations
 from .data_checks import DATA_CHECKS, DataView, run_data_checks
+from .table_checks import TABLE_CHECKS, run_table_checks
 from .findings import CheckResult, DoctorReport, Finding
 from .inputs import kind_of, to_tensors
 from .probes import (
@@ -50,7 +51,7 @@ PROBES: list[tuple[str, Callable, float, float]] = [
     ("no-signal", probe_no_signal, 0.30, 0.5),
     ("lr-range", probe_lr_range, 0.30, 0.5),
 ]
-CHECK_NAMES = list(DATA_CHECKS) + [AUGMENT_CHECK] + [p[0] for p in PROBES]
+CHECK_NAMES = list(DATA_CHECKS) + list(TABLE_CHECKS) + [AUGMENT_CHECK] + [p[0] for p in PROBES]
 AUGMENT_SHARE = 0.35  # of the pre-flight budget: a quick model must learn the classes first
 # Probes that feed labels to the loss: pointless (and crashing) with labels out of range.
 _NEEDS_LABELS = {"loss-at-init", "not-reproducible", "cannot-overfit", "no-signal", "lr-range"}
@@ -260,6 +261,10 @@ def doctor_dataset(
     with _quiet_rng_and_threads():
         if only is None or only & set(DATA_CHECKS):
             f, r = _doctor_data(ds, splits, seed=seed, budget_s=DATA_SHARE * budget_s, only=only)
+            report.findings += f
+            report.checks += r
+        if only is None or only & set(TABLE_CHECKS):  # CSV tables: their raw columns
+            f, r = run_table_checks(ds, splits)
             report.findings += f
             report.checks += r
         tr = splits["train"] if splits else np.arange(len(ds))

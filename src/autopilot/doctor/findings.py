@@ -34,6 +34,10 @@ training wrong or useless, `warn` = probably a problem, `info` = worth knowing.
 | `schedule-decays-early` | warn | the schedule drives the lr below 1 % of its peak before half of training | live |
 | `augmentation-changes-labels` | info | images only: a quickly trained default model loses more than max(5 points, ¼ of its margin over chance) of validation accuracy on mirror images (hflip, vflip) or upside-down images (rotate); that family is left out of the augmentation search | data + set-up |
 | `probe-failed` | warn / error | a check raised an exception (the message is in the evidence); error when the model cannot run a forward pass on the data at all | any |
+| `id-columns` | info | CSV columns dropped as ID-like (near-unique values, or distinct consecutive integers) or free text | data (tables) |
+| `mostly-missing` | warn | a used CSV column with more than half of its cells missing | data (tables) |
+| `target-leak` | error | one CSV column alone, fitted on train, predicts the validation labels almost perfectly (accuracy >= max(0.99, majority + 0.05); R² >= 0.98 for regression) | data (tables) |
+| `column-shift` | warn | a CSV column distributed differently in test than in train (KS statistic or total variation > 0.2, p < 0.001) | data (tables) |
 """
 from __future__ import annotations
 
@@ -75,6 +79,10 @@ IDS: dict[str, str] = {
     "schedule-decays-early": "schedule decays too early",
     "augmentation-changes-labels": "an augmentation that changes labels",
     "probe-failed": "a check failed to run",
+    "id-columns": "ID-like or free-text columns dropped",
+    "mostly-missing": "columns mostly missing",
+    "target-leak": "the label leaked into a feature",
+    "column-shift": "a column distributed differently in test",
 }
 
 

@@ -29,6 +29,21 @@ def open_session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+PREPROCESS = "preprocess.json"
+
+
+def find_preprocess(card: str | Path) -> dict | None:
+    """The preprocessing a model's inputs go through: beside its card (a
+    version of its own), else the run's data/preprocess.json, found from
+    model/card.json or model/versions/<v>/card.json."""
+    card = Path(card)
+    for folder in (card.parent, *card.parents[:4]):
+        for path in (folder / PREPROCESS, folder / "data" / PREPROCESS):
+            if path.is_file():
+                return read_json(path)
+    return None
+
+
 @dataclass(frozen=True)
 class ServedModel:
     version: str
@@ -36,10 +51,12 @@ class ServedModel:
     card: dict
     session: object = field(repr=False)
     seconds_per_item: float = 0.0  # measured at load: what the server's batcher plans with
+    # A table run's fitted preprocessing (data/preprocess.json): raw rows -> the model's input.
+    preprocess: dict | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, version: str, onnx: Path, card: Path, threads: int = 1) -> "ServedModel":
-        m = cls(version, Path(onnx), read_json(card), open_session(onnx, threads))
+        m = cls(version, Path(onnx), read_json(card), open_session(onnx, threads), preprocess=find_preprocess(card))
         # One call now so the first request does not pay for lazy initialisation.
         x = np.zeros((TIMING_BATCH, *m.input_shape), dtype=np.float32)
         m.predict_proba(x[:1])

@@ -21,6 +21,7 @@ class DataDescription(Part):
     feature_names: list[str] | None = None
     skipped_files: int
     fingerprint: str
+    task: Literal["classification", "regression"] = "classification"
 
 
 class RunInfo(RunFile):

@@ -239,7 +239,7 @@ async def handle_predict(st: State, body_chunks, content_length: str | None) -> 
     model = st.model
     try:
         body = await _read_body(body_chunks, content_length, st.settings.max_body_bytes)
-        x = parse_inputs(body, model.input_shape, model.kind, st.settings.max_items)
+        x = parse_inputs(body, model.input_shape, model.kind, st.settings.max_items, model.preprocess)
     except BadRequest as e:
         return _error(st, "predict", e.status, e.message, t0, close=e.close)
     try:

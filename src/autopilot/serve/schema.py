@@ -37,7 +37,8 @@ def parse_json(body: bytes):
         raise BadRequest(400, f"body is not valid JSON: {e}") from None
 
 
-def parse_inputs(body: bytes, shape: tuple[int, ...], kind: str, max_items: int) -> np.ndarray:
+def parse_inputs(body: bytes, shape: tuple[int, ...], kind: str, max_items: int, preprocess: dict | None = None
+                 ) -> np.ndarray:
     """{"inputs": [x, ...]} -> float32 (N, *shape). Each x is a nested list in
     the model's input shape (or flat, with prod(shape) numbers) or, for image
     models, a base64 PNG/JPEG string. Image values above 1 are read as 0..255
@@ -52,6 +53,8 @@ def parse_inputs(body: bytes, shape: tuple[int, ...], kind: str, max_items: int)
         raise BadRequest(422, "\"inputs\" is empty")
     if len(items) > max_items:
         raise BadRequest(413, f"too many inputs: {len(items)} in one request, the limit is {max_items}; split the request")
+    if any(isinstance(it, dict) for it in items):
+        return _table_rows(items, preprocess)
     if any(isinstance(it, str) for it in items):
         x = np.stack([_item(it, i, shape, kind) for i, it in enumerate(items)])
     else:
@@ -62,6 +65,19 @@ def parse_inputs(body: bytes, shape: tuple[int, ...], kind: str, max_items: int)
         if scale.any():
             x[scale] /= 255.0
     return x
+
+
+def _table_rows(items: list, preprocess: dict | None) -> np.ndarray:
+    """JSON objects of raw column values, through the run's preprocessing."""
+    from ..data.table_rows import RowError, rows_to_features
+
+    if preprocess is None:
+        raise BadRequest(422, "inputs: objects of column values are for models trained on a CSV table; "
+                              "this model takes nested lists of numbers")
+    try:
+        return rows_to_features(preprocess, items)
+    except RowError as e:
+        raise BadRequest(422, str(e)) from None
 
 
 def _batch(items: list, shape: tuple[int, ...]) -> np.ndarray:

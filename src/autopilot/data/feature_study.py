@@ -1,0 +1,106 @@
+"""Which preprocessing a table gets: the encoding and scaling choices
+(data.preprocess.CHOICES) each fitted on the training rows and scored on
+validation by a fast linear model, the best kept; then the columns whose
+permutation importance on validation is nil are dropped.
+
+Why before the network search and not inside each trial: one preprocessing
+per run keeps the shipped model's input, the drift reference, compression
+and retraining on one feature vector. A linear proxy is where encodings and
+scalings differ most (a network or trees can undo a monotone rescaling);
+the importances come from gradient-boosted trees, which see interactions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .preprocess import CHOICES, DEFAULT_CHOICES, fit_transform
+
+PROXY_ROWS = 5000  # training rows the proxies see: the choice needs a trend, not every row
+MIN_VAL_FOR_SELECTION = 50  # fewer validation rows cannot tell nil from small
+REPEATS = 5  # permutations per column
+
+
+def _score(task: str, model, X, y) -> float:
+    pred = model.predict(X)
+    if task == "regression":
+        ss = float(((y - y.mean()) ** 2).sum()) or 1.0
+        return 1.0 - float(((y - pred) ** 2).sum()) / ss
+    return float((pred == y).mean())
+
+
+def _proxy_score(task: str, X: np.ndarray, y: np.ndarray, splits: dict, rng) -> float:
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    tr, va = _subsample(splits["train"], rng), splits["val"]
+    model = Ridge(alpha=1.0) if task == "regression" else LogisticRegression(max_iter=300)
+    model.fit(X[tr], y[tr])
+    return _score(task, model, X[va], y[va])
+
+
+def _subsample(idx: np.ndarray, rng, n: int = PROXY_ROWS) -> np.ndarray:
+    return np.sort(rng.choice(idx, n, replace=False)) if len(idx) > n else idx
+
+
+def candidates(table) -> list[dict]:
+    """The choices that matter for this table's column types."""
+    types = {c.type for c in table.schema if c.used}
+    cats = CHOICES["categories"] if "category" in types else (DEFAULT_CHOICES["categories"],)
+    scales = CHOICES["scaling"] if types & {"number", "datetime"} else (DEFAULT_CHOICES["scaling"],)
+    return [{**DEFAULT_CHOICES, "categories": c, "scaling": s} for c in cats for s in scales]
+
+
+def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng) -> dict[str, str]:
+    """{column: why} for the used columns whose permutation never lowers
+    the validation score of gradient-boosted trees."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    task = pre["task"]
+    va = splits["val"]
+    if len(va) < MIN_VAL_FOR_SELECTION or len(pre["columns"]) < 2:
+        return {}
+    tr = _subsample(splits["train"], rng)
+    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    model = cls(max_iter=60, random_state=0).fit(X[tr], y[tr])
+    Xv, yv = X[va].copy(), y[va]
+    base = _score(task, model, Xv, yv)
+    names = pre["features"]
+    found = {}
+    for step in pre["columns"]:
+        cols = [i for i, f in enumerate(names) if f == step["name"] or f.startswith(step["name"] + "=")
+                or f.startswith(step["name"] + ":")]
+        drops = []
+        for _ in range(REPEATS):
+            perm = rng.permutation(len(va))
+            Xp = Xv.copy()
+            Xp[:, cols] = Xv[perm][:, cols]
+            drops.append(base - _score(task, model, Xp, yv))
+        if max(drops) <= 0.0:
+            found[step["name"]] = (f"permutation importance on validation is nil (score change "
+                                   f"{np.mean(drops):+.4f} at most {max(drops):+.4f} over {REPEATS} shuffles)")
+    if len(found) == len(pre["columns"]):
+        return {}  # nothing informative at all: keep everything, the doctor will say so
+    return found
+
+
+def choose(table, y: np.ndarray, splits: dict, task: str, classes: list[str] | None, seed: int = 0
+           ) -> tuple[dict, np.ndarray]:
+    """(preprocessing, X) with `pre["study"]`: every candidate's score and
+    what the selection dropped."""
+    rng = np.random.default_rng(seed)
+    tried = []
+    best = None
+    for choices in candidates(table):
+        pre, X = fit_transform(table, y, splits, task, choices, classes)
+        score = _proxy_score(task, X, y, splits, rng)
+        tried.append({"choices": choices, "val_score": score})
+        if best is None or score > best[0] + 1e-9:  # ties keep the earlier (default) choice
+            best = (score, pre, X)
+    _, pre, X = best
+    nil = nil_columns(pre, X, y, splits, rng)
+    if nil:
+        pre, X = fit_transform(table, y, splits, task, {**pre["choices"], "select": "nil-importance"}, classes,
+                               exclude=nil)
+    pre["study"] = {"proxy": "ridge" if task == "regression" else "logistic regression",
+                    "metric": "r2" if task == "regression" else "accuracy", "candidates": tried,
+                    "nil_importance": nil}
+    return pre, X
