@@ -254,6 +254,9 @@ def test_run_writes_schema_and_preprocessing(passenger_run):
     assert read_run(passenger_run).data.task == "classification"
     doctor = json.loads((passenger_run / "doctor.json").read_text())
     assert "id-columns" in {f["id"] for f in doctor["findings"]}
+    html = (passenger_run / "report.html").read_text()  # the report lists what was dropped and why
+    section = html[html.index('id="table"'):html.index('id="doctor"')]
+    assert "PassengerId" in section and "a row number or ID" in section and "val accuracy" in section
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from . import sections
+from .table_section import table_columns
 from .load import get, load
 from .render import render
 
@@ -27,6 +28,7 @@ __all__ = ["write_report"]
 # Order of the page: (section id, title shown if it fails, builder, template).
 SECTIONS = [
     ("data", "Data", sections.data, "data.html.j2"),
+    ("table", "Table columns", table_columns, "table.html.j2"),
     ("doctor", "Doctor", sections.doctor, "doctor.html.j2"),
     ("search", "Search", sections.search, "search.html.j2"),
     ("curves", "Learning curves", sections.curves, "curves.html.j2"),

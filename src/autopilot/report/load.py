@@ -41,6 +41,8 @@ class Run:
     doctor: dict | None = None
     compress: dict | None = None
     fusion: dict | None = None
+    table: dict | None = None  # CSV runs: data/table.json and data/preprocess.json
+    preprocess: dict | None = None
     checked: list[str] = field(default_factory=list)  # files validated against their schema
     missing: list[str] = field(default_factory=list)  # expected files that do not exist
     problems: list[str] = field(default_factory=list)  # files that exist but could not be used
@@ -78,7 +80,7 @@ class Run:
 
 # Every run file the report reads (besides trials/<n>/metrics.jsonl and the study).
 FILES_READ = ("run.json", "data/profile.json", "search.json", "model/card.json", "model/spec.json", "doctor.json",
-              "compress/results.json", "fusion/results.json")
+              "compress/results.json", "fusion/results.json", "data/table.json", "data/preprocess.json")
 
 
 def load(run_dir: Path) -> Run:
@@ -92,6 +94,8 @@ def load(run_dir: Path) -> Run:
     run.doctor = _read(run, "doctor.json", want_dict=True, optional=True)
     run.compress = _read(run, "compress/results.json", want_dict=True, optional=True)
     run.fusion = _read(run, "fusion/results.json", want_dict=True, optional=True)
+    run.table = _read(run, "data/table.json", want_dict=True, optional=True)
+    run.preprocess = _read(run, "data/preprocess.json", want_dict=True, optional=True)
     return run
 
 

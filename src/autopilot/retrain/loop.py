@@ -143,7 +143,9 @@ def _compress_seconds(budget_s: float | None, compress_budget: str | float | Non
 def _gather(rd: RunDir, data, from_feedback: bool, label, log_url, classes, shape) -> tuple[np.ndarray, np.ndarray, list]:
     parts_X, parts_y, sources = [], [], []
     if data:
-        X, y = newdata.file_data(data, classes, shape, label)
+        from ..runtime.model import find_preprocess
+
+        X, y = newdata.file_data(data, classes, shape, label, find_preprocess(rd.model_dir / "card.json"))
         parts_X.append(X), parts_y.append(y)
         sources.append(Source(kind="data", source=str(data), examples=int(len(y))))
     if from_feedback:

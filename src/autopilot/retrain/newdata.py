@@ -39,11 +39,26 @@ def feedback_data(run_dir, input_shape, log_url: str | None = None) -> tuple[np.
     return X.reshape(len(X), *input_shape), y
 
 
-def file_data(source: str, classes: list[str], input_shape, label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A labelled data set in any form `autopilot run` reads, mapped onto the champion's classes by name."""
+def file_data(source: str, classes: list[str], input_shape, label: str | None = None,
+              preprocess: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled data set in any form `autopilot run` reads, mapped onto the champion's classes by name.
+    A CSV goes through the run's fitted `preprocess`, as served rows do."""
+    from dataclasses import replace
+
     from ..data import DataError, load
 
     ds = load(source, label=label)
+    if ds.table is not None and preprocess is not None:
+        from ..data.preprocess import CellError, transform
+
+        columns = dict(zip(ds.table.names, ds.table.columns))
+        absent = [s["name"] for s in preprocess["columns"] if s["name"] not in columns]
+        if absent:
+            raise DataError(f"{source}: no column {absent[0]!r}; the model was trained with it")
+        try:
+            ds = replace(ds, X=transform(preprocess, columns))
+        except CellError as e:
+            raise DataError(f"{source}: data row {e.row + 1}, {e}") from None
     if tuple(ds.input_shape) != tuple(input_shape):
         raise DataError(f"{source}: inputs of shape {list(ds.input_shape)}, the model takes {list(input_shape)}")
     unknown = [c for c in ds.classes if c not in classes]
