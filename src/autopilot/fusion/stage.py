@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -48,6 +49,7 @@ from .student import distil_student
 LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
 MIN_STUDENT_S = 1.0  # below this slice no distillation is tried
 SHIPPED = "compress/chosen.onnx"  # the file registry.shipped_onnx serves when it exists
+FP32 = "model/model.onnx"
 
 
 class _Log:
@@ -64,10 +66,20 @@ class _Log:
 def _single_file(card) -> str:
     """The single model's file as it ships now (before this stage)."""
     if card.shipped is None:
-        return "model/model.onnx"
+        return FP32
     if card.shipped.chosen_by == "fusion":  # an earlier fusion run replaced it: start from the fp32 file
-        return "model/model.onnx"
+        return FP32
     return card.shipped.file
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ship_file(rd: RunDir, rel: str) -> Path:
@@ -115,20 +127,16 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     out = rd.path / ".fusion.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)  # as compression does: one busy core must not stall the other
     try:
-        results, chosen_file = _fuse(rd, out, card, data, logits, log, ship=ship, max_drop=max_drop, seed=seed,
-                                     force=force, deadline=deadline, device=device, started=started,
-                                     budget_s=budget_s)
-        final = rd.path / "fusion"
-        shutil.rmtree(final, ignore_errors=True)
-        out.replace(final)
+        with _threads(TRAIN_THREADS):  # as compression does: one busy core must not stall the other
+            results, chosen_file = _fuse(rd, out, card, data, logits, log, ship=ship, max_drop=max_drop, seed=seed,
+                                         force=force, deadline=deadline, device=device, started=started,
+                                         budget_s=budget_s)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    finally:
-        torch.set_num_threads(threads_before)
+    shutil.rmtree(rd.path / "fusion", ignore_errors=True)  # complete: the new folder replaces the old
+    out.replace(rd.path / "fusion")
     if chosen_file is None and card.shipped is not None and card.shipped.chosen_by == "fusion":
         (rd.path / SHIPPED).unlink(missing_ok=True)  # an earlier fusion run's choice no longer ships
     if chosen_file is not None:
@@ -147,7 +155,9 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     single_model, spec = load_model(rd.model_dir)
     single_file = _single_file(card)
     candidates = [{"name": "single", "file": single_file, "method": card.shipped.method if card.shipped and
-                   single_file != "model/model.onnx" else "fp32", "params": count_params(single_model)}]
+                   single_file != FP32 else "fp32", "params": count_params(single_model)}]
+    if single_file != FP32:
+        candidates.append({"name": "fp32", "file": FP32, "method": "fp32", "params": candidates[0]["params"]})
     teacher, forced = None, False
     if len(trials) < 2:
         log("ensemble", "skipped", f"selection kept one model (trial {trials[0]}): nothing to fuse")
@@ -205,7 +215,9 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     lat = measure.measure_latency({c["name"]: abs_path(c) for c in candidates}, Xva, budget_s=lat_s)
     for c in candidates:
         c.update(lat[c["name"]])
-    chosen, reason = choose_ship(candidates, ship, max_drop)
+    # The fp32 row is the card's best_single; whether the single model ships
+    # compressed was compression's choice, made with its own rules.
+    chosen, reason = choose_ship([c for c in candidates if c["name"] != "fp32"], ship, max_drop)
     log("choice", "done", reason)
 
     # The test split, once, after everything is chosen.
@@ -238,7 +250,7 @@ def _figures(c, n_test: int, **extra) -> FusedFigures:
 
 
 def _card(card, results: FusionResults, *, n_test: int):
-    single = results.candidate("single")
+    single = results.candidate("fp32") or results.candidate("single")  # the best trial's own model
     update = {"best_single": _figures(single, n_test, trial=card.best_trial)}
     ens = results.candidate("ensemble")
     if ens is not None:

@@ -40,7 +40,11 @@ class EnsembleSelection(Part):
 
 
 class ShipCandidate(Part):
-    name: Literal["single", "ensemble", "student"]
+    """One file measured by the stage. "single" is the single model as it
+    ships (the compressed file when compression chose one); "fp32" is the
+    single model's own export, measured beside it for the card's best_single
+    when the two differ, and not itself a choice (compression made that one)."""
+    name: Literal["single", "fp32", "ensemble", "student"]
     file: str  # relative to the run directory
     method: str  # the single model's (fp32, int8-static, ...), "ensemble" or "distill"
     params: int
