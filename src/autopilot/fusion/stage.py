@@ -117,6 +117,9 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     logits, left_out = pool_of.pool(rd, len(yva))
     for note in left_out:
         log("pool", "skipped", note)
+    if card.task != "classification":  # selection and the weighted softmax are for class probabilities
+        log("ensemble", "skipped", f"task {card.task}: ensembles are built for classification")
+        return None
     if card.family == "gbt":  # models/trees.py: the single model is no PyTorch module to fuse or distil
         log("ensemble", "skipped", "the final model is gradient-boosted trees, not a PyTorch module")
         return None
