@@ -63,7 +63,7 @@ def test_grid_covers_its_space_without_repeats():
 
 def test_default_first_trial_is_cheap_on_large_images():
     spec, hp = space.to_config(space.default_params(INFOS["image"]), INFOS["image"])
-    assert spec["width"] <= 16 and hp["epochs"] <= 20
+    assert spec["stem"]["width"] <= 16 and spec["stages"][0]["width"] <= 16 and hp["epochs"] <= 20
 
 
 @pytest.mark.parametrize("name", ["hyperband", "median", "none"])

@@ -62,6 +62,7 @@ class TrainResult:
     history: list[EpochMetrics] = field(default_factory=list)
     stopped: str = "completed"  # completed | early-stop | deadline
     state_dict: dict | None = None  # weights at the best validation epoch
+    planned_epochs: int = 0  # the schedule's length at the end (`finish_by` may shorten it)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -140,6 +141,7 @@ def train(
     on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
     callbacks: list | None = None,
     batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    finish_by: float | None = None,
 ) -> TrainResult:
     """Train `model` in place and return the metrics and best-epoch weights.
 
@@ -157,6 +159,11 @@ def train(
 
     `batch_loss(logits, inputs, labels)` replaces the cross-entropy (with the
     hyper-parameters' label smoothing); distillation passes its own.
+
+    `finish_by` (a value of `clock`) is when the run should end: after each
+    epoch, when the epochs left would not fit at the pace so far, the
+    schedule is shortened to the epochs that do, so the learning rate still
+    anneals to its end instead of being cut by `deadline` at its peak.
     """
     hp = {**DEFAULTS, **(hparams or {})}
     device = resolve_device(device) if isinstance(device, str) else device
@@ -194,7 +201,9 @@ def train(
     best_state = None
     since_best = 0
     step = 0
-    for epoch in range(1, epochs + 1):
+    epoch = 0
+    while epoch < epochs:
+        epoch += 1
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(len(Xtr), generator=gen).to(device)
@@ -253,6 +262,13 @@ def train(
         if since_best >= int(hp["patience"]):
             result.stopped = "early-stop"
             break
+        if finish_by is not None and epoch < epochs:
+            pace = sum(h.time_s for h in result.history[-3:]) / len(result.history[-3:])
+            fit = int((finish_by - clock()) // pace) if pace > 0 else epochs
+            if epoch + fit < epochs:  # shorter schedule from here on, at least one more epoch
+                epochs = epoch + max(1, fit)
+                total = steps_per_epoch * epochs
+    result.planned_epochs = epochs
     result.state_dict = best_state
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..rundir import RunDir, write_json
 from ..schemas.run import read_run, update_run
 from . import space
+from .budget import SearchPlan, save_plan
 from .progress import Progress
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import FINISHED, optimize, run_workers
@@ -45,7 +46,8 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
             from .trees_space import default_params as trees_defaults
 
             study.enqueue_trial(trees_defaults())
-        study.enqueue_trial(space.default_params(info))
+        for params in space.first_trials(config.space, info):  # known-good points first
+            study.enqueue_trial(params)
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.
     sampler_seed = config.seed + 7919 * n_before
@@ -56,6 +58,10 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
     if deadline_wall is None:
         deadline_wall = float("inf")
     n_trials = config.trials
+    # A time budget is planned (budget.py): rung slots, then the finalists;
+    # without one, each trial trains its own epochs on all the data.
+    plan = None if deadline_wall == float("inf") else SearchPlan.make(time.time(), deadline_wall, config.workers)
+    save_plan(study, plan)
 
     def load_trials():
         return study.get_trials(deepcopy=False)

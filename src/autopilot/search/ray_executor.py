@@ -151,7 +151,7 @@ def _suggest(trial: optuna.Trial, config: RunConfig, info: dict, study: optuna.S
     """The whole configuration is drawn here, by the run's one sampler; the
     task only reads it back."""
     try:
-        (space.suggest_grid if config.sampler == "grid" else space.suggest)(trial, info)
+        space.sampler_of(config.space, config.sampler == "grid")(trial, info)
         return True
     except Exception as e:
         trial.set_user_attr("error", f"bad configuration: {type(e).__name__}: {e}")

@@ -38,9 +38,19 @@ def score(t: FrozenTrial) -> float | None:
     return t.user_attrs.get("best_val_acc")
 
 
+def is_finalist(t: FrozenTrial) -> bool:
+    """A completed finalist of a time-budgeted search (search/budget.py):
+    trained with the time left on all the data that fit it, and scored
+    on the whole validation set."""
+    return bool(t.user_attrs.get("final")) and t.state == TrialState.COMPLETE
+
+
 def rank_trial(t: FrozenTrial) -> tuple:
-    """Higher is better: validation accuracy, then lower validation loss, then earlier."""
-    return (score(t), -t.user_attrs.get("val_loss", float("inf")), -t.number)
+    """Higher is better: finalists before the exploration trials they were
+    chosen from (those trained briefly on a share of the data and were
+    scored on a validation subset, the best of many: optimistic), then
+    validation accuracy, then lower validation loss, then earlier."""
+    return (is_finalist(t), score(t), -t.user_attrs.get("val_loss", float("inf")), -t.number)
 
 
 def is_deadline_cut(t: FrozenTrial) -> bool:

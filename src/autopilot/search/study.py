@@ -26,8 +26,8 @@ from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
-from ..train import TrainingDiverged, predict_logits, seed_everything, train
-from . import space, trees_space
+from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
+from . import budget, space, trees_space
 from .select import best_trial, rank_trial, score
 from .storage import database_storage, study_name
 
@@ -167,10 +167,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            if self.config.sampler == "grid":
-                params = space.suggest_grid(trial, self.info)
-            else:
-                params = space.suggest(trial, self.info)
+            params = space.sampler_of(self.config.space, self.config.sampler == "grid")(trial, self.info)
             if trees_space.is_trees(params):  # gradient-boosted trees: fitted by their own module
                 return self._trees_trial(trial, params)
             spec, hp = space.to_config(params, self.info)
@@ -180,13 +177,20 @@ class Objective:
             raise
         tdir = self.run.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
-        write_json(tdir / "config.json", TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
-        planned = int(hp["epochs"])
-        trial.set_user_attr("planned_epochs", planned)
         seed = self.config.seed + trial.number
         seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
         trial.set_user_attr("params_count", count_params(model))
+        train_data, val_data = self.data["train"], self.data["val"]
+        plan = budget.load_plan(trial.study)  # None without a time budget
+        finish_by = None
+        if plan is not None:  # a time budget: epochs and data share that fit this trial's slot
+            train_data, val_data, hp = self._fit_to_slot(trial, plan, model, hp, seed)
+            hparams = TrainingHparams.model_validate(hp)
+            finish_by = self.clock() + trial.user_attrs["slot_s"] - budget.calibration(trial.study).overhead_s
+        write_json(tdir / "config.json", TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
+        planned = int(hp["epochs"])
+        trial.set_user_attr("planned_epochs", planned)
         live = LiveDoctor()
         metrics_file = open(tdir / "metrics.jsonl", "w")
         writer = _tensorboard_writer(tdir)
@@ -198,16 +202,16 @@ class Objective:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
                     writer.add_scalar(k, getattr(m, k), m.epoch)
             trial.report(m.val_acc, progress_step(m.epoch, planned, self.progress))
-            if trial.should_prune():
+            if self._prunable(trial, planned) and trial.should_prune():
                 trial.set_user_attr("epochs", m.epoch)
                 trial.set_user_attr("stopped", "pruned")
                 raise optuna.TrialPruned(f"pruned at epoch {m.epoch} of {planned} (val acc {m.val_acc:.4f})")
 
         try:
             result = train(
-                model, self.data["train"], self.data["val"], hp, kind=self.info["kind"], seed=seed,
+                model, train_data, val_data, hp, kind=self.info["kind"], seed=seed,
                 device=self.config.device, deadline=self.deadline, clock=self.clock, on_epoch=on_epoch,
-                callbacks=[live],
+                callbacks=[live], finish_by=finish_by,
             )
         except optuna.TrialPruned:
             raise
@@ -228,6 +232,9 @@ class Objective:
             _record_live_findings(trial, tdir, live)
         trial.set_user_attr("stopped", result.stopped)
         trial.set_user_attr("epochs", result.epochs_run)
+        trial.set_user_attr("train_s", round(sum(m.time_s for m in result.history), 3))
+        if result.planned_epochs < planned:  # the pace was slower than measured: a shorter schedule ended on time
+            trial.set_user_attr("planned_epochs", result.planned_epochs)
         if result.state_dict is None:
             message = "cut by the deadline before its first epoch finished"
             trial.set_user_attr("error", message)
@@ -279,6 +286,48 @@ def save_val_logits(tdir: Path, logits) -> None:
     with open(tmp, "wb") as f:
         np.save(f, np.asarray(logits, dtype=np.float32), allow_pickle=False)
     tmp.replace(tdir / VAL_LOGITS)
+
+
+    @staticmethod
+    def _prunable(trial: optuna.Trial, planned_epochs: int) -> bool:
+        """Under a budget plan, promoted trials and finalists were chosen on
+        purpose, and short first-rung trials are already the cheap rung of
+        successive halving: Optuna's pruner judges only long first-rung ones."""
+        if "rung" not in trial.user_attrs and not trial.user_attrs.get("final"):
+            return True  # no budget plan
+        return trial.user_attrs.get("rung") == 0 and planned_epochs >= budget.PRUNE_FROM_EPOCHS
+
+    def _fit_to_slot(self, trial: optuna.Trial, plan: budget.SearchPlan, model, hp: dict, seed: int):
+        """This trial's share of the budget (its rung's slot, or the time
+        left for a finalist) turned into epochs and training examples at
+        the throughput measured on its first batches."""
+        final = bool(trial.user_attrs.get("final"))
+        rung = None if final else budget.rung_of(trial)
+        if not final and "rung" not in trial.user_attrs:
+            trial.set_user_attr("rung", 0)
+        Xtr, ytr = self.data["train"]
+        Xva, yva = self.data["val"]
+        slot = plan.slot_s(rung, time.time())
+        something_to_ship = any(t.state == TrialState.COMPLETE for t in trial.study.get_trials(deepcopy=False))
+        if slot < budget.MIN_SLOT_S and something_to_ship:  # this process starts no more trials
+            trial.set_user_attr("stopped", "deadline")
+            trial.study.stop()
+            raise optuna.TrialPruned(f"only {slot:.0f} s of the budget left: too little for a trial")
+        step_s = budget.measure_step_cost(model, Xtr, ytr, hp, self.info["kind"], resolve_device(self.config.device))
+        calibration = budget.calibration(trial.study)
+        cost = step_s * calibration.factor
+        val_idx = np.arange(len(yva)) if final else budget.validation_subset(len(yva), self.config.seed)
+        min_examples = budget.min_examples(len(ytr), int(self.info["n_classes"]), int(hp["batch_size"]))
+        max_epochs = max(int(hp["epochs"]), budget.FINAL_MAX_EPOCHS) if final else int(hp["epochs"])
+        tp = budget.plan_training(slot, cost, len(ytr), len(val_idx), max_epochs, min_examples, calibration.overhead_s)
+        train_idx = budget.stratified_subset(ytr, tp.n_train, seed)
+        for key, value in (("slot_s", round(slot, 1)), ("planned_s", round(tp.expected_s(), 1)),
+                           ("data_fraction", round(tp.fraction, 4)), ("train_examples", tp.n_train),
+                           ("val_examples", tp.n_val), ("s_per_example", cost),
+                           ("predicted_epoch_s", tp.epoch_s() * step_s / cost)):
+            trial.set_user_attr(key, value)
+        hp = {**hp, "epochs": tp.epochs, "patience": max(5, tp.epochs // 3)}
+        return (Xtr[train_idx], ytr[train_idx]), (Xva[val_idx], yva[val_idx]), hp
 
 
 class DeadlineBeforeFirstEpoch(RuntimeError):

@@ -1,0 +1,235 @@
+"""The component search space and the budget plan of a search (search/space.py,
+search/budget.py): what is sampled rebuilds from the stored parameters alone,
+the first trials are the templates' known-good points, and every trial's
+epochs and data share fit its slot."""
+import math
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from autopilot.models import build_model, count_params
+from autopilot.models.components import from_template, validate_spec
+from autopilot.search import budget, space
+from autopilot.search.select import rank_trial
+from autopilot.train import train
+
+INFOS = {
+    "image": {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]},
+    "small-image": {"kind": "image", "input_shape": [3, 8, 8], "n_classes": 4, "mean": [0.5] * 3, "std": [0.2] * 3},
+    "signal": {"kind": "signal", "input_shape": [1, 40], "n_classes": 10, "mean": [0.0], "std": [1.0]},
+    "table": {"kind": "table", "input_shape": [7], "n_classes": 3, "mean": [0.0] * 7, "std": [1.0] * 7},
+}
+
+
+@pytest.mark.parametrize("data", list(INFOS))
+def test_first_trial_is_the_component_twin_of_the_template_default(data):
+    info = INFOS[data]
+    spec, hp = space.to_config(space.default_params(info), info)
+    template, template_hp = space.to_config(space.template_default_params(info), info)
+    assert spec["version"] == 2 and "version" not in template
+    assert validate_spec(spec) == validate_spec(from_template(template))
+    assert hp == template_hp  # same training recipe
+    if not template.get("residual"):  # the twin is exact: same layers, same parameters
+        assert count_params(build_model(spec)) == count_params(build_model(template))
+
+
+@pytest.mark.parametrize("data", list(INFOS))
+def test_sampled_trials_rebuild_from_their_stored_parameters(data):
+    """Define-by-run sampling, names by family and stage; the stored params
+    alone (no Optuna) give back the same spec, and the enqueued known-good
+    points come first."""
+    info = INFOS[data]
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    first = space.first_params(info)
+    for p in first:
+        study.enqueue_trial(p)
+    specs = []
+    for i in range(12):
+        trial = study.ask()
+        params = space.suggest(trial, info)
+        assert trial.params == params
+        if i < len(first):
+            assert params == first[i]
+        spec, _ = space.to_config(dict(trial.params), info)
+        assert spec == space.to_config(params, info)[0]
+        out = build_model(spec).eval()(torch.zeros(2, *info["input_shape"]))
+        assert out.shape == (2, info["n_classes"])
+        specs.append(spec)
+        study.tell(trial, 0.5)
+    fam_params = [k for k in study.trials[-1].params if k.startswith(("cnn", "mlp_"))]
+    assert all(k.split("_")[0] in ("cnn1d", "cnn2d", "mlp") for k in fam_params)
+    if info["kind"] != "table":  # stages differ in operation and width within one network
+        convnets = [s for s in specs if s["family"] != "mlp"]
+        assert any(len({st["op"] for st in s["stages"]}) > 1 for s in convnets)
+        assert {st["op"] for s in convnets for st in s["stages"]} - {"conv3", "conv5"}
+
+
+def test_stage_parameters_are_named_by_family_and_stage():
+    info = INFOS["image"]
+    p = space.default_params(info)
+    assert {"cnn2d_s1_op", "cnn2d_s1_width", "cnn2d_s2_blocks", "cnn2d_stages", "cnn2d_stem_width"} <= set(p)
+    assert space.params_from_spec(space.to_config(p, info)[0]) == {k: p[k] for k in space.params_from_spec(space.to_config(p, info)[0])}
+
+
+def test_template_parameters_of_older_runs_still_build_their_version_1_spec():
+    info = INFOS["image"]
+    old = {"family": "cnn2d", "cnn2d_width": 16, "cnn2d_depth": 2, "cnn2d_kernel": 5, "residual": True,
+           "pool": "avg", "head": "flatten", "dropout": 0.2, "optimizer": "sgd", "lr_sgd": 0.05, "epochs": 10}
+    spec, hp = space.to_config(old, info)
+    assert "version" not in spec and spec["width"] == 16 and spec["kernel_size"] == 5 and spec["pool"] == "avg"
+    assert hp["optimizer"] == "sgd" and hp["lr"] == 0.05
+    assert build_model(spec)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_template_space_samples_version_1_specs():
+    info = INFOS["signal"]
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    spec, _ = space.to_config(space.sampler_of("templates", grid=False)(trial, info), info)
+    assert "version" not in spec and "width" in spec
+
+
+# ---- budget planning ----
+
+def test_plan_uses_all_data_when_enough_epochs_fit():
+    p = budget.plan_training(100.0, 1e-3, n_train=1000, n_val=300, max_epochs=20, min_examples=100)
+    assert p.fraction == 1.0 and p.n_train == 1000
+    assert p.epochs == 20  # capped by the schedule the trial sampled
+    p = budget.plan_training(10.0, 1e-3, n_train=1000, n_val=300, max_epochs=20, min_examples=100)
+    assert p.fraction == 1.0 and budget.MIN_EPOCHS <= p.epochs < 20 and p.expected_s() <= 10.0
+
+
+def test_plan_takes_a_share_of_the_data_when_the_slot_is_short():
+    """49,000 images at 2 ms each: one epoch is 98 s; a 30 s slot trains
+    MIN_EPOCHS epochs on the share that fits, within the slot."""
+    p = budget.plan_training(30.0, 2e-3, n_train=49000, n_val=3000, max_epochs=20, min_examples=500)
+    assert p.epochs == budget.MIN_EPOCHS and 0.02 < p.fraction < 0.2
+    assert p.expected_s() <= 30.0
+    tiny = budget.plan_training(1.0, 2e-3, n_train=49000, n_val=3000, max_epochs=20, min_examples=500)
+    assert tiny.n_train == 500  # never less than the minimum that can rank anything
+
+
+def test_stratified_subset_keeps_every_class():
+    y = np.repeat(np.arange(10), [500] + [100] * 9)
+    idx = budget.stratified_subset(y, 140, seed=0)
+    assert len(set(idx)) == len(idx) and set(y[idx]) == set(range(10))
+    assert np.bincount(y[idx])[0] > np.bincount(y[idx])[1]  # proportions kept
+    assert len(budget.stratified_subset(y, 5000, seed=0)) == len(y)
+
+
+def test_slots_grow_by_eta_and_end_before_the_final_phase():
+    plan = budget.SearchPlan.make(0.0, 400.0, workers=2)
+    assert plan.final_start_wall == pytest.approx(400 * (1 - budget.FINAL_SHARE))
+    assert plan.slot_s(1, 0.0) == pytest.approx(budget.ETA * plan.slot_s(0, 0.0))
+    assert plan.slot_s(2, 150.0) == pytest.approx(plan.final_start_wall - 150.0)  # cut to end before the finals
+    assert plan.slot_s(None, 250.0) == 150.0  # a finalist gets the time left
+    assert plan.slot_s(0, 395.0) == 5.0  # too little for a trial: the objective stops there
+    assert not plan.finals_due(10.0) and plan.finals_due(plan.final_start_wall)
+
+
+def _finished(study, params, value, **attrs):
+    t = optuna.trial.create_trial(params=params, distributions={k: optuna.distributions.CategoricalDistribution([v])
+                                                                for k, v in params.items()},
+                                  value=value, user_attrs=attrs)
+    study.add_trial(t)
+
+
+def test_successive_halving_promotes_the_top_third_then_queues_the_finalists():
+    study = optuna.create_study(direction="maximize")
+    plan = budget.SearchPlan.make(0.0, 1000.0, workers=2)
+    for i, v in enumerate([0.5, 0.9, 0.6, 0.7, 0.8, 0.4]):
+        _finished(study, {"x": i}, v, rung=0)
+    # top third of 6 = 2 (0.9 and 0.8); the best unpromoted goes first
+    jobs = budget.next_jobs(study, plan, now=10.0)
+    assert jobs == [({"x": 1}, {"rung": 1, "config_id": 1, "promoted_from": 1})]
+    _finished(study, {"x": 1}, 0.92, rung=1, config_id=1, promoted_from=1)
+    assert budget.next_jobs(study, plan, now=11.0)[0][1]["promoted_from"] == 4
+    # the final phase: one finalist per worker, highest rung first, each configuration once
+    finals = budget.next_jobs(study, plan, now=plan.final_start_wall)
+    assert [p for p, _ in finals] == [{"x": 1}, {"x": 4}]
+    assert all(a["final"] for _, a in finals)
+    _finished(study, {"x": 1}, 0.93, final=True, config_id=1, promoted_from=6)
+    assert budget.next_jobs(study, plan, now=plan.final_start_wall + 1) == []  # queued once
+
+
+def test_finalists_are_shipped_before_exploration_trials():
+    study = optuna.create_study(direction="maximize")
+    _finished(study, {"x": 0}, 0.95, rung=1)  # scored on a validation subset, best of many
+    _finished(study, {"x": 1}, 0.93, final=True)
+    best = max(study.get_trials(states=(TrialState.COMPLETE,)), key=rank_trial)
+    assert best.user_attrs.get("final")
+
+
+def test_measured_step_cost_is_a_real_timing():
+    info = INFOS["image"]
+    spec, hp = space.to_config(space.default_params(info), info)
+    model = build_model(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    X = np.random.default_rng(0).random((128, 1, 28, 28), dtype=np.float32)
+    y = np.arange(128) % 10
+    cost = budget.measure_step_cost(model, X, y, hp, "image", "cpu")
+    assert 1e-6 < cost < 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the trial's weights untouched
+
+
+def test_training_shortens_its_schedule_to_finish_on_time():
+    """Past `finish_by`, the schedule ends after one more epoch, and the
+    learning rate still anneals to its end (not cut at its peak)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    spec = {"version": 2, "family": "mlp", "input_shape": [6], "n_classes": 2, "mean": [0.0] * 6, "std": [1.0] * 6,
+            "layers": [{"width": 16}], "activation": "relu", "norm": "batch"}
+    result = train(build_model(spec), (X, y), (X, y), {"epochs": 10, "batch_size": 32}, finish_by=time.monotonic())
+    assert result.epochs_run == 2 and result.planned_epochs == 2 and result.stopped == "completed"
+    assert result.history[-1].lr < 0.05 * result.history[0].lr or math.isclose(result.history[-1].lr, 0, abs_tol=1e-5)
+
+
+def test_trials_enqueued_with_template_parameters_keep_them():
+    """An older run resumed (or retrained) enqueues template-space parameters:
+    they are drawn in the template space, with the fixed values used."""
+    info = INFOS["image"]
+    study = optuna.create_study(direction="maximize")
+    old = space.template_default_params(info)
+    study.enqueue_trial(old)
+    trial = study.ask()
+    params = space.suggest(trial, info)
+    assert params == old
+    assert "version" not in space.to_config(params, info)[0]
+
+
+@pytest.mark.parametrize("data", ["image", "signal", "table"])
+def test_distillation_students_of_component_specs(data):
+    """compress/students.py reads both spec versions: a v2 student keeps the
+    teacher's operations, scales its widths, fits its share, and backing
+    off gives a bigger one."""
+    from autopilot.compress.students import student_spec, wider
+
+    info = INFOS[data]
+    teacher, _ = space.to_config(space.default_params(info), info)
+    n = count_params(build_model(teacher))
+    student = student_spec(teacher, 1 / 4)
+    assert student is not None and student["version"] == 2
+    m = count_params(build_model(student))
+    assert m <= 1.05 * n / 4
+    if teacher["family"] != "mlp":
+        assert [s["op"] for s in student["stages"]] == [s["op"] for s in teacher["stages"]][:len(student["stages"])]
+    up = wider(student, teacher)
+    assert up is not None and m < count_params(build_model(up)) < n
+
+
+def test_channel_pruning_of_a_component_net():
+    from autopilot.compress.prune import prune_channels
+
+    info = INFOS["image"]
+    params = {**space.default_params(info), "cnn2d_s2_op": "mbconv_e3", "cnn2d_s2_se": True, "cnn2d_s3_op": "sepconv3",
+              "cnn2d_s3_skip": True}
+    spec, _ = space.to_config(params, info)
+    model = build_model(spec).eval()
+    pruned = prune_channels(model, info["input_shape"], 0.5)
+    assert count_params(pruned) < 0.6 * count_params(model)
+    assert pruned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
