@@ -275,19 +275,6 @@ class Objective:
         save_val_logits(self.run.trial_dir(trial.number), val_outputs)
         return value
 
-
-VAL_LOGITS = "val_logits.npy"  # beside a trial's weights: what ensemble selection (fusion/) chooses from
-
-
-def save_val_logits(tdir: Path, logits) -> None:
-    """The trial's validation logits (best-epoch weights), no pickle. Any
-    family writes them here, so fusion reads one format whatever made them."""
-    tmp = tdir / f".{VAL_LOGITS}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(logits, dtype=np.float32), allow_pickle=False)
-    tmp.replace(tdir / VAL_LOGITS)
-
-
     @staticmethod
     def _prunable(trial: optuna.Trial, planned_epochs: int) -> bool:
         """Under a budget plan, promoted trials and finalists were chosen on
@@ -328,6 +315,18 @@ def save_val_logits(tdir: Path, logits) -> None:
             trial.set_user_attr(key, value)
         hp = {**hp, "epochs": tp.epochs, "patience": max(5, tp.epochs // 3)}
         return (Xtr[train_idx], ytr[train_idx]), (Xva[val_idx], yva[val_idx]), hp
+
+
+VAL_LOGITS = "val_logits.npy"  # beside a trial's weights: what ensemble selection (fusion/) chooses from
+
+
+def save_val_logits(tdir: Path, logits) -> None:
+    """The trial's validation logits (best-epoch weights), no pickle. Any
+    family writes them here, so fusion reads one format whatever made them."""
+    tmp = tdir / f".{VAL_LOGITS}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(logits, dtype=np.float32), allow_pickle=False)
+    tmp.replace(tdir / VAL_LOGITS)
 
 
 class DeadlineBeforeFirstEpoch(RuntimeError):
