@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .column_signal import column_codes, one_column_score
 from .preprocess import CHOICES, DEFAULT_CHOICES, fit_transform
 
 PROXY_ROWS = 5000  # training rows the proxies see: the choice needs a trend, not every row
@@ -49,9 +50,25 @@ def candidates(table) -> list[dict]:
     return [{**DEFAULT_CHOICES, "categories": c, "scaling": s} for c in cats for s in scales]
 
 
-def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng) -> dict[str, str]:
+def _alone_says_nothing(table, name: str, y: np.ndarray, splits: dict, task: str) -> tuple[bool, float, float]:
+    """(nil, score, baseline): the column alone, as the doctor's leak check
+    fits it, does no better on validation than a constant answer."""
+    j = table.names.index(name)
+    cells, train, val = table.columns[j], splits["train"], splits["val"]
+    codes = column_codes(table.schema[j], cells, [cells[i] for i in train])
+    if codes is None:
+        return False, float("nan"), float("nan")
+    score = one_column_score(codes, y, train, val, task)
+    baseline = 0.0 if task == "regression" else float(np.bincount(y[val]).max() / len(val))
+    return score <= baseline, score, baseline
+
+
+def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng, table) -> dict[str, str]:
     """{column: why} for the used columns whose permutation never lowers
-    the validation score of gradient-boosted trees."""
+    the validation score of gradient-boosted trees *and* which alone predict
+    no better than a constant. Both, because trees lean on one of two
+    correlated columns: the other's permutation importance is nil although
+    it carries the same information (the model search may use it)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     task = pre["task"]
@@ -74,9 +91,13 @@ def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng) -> d
             Xp = Xv.copy()
             Xp[:, cols] = Xv[perm][:, cols]
             drops.append(base - _score(task, model, Xp, yv))
-        if max(drops) <= 0.0:
-            found[step["name"]] = (f"permutation importance on validation is nil (score change "
-                                   f"{np.mean(drops):+.4f} at most {max(drops):+.4f} over {REPEATS} shuffles)")
+        if max(drops) > 0.0:
+            continue
+        nil, alone, baseline = _alone_says_nothing(table, step["name"], y, splits, task)
+        if nil:
+            found[step["name"]] = (f"nil importance on validation: shuffling it changes the score by at most "
+                                   f"{max(drops):+.4f} over {REPEATS} shuffles, and alone it scores {alone:.3f}, "
+                                   f"no better than a constant answer ({baseline:.3f})")
     if len(found) == len(pre["columns"]):
         return {}  # nothing informative at all: keep everything, the doctor will say so
     return found
@@ -96,7 +117,7 @@ def choose(table, y: np.ndarray, splits: dict, task: str, classes: list[str] | N
         if best is None or score > best[0] + 1e-9:  # ties keep the earlier (default) choice
             best = (score, pre, X)
     _, pre, X = best
-    nil = nil_columns(pre, X, y, splits, rng)
+    nil = nil_columns(pre, X, y, splits, rng, table)
     if nil:
         pre, X = fit_transform(table, y, splits, task, {**pre["choices"], "select": "nil-importance"}, classes,
                                exclude=nil)

@@ -21,7 +21,7 @@ from torch import nn
 from .augment_check import CHECK as AUGMENT_CHECK
 from .augment_check import check_augmentations
 from .data_checks import DATA_CHECKS, DataView, run_data_checks
-from .table_checks import TABLE_CHECKS, run_table_checks
+from .table_checks import TABLE_CHECKS, raw_row_hashes, run_table_checks
 from .findings import CheckResult, DoctorReport, Finding
 from .inputs import kind_of, to_tensors
 from .probes import (
@@ -236,6 +236,8 @@ def doctor_data(ds, splits: dict, *, seed: int = 0, budget_s: float = 10.0) -> l
 def _doctor_data(ds, splits, *, seed, budget_s, only=None):
     view = DataView(_ds_parts(ds, splits), ds.kind, ds.n_classes, feature_names=ds.feature_names, seed=seed,
                     deadline=time.perf_counter() + budget_s)
+    if getattr(ds, "table", None) is not None and splits:  # a CSV: duplicates are of whole raw rows
+        view._hashes.update(raw_row_hashes(ds, splits))
     return run_data_checks(view, only)
 
 

@@ -14,59 +14,16 @@ import time
 
 import numpy as np
 
-from ..data.preprocess import CellError, _booleans, _date_parts, _keys, _numbers
+from ..data.column_signal import column_codes, one_column_score
 from .findings import CheckResult, Finding
 
 LEAK_ACCURACY = 0.99  # classification: this share of validation rows right from one column...
 LEAK_MARGIN = 0.05  # ...and this much above always answering the commonest class
 LEAK_R2 = 0.98  # regression: the validation R² of one column's binned means
-BINS = 32  # quantile bins of a numeric column for the one-column predictor
 MOSTLY_MISSING = 0.5  # warn: more than half of a column's cells are missing
 SHIFT_DISTANCE = 0.2  # total variation (categories) or KS statistic (numbers) between train and test...
 SHIFT_P = 1e-3  # ...and this unlikely under one distribution
 MIN_ROWS = 10  # validation / test rows needed to judge
-
-
-def _codes(col, cells: list, train_cells: list) -> np.ndarray | None:
-    """Integer codes of a column's cells: a category's value, a number's
-    quantile bin (edges from training), -1 for missing."""
-    try:
-        if col.type == "category":
-            keys = _keys(cells)
-            vocab = {k: i for i, k in enumerate(sorted(set(_keys(train_cells))))}
-            return np.asarray([vocab.get(k, -2) for k in keys])
-        if col.type == "number":
-            v, tr = _numbers(col.name, cells), _numbers(col.name, train_cells)
-        elif col.type == "boolean":
-            v, tr = _booleans(col.name, cells), _booleans(col.name, train_cells)
-        elif col.type == "datetime":
-            to_days = np.asarray([366.0, 31.0, 1.0, 0.0, 1 / 24])  # an ordinal: later dates are larger
-            v = _date_parts(col.name, cells, ("year", "month", "day", "dow", "hour")) @ to_days
-            tr = _date_parts(col.name, train_cells, ("year", "month", "day", "dow", "hour")) @ to_days
-        else:
-            return None
-    except CellError:
-        return None
-    present = tr[~np.isnan(tr)]
-    if len(present) == 0:
-        return None
-    edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
-    codes = np.searchsorted(edges, v, side="right")
-    return np.where(np.isnan(v), -1, codes)
-
-
-def _one_column_score(codes: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, task: str) -> float:
-    ctr, cva = codes[train], codes[val]
-    if task == "regression":
-        default = float(y[train].mean())
-        means = {c: float(y[train][ctr == c].mean()) for c in np.unique(ctr)}
-        pred = np.asarray([means.get(c, default) for c in cva])
-        ss = float(((y[val] - y[val].mean()) ** 2).sum()) or 1.0
-        return 1.0 - float(((y[val] - pred) ** 2).sum()) / ss
-    default = int(np.bincount(y[train]).argmax())
-    best = {c: int(np.bincount(y[train][ctr == c]).argmax()) for c in np.unique(ctr)}
-    pred = np.asarray([best.get(c, default) for c in cva])
-    return float((pred == y[val]).mean())
 
 
 def check_target_leak(ds, splits: dict) -> list[Finding]:
@@ -83,10 +40,10 @@ def check_target_leak(ds, splits: dict) -> list[Finding]:
     for col, cells in zip(t.schema, t.columns):
         if not col.used:
             continue
-        codes = _codes(col, cells, [cells[i] for i in train])
+        codes = column_codes(col, cells, [cells[i] for i in train])
         if codes is None:
             continue
-        score = _one_column_score(codes, ds.y, train, val, task)
+        score = one_column_score(codes, ds.y, train, val, task)
         if score >= bar:
             leaks[col.name] = round(score, 4)
     if not leaks:
@@ -144,7 +101,7 @@ def check_shift(ds, splits: dict) -> list[Finding]:
     for col, cells in zip(ds.table.schema, ds.table.columns):
         if not col.used:
             continue
-        codes = _codes(col, cells, [cells[i] for i in train])
+        codes = column_codes(col, cells, [cells[i] for i in train])
         if codes is None:
             continue
         a, b = codes[train], codes[test]
@@ -161,6 +118,21 @@ def check_shift(ds, splits: dict) -> list[Finding]:
                     f"{names}: distributed differently in the test split than in training (KS statistic or total "
                     f"variation > {SHIFT_DISTANCE}, p < {SHIFT_P:g}); test accuracy may not carry over",
                     "check how the test rows were chosen (by date? by source?); a seeded random split avoids this")]
+
+
+def raw_row_hashes(ds, splits: dict) -> dict[str, list[bytes]]:
+    """Per split, a hash of each row's raw cells, every column included
+    (IDs and other dropped ones): the duplicate and leak checks then find
+    the same record twice, not two records that the features cannot tell
+    apart (common, and harmless, in a table of a few letter codes)."""
+    import hashlib
+
+    cols = ds.table.columns
+    out = {}
+    for name, idx in splits.items():
+        out[name] = [hashlib.blake2b("\x1f".join("\x1e" if c[i] is None else c[i] for c in cols).encode(),
+                                     digest_size=16).digest() for i in idx]
+    return out
 
 
 TABLE_CHECKS = ("id-columns", "mostly-missing", "target-leak", "column-shift")
