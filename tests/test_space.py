@@ -236,3 +236,34 @@ def test_channel_pruning_of_a_component_net():
     pruned = prune_channels(model, info["input_shape"], 0.5)
     assert count_params(pruned) < 0.6 * count_params(model)
     assert pruned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_budgeted_trial_plans_its_epochs_and_data_share(tmp_path):
+    """The objective under a budget plan: a first-rung trial measures its
+    throughput, takes the epochs and data share that fit its slot, trains
+    and records what it planned."""
+    from autopilot.config import RunConfig
+    from autopilot.data import load, split
+    from autopilot.data.stats import arrays, data_info
+    from autopilot.rundir import RunDir
+    from autopilot.search.study import Objective, open_study
+    from autopilot.search.workers import optimize
+
+    torch.set_num_threads(1)
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    config = RunConfig(data="digits", pruner="none", device="cpu")
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    study = open_study(rd, config, info)
+    now = time.time()
+    budget.save_plan(study, budget.SearchPlan.make(now, now + 120, workers=1))
+    study.enqueue_trial(space.fit_params(space.default_params(info), info, 20000))
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 120), time.time() + 120, 1)
+    t = study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE, t.user_attrs.get("error")
+    a = t.user_attrs
+    assert a["rung"] == 0 and a["slot_s"] == pytest.approx(budget.SearchPlan.make(0, 120, 1).first_slot_s)
+    assert 0 < a["data_fraction"] <= 1 and a["epochs"] >= 1 and a["s_per_example"] > 0
+    assert t.duration.total_seconds() < a["slot_s"] + 10  # ended near its slot

@@ -119,6 +119,8 @@ class RunConfig(BaseModel):
     # batch-1 latency (accurate ignores serving cost, fast gives up the gain).
     ship: Literal["accurate", "balanced", "fast"] = "balanced"
     space: Literal["components", "templates"] = "components"  # per-stage components (NAS); templates: the former fixed nets
+    max_params: int | None = Field(None, ge=1)  # hard limit; larger configurations are rejected before training
+    max_latency_ms: float | None = Field(None, gt=0)  # hard limit: ONNX Runtime, batch 1, one thread, this machine
     executor: Literal["local", "ray"] = "local"  # local: processes on this machine; ray: each trial a task on a Ray cluster
     ray_address: str | None = None  # e.g. 10.0.0.1:6379; None: RAY_ADDRESS, else a new Ray instance on this machine
     cpus_per_trial: float = Field(1, gt=0)  # one single-threaded trial per core, as local workers do

@@ -188,7 +188,10 @@ def run(
     compress_s = compress_share(config.budget_s) if config.compress else 0.0
     # The fusion stage's time comes out of the compression share (or, without
     # compression, out of the search), so the run still ends within budget.
-    fusion_s = FUSION_SHARE * compress_share(config.budget_s) if config.fusion else 0.0
+    # An ensemble is several models: over --max-params / --max-latency-ms by
+    # construction, so with a cost limit the single model ships.
+    fuse = config.fusion and not (config.max_params or config.max_latency_ms)
+    fusion_s = FUSION_SHARE * compress_share(config.budget_s) if fuse else 0.0
     if config.budget_s:
         if compress_s < MIN_COMPRESS_S:
             compress_s = 0.0
@@ -207,7 +210,7 @@ def run(
 
             compress_run(rd.path, budget_s=compress_s - fusion_s, target=config.compress_target, max_drop=config.max_drop,
                          seed=config.seed, console=console, data=data_arrays, device=config.device)
-        if config.fusion:
+        if fuse:
             from .fusion.stage import fuse_run
 
             try:

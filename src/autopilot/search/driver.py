@@ -46,7 +46,7 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
             from .trees_space import default_params as trees_defaults
 
             study.enqueue_trial(trees_defaults())
-        for params in space.first_trials(config.space, info):  # known-good points first
+        for params in space.first_trials(config.space, info, config.max_params):  # known-good points first
             study.enqueue_trial(params)
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.

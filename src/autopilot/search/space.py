@@ -302,8 +302,44 @@ def sampler_of(space: str, grid: bool):
     return suggest_template if space == "templates" else suggest
 
 
-def first_trials(space: str, info: dict) -> list[dict]:
-    return [template_default_params(info)] if space == "templates" else first_params(info)
+def first_trials(space: str, info: dict, max_params: int | None = None) -> list[dict]:
+    """The known-good first trials of `space`, narrowed to fit max_params
+    (one that cannot fit even at its narrowest is left out)."""
+    first = [template_default_params(info)] if space == "templates" else first_params(info)
+    if max_params:
+        first = [q for q in (fit_params(p, info, max_params) for p in first) if _n_params(q, info) <= max_params]
+    return [p for i, p in enumerate(first) if p not in first[:i]]
+
+
+def _n_params(params: dict, info: dict) -> int:
+    from ..models import build_model, count_params
+
+    return count_params(build_model(to_config(params, info)[0]))
+
+
+def _width_keys(params: dict) -> list[tuple[str, list[int]]]:
+    fam = params["family"]
+    if is_template_params(params):
+        return [(f"{fam}_width", TEMPLATE_WIDTHS[fam])]
+    if fam == "mlp":
+        return [(f"mlp_l{i}_width", MLP_WIDTHS) for i in range(1, int(params["mlp_layers"]) + 1)]
+    return [(f"{fam}_stem_width", STEM_WIDTHS[fam])] + [(f"{fam}_s{i}_width", STAGE_WIDTHS[fam])
+                                                         for i in range(1, int(params[f"{fam}_stages"]) + 1)]
+
+
+def fit_params(params: dict, info: dict, max_params: int) -> dict:
+    """The configuration with its widest width stepped down to the next
+    choice of the space, again and again, until it has at most max_params
+    parameters (the narrowest one when none fits): a known-good first trial
+    of the shape the user's limit allows."""
+    p = dict(params)
+    while _n_params(p, info) > max_params:
+        steps = [(p[k], k, choices) for k, choices in _width_keys(p) if choices.index(p[k]) > 0]
+        if not steps:
+            break
+        _, key, choices = max(steps)
+        p[key] = choices[choices.index(p[key]) - 1]
+    return p
 
 
 # ---- parameters -> (spec, training hyper-parameters) ----

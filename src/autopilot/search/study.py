@@ -27,7 +27,7 @@ from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
-from . import budget, space, trees_space
+from . import budget, limits, space, trees_space
 from .select import best_trial, rank_trial, score
 from .storage import database_storage, study_name
 
@@ -57,6 +57,8 @@ def make_storage(run: RunDir, url: str | None = None):
 
 
 def make_sampler(name: str, seed: int, info: dict) -> optuna.samplers.BaseSampler:
+    """TPE (and GP) learn from how far rejected trials were over
+    --max-params / --max-latency-ms: the trials' constraints (limits.py)."""
     if name == "tpe":
         # multivariate+group model the conditional space (family-specific
         # parameters) jointly instead of one parameter at a time.
@@ -109,6 +111,10 @@ def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int 
         pruner=make_pruner(config.pruner, progress),
         load_if_exists=True,
     )
+
+
+def has_limits(config: RunConfig) -> bool:
+    return bool(config.max_params or config.max_latency_ms)
 
 
 INTERRUPTED = "interrupted (Ctrl-C or the process was stopped)"
@@ -180,7 +186,7 @@ class Objective:
         seed = self.config.seed + trial.number
         seed_everything(seed)  # the initial weights are part of the trial's seed
         model = build_model(spec)
-        trial.set_user_attr("params_count", count_params(model))
+        self._check_limits(trial, model)
         train_data, val_data = self.data["train"], self.data["val"]
         plan = budget.load_plan(trial.study)  # None without a time budget
         finish_by = None
@@ -274,6 +280,26 @@ class Objective:
             raise
         save_val_logits(self.run.trial_dir(trial.number), val_outputs)
         return value
+
+
+    def _check_limits(self, trial: optuna.Trial, model) -> None:
+        """Parameters and ONNX Runtime batch-1 latency, recorded for every
+        trial (the accuracy-latency front); a configuration over
+        --max-params or --max-latency-ms is rejected before it trains."""
+        n = count_params(model)
+        trial.set_user_attr("params_count", n)
+        cfg = self.config
+        latency = None
+        if not (cfg.max_params and n > cfg.max_params):  # over the parameter limit: not worth an export
+            latency = limits.onnx_latency_ms(model, self.info["input_shape"])
+            trial.set_user_attr("latency_ms", round(latency, 4))
+        if has_limits(cfg):  # Optuna's constraints (<= 0 feasible): TPE and NSGA-II prefer feasible configurations
+            for key, value in zip(limits.CONSTRAINT_KEYS, limits.excess(n, latency, cfg.max_params, cfg.max_latency_ms)):
+                trial.set_constraint(key, value)
+        if reason := limits.violation(n, latency, cfg.max_params, cfg.max_latency_ms):
+            trial.set_user_attr("rejected", reason)
+            trial.set_user_attr("error", f"rejected before training: {reason}")
+            raise optuna.TrialPruned(reason)
 
     @staticmethod
     def _prunable(trial: optuna.Trial, planned_epochs: int) -> bool:

@@ -1,0 +1,89 @@
+"""--max-params and --max-latency-ms: hard limits, checked before training,
+and the shipped model within them by an independent ONNX Runtime timing."""
+import json
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from autopilot.config import RunConfig
+from autopilot.data import load, split
+from autopilot.data.stats import arrays, data_info
+from autopilot.models import build_model, count_params
+from autopilot.rundir import RunDir
+from autopilot.search import limits, space
+from autopilot.search.study import Objective, open_study
+from autopilot.search.workers import optimize
+from tests.conftest import run_cli
+
+INFO = {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]}
+
+
+def test_first_trials_are_narrowed_to_fit_the_parameter_limit():
+    wide = space.first_params(INFO)
+    assert all(space._n_params(p, INFO) > 20000 for p in wide)
+    fitted = space.first_trials("components", INFO, max_params=20000)
+    assert fitted and all(space._n_params(p, INFO) <= 20000 for p in fitted)
+    # same architecture shape, narrower: operations and stage count unchanged
+    assert [p["cnn2d_stages"] for p in fitted] == [p["cnn2d_stages"] for p in wide][:len(fitted)]
+
+
+def test_latency_is_measured_in_onnx_runtime():
+    small = build_model(space.to_config(space.fit_params(space.default_params(INFO), INFO, 5000), INFO)[0])
+    large = build_model(space.to_config({**space.default_params(INFO), "cnn2d_s3_width": 128, "cnn2d_s3_blocks": 3},
+                                        INFO)[0])
+    a, b = limits.onnx_latency_ms(small, INFO["input_shape"]), limits.onnx_latency_ms(large, INFO["input_shape"])
+    assert 0 < a < b
+
+
+def test_configurations_over_the_limits_are_rejected_before_training(tmp_path):
+    torch.set_num_threads(1)
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    config = RunConfig(data="digits", pruner="none", device="cpu", max_params=20000)
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    study = open_study(rd, config, info)
+    big = {**space.default_params(info), "epochs": 10}
+    study.enqueue_trial(big)
+    study.enqueue_trial(space.fit_params(big, info, 20000))
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 300), time.time() + 300, 2)
+    rejected, trained = study.get_trials()
+    assert rejected.state == TrialState.PRUNED and "max-params 20,000" in rejected.user_attrs["rejected"]
+    assert rejected.constraints["params"] > 0 and not (rd.trial_dir(0) / "weights.safetensors").exists()
+    assert trained.state == TrialState.COMPLETE and trained.user_attrs["params_count"] <= 20000
+    assert trained.user_attrs["latency_ms"] > 0 and trained.constraints["params"] <= 0
+
+
+def _ort_latency_ms(path, shape, runs=200):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, *shape), dtype=np.float32)
+    name = sess.get_inputs()[0].name
+    for _ in range(10):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+@pytest.mark.slow
+def test_the_shipped_model_respects_both_limits(tmp_path):
+    max_ms = 0.5
+    res = run_cli("run", "digits", "--trials", "3", "--max-params", "20000", "--max-latency-ms", max_ms, "--no-doctor",
+                  "--no-compress", "--workers", "1", "--runs-dir", tmp_path, "--name", "lim", "--quiet")
+    assert res.returncode == 0, res.stderr
+    card = json.loads((tmp_path / "lim" / "model" / "card.json").read_text())
+    assert card["params"] <= 20000
+    model = build_model(json.loads((tmp_path / "lim" / "model" / "spec.json").read_text()))
+    assert count_params(model) == card["params"]
+    assert _ort_latency_ms(tmp_path / "lim" / "model" / "model.onnx", card["input_shape"]) <= max_ms
