@@ -24,7 +24,7 @@ LAYERS = [
     ["export"],
     ["doctor", "compress"],
     ["search"],
-    ["fusion"],
+    ["fusion", "finalists"],
     ["final"],
     ["registry"],
     ["runtime"],

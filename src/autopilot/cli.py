@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", help="Ray cluster to use, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a new Ray instance here)")
     r.add_argument("--cpus-per-trial", type=float, help=f"CPUs (and torch threads) of each Ray trial or `autopilot worker` trial (default {default('cpus_per_trial')})")
     r.add_argument("--gpus-per-trial", type=float, help=f"GPUs of each Ray trial; 0.5 lets two trials share one (default {default('gpus_per_trial')})")
+    r.add_argument("--finalists", type=int,
+                   help=f"best trials re-scored by cross-validation when the search ends (default {default('finalists')})")
+    r.add_argument("--cv", type=int,
+                   help=f"folds of that cross-validation on train+validation; the winner is then retrained on "
+                        f"train+validation; 0: ship the search's best trial as trained (default {default('cv')})")
     r.add_argument("--name", help="run name (default: DATA-NNN, the first free number)")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default ./runs)")
     r.add_argument("--resume", action="store_true", help="continue the study of run --name after an interruption")
@@ -173,7 +178,7 @@ def _cmd_run(args, console) -> int:
             budget=args.budget, trials=args.trials,
             sampler=args.sampler, space=args.space, max_params=args.max_params, max_latency_ms=args.max_latency_ms, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             executor=args.executor, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, finalists=args.finalists, cv=args.cv,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
             quiet=args.quiet, doctor=not args.no_doctor, force=args.force, compress=False if args.no_compress else None,
             compress_target=args.compress_target, max_drop=args.max_drop, fusion=False if args.no_fusion else None,
@@ -204,6 +209,8 @@ def closing_lines(rd) -> None:
     sel = card.selection
     print(f"model:   {card.family}, {card.params:,} parameters, trial {card.best_trial}"
           + (f" ({sel.how})" if sel is not None and not sel.complete else "") + f", {card.elapsed_s:.0f}s")
+    if card.cv is not None:
+        print(f"chosen:  {card.cv.reason}" + (" (retrained on train+validation)" if card.cv.retrained else ""))
     if not card.onnx_parity.passed:
         print(f"WARNING: the ONNX export failed its parity check (argmax agreement {card.onnx_parity.argmax_agree:.4f}, "
               f"max abs diff {card.onnx_parity.max_abs_diff:.2e}); shipped because --force was given")

@@ -20,6 +20,12 @@ MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
 # student): building and measuring an ensemble takes seconds, the student
 # is one short distillation, and the single model's compression keeps most.
 FUSION_SHARE = 0.4
+# Cross-validating the finalists and retraining the winner on train+validation
+# costs about (finalists x folds x (k-1)/k + 1) trainings: a fifth of the budget
+# buys that for small models and short schedules (the stage shortens fold
+# schedules, or falls back, when it does not fit).
+FINALISTS_SHARE = 0.2
+MIN_FINALISTS_S = 10.0  # below this, no cross-validation: the best trial ships as trained in the search
 # `autopilot compress RUN` alone: a quarter of the run's budget, but at least
 # a minute (one fine-tune and one distillation); 2 minutes for a --trials run.
 MIN_STANDALONE_COMPRESS_S, NO_BUDGET_COMPRESS_S = 60.0, 120.0
@@ -51,6 +57,16 @@ def search_reserve(budget_s: float) -> float:
     """Seconds kept back from the search for the final stage (test
     evaluation, ONNX export, parity check, report)."""
     return min(60.0, max(8.0, 0.06 * budget_s))
+
+
+def finalists_reserve(budget_s: float | None, cv: int) -> float:
+    """Seconds kept back from the search for cross-validating the finalists
+    and retraining the winner; 0 with --cv 0, without a time budget (the
+    stage then takes the time it needs), or when too little would fit."""
+    if not cv or not budget_s:
+        return 0.0
+    share = FINALISTS_SHARE * budget_s
+    return share if share >= MIN_FINALISTS_S else 0.0
 
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
@@ -125,6 +141,15 @@ class RunConfig(BaseModel):
     ray_address: str | None = None  # e.g. 10.0.0.1:6379; None: RAY_ADDRESS, else a new Ray instance on this machine
     cpus_per_trial: float = Field(1, gt=0)  # one single-threaded trial per core, as local workers do
     gpus_per_trial: float = Field(0, ge=0)  # small models train well on CPUs; 0.5 lets two trials share a GPU
+    finalists: int = Field(3, ge=1)  # best trials re-scored by cross-validation: one validation split ranks noisily
+    cv: int = Field(3, ge=0)  # folds over train+validation; 0: the best trial ships as the search trained it
+
+    @field_validator("cv")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("one fold is not cross-validation: give 0 (off) or at least 2")
+        return v
 
     @field_validator("max_drop")
     @classmethod

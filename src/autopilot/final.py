@@ -19,12 +19,13 @@ from optuna.trial import TrialState
 from .compress import measure
 from .config import RunConfig
 from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export_onnx, onnx_session, parity_failure, run_onnx
+from .finalists import run_finalists
 from .metrics import binomial_se
-from .models import count_params, load_model, trees
+from .models import count_params, load_model, save_model, trees
 from .rundir import RunDir, write_json
 from .schemas.card import Hyperparameters, ModelCard, ModelFigures, Parity, Selection, TrialCounts
 from .schemas.run import read_run
-from .search.select import best_trial, score
+from .search.select import Selection as SearchSelection, best_trial, describe, score
 
 LATENCY_BUDGET_S = 1.0  # a first batch-1 reading of the fp32 file; compression re-times it beside its candidates
 
@@ -46,10 +47,14 @@ class NoModelError(RuntimeError):
 
 
 def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float,
-             console, force: bool = False) -> ModelCard:
+             console, force: bool = False, deadline_wall: float | None = None) -> ModelCard:
     """Write model/ (spec, weights, model.onnx, card.json) for the selected
     trial. Raises ParityError, leaving model/ as it was, when the ONNX file
-    disagrees with PyTorch and `force` is off."""
+    disagrees with PyTorch and `force` is off.
+
+    With config.cv, the best config.finalists trials are first re-scored by
+    cross-validation and the winner retrained on train+validation
+    (autopilot.finalists), by `deadline_wall` (time.time(); None: no limit)."""
     selection = best_trial(study, rd)
     if selection is None:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
@@ -64,10 +69,16 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
                 "give a larger --budget, then --resume")
         console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
+    finalists = run_finalists(rd, study, data, info, config, best, deadline_wall=deadline_wall, console=console)
+    if finalists.winner is not None and finalists.winner.number != best.number:
+        best = finalists.winner
+        selection = SearchSelection(best, describe(best))
     src = rd.trial_dir(best.number)
     is_trees = trees.is_trees_dir(src)
     if not is_trees:
         model, spec = load_model(src)
+        if finalists.model is not None:  # retrained on train+validation: these weights ship
+            model = finalists.model
         model.eval()
     tmp = rd.path / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -82,7 +93,8 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             reference = np.load(src / VAL_LOGITS, allow_pickle=False)
             logits, onnx_test, parity, spec, n_params, onnx_path = trees_final(src, tmp, data, reference)
         else:
-            logits, onnx_test, parity, spec, n_params, onnx_path = _torch_final(model, spec, src, tmp, ds, data)
+            logits, onnx_test, parity, spec, n_params, onnx_path = _torch_final(model, spec, src, tmp, ds, data,
+                                                                                  retrained=finalists.model is not None)
         if not parity["passed"]:
             if not force:
                 raise ParityError(f"{parity_failure(parity)}; the model was not shipped (--force ships it anyway)")
@@ -114,6 +126,8 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         training = json.loads(hp_file.read_text()) if hp_file.exists() else {}
         if is_trees:
             training = dict(spec["params"])
+        if finalists.training is not None:
+            training = finalists.training
         all_trials = study.get_trials(deepcopy=False)
         card = ModelCard(
             name=rd.name,
@@ -145,6 +159,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             elapsed_s=time.time() - started,
             hyperparameters=Hyperparameters(params=best.params, training=training),
             versions=read_run(rd.path).versions,
+            cv=finalists.record,
         )
         write_json(tmp / "card.json", card.model_dump(mode="json"))
     except BaseException:
@@ -159,11 +174,16 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     return card
 
 
-def _torch_final(model, spec: dict, src, tmp, ds, data: dict):
+def _torch_final(model, spec: dict, src, tmp, ds, data: dict, *, retrained: bool = False):
     """A network: its test logits from PyTorch, its ONNX export and their parity.
-    (logits, ONNX logits, parity, spec, parameter count, ONNX path)."""
-    for f in ("spec.json", "weights.safetensors"):
-        shutil.copy2(src / f, tmp / f)
+    (logits, ONNX logits, parity, spec, parameter count, ONNX path).
+    `retrained`: the model is not the trial's weights (the finalists' winner
+    trained on train+validation), so it is saved rather than copied."""
+    if retrained:
+        save_model(tmp, model, spec)
+    else:
+        for f in ("spec.json", "weights.safetensors"):
+            shutil.copy2(src / f, tmp / f)
     # The test split is used here, once, after selection.
     Xte = data["test"][0]
     with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .config import (COMPRESS_SHARE, DOCTOR_BUDGET_S, FUSION_SHARE, MIN_COMPRESS_S, RunConfig, RunError,
-                     compress_budget_s, describe_error, parse_duration, search_reserve)
+                     compress_budget_s, describe_error, finalists_reserve, parse_duration, search_reserve)
 from .data import Dataset, load, official_test, profile, split
 from .data.split import save_splits
 from .data.stats import arrays
@@ -184,7 +184,7 @@ def run(
 
     # The final stage (test evaluation, ONNX export, report) needs a few
     # seconds; keep them out of the search so the run ends within budget.
-    deadline = None
+    deadline = final_deadline = None
     compress_s = compress_share(config.budget_s) if config.compress else 0.0
     # The fusion stage's time comes out of the compression share (or, without
     # compression, out of the search), so the run still ends within budget.
@@ -196,7 +196,10 @@ def run(
         if compress_s < MIN_COMPRESS_S:
             compress_s = 0.0
         remaining = config.budget_s - prior_search_s
-        deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - max(compress_s, fusion_s))
+        # The finalists' cross-validation and retraining end by final_deadline;
+        # they also get whatever the search leaves unused.
+        final_deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - max(compress_s, fusion_s))
+        deadline = final_deadline - finalists_reserve(config.budget_s, config.cv)
     search_started = time.time()
     try:
         try:
@@ -204,7 +207,8 @@ def run(
                            console=console)
         finally:
             update_run(rd.path, search_elapsed_s=prior_search_s + (time.time() - search_started))
-        finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console, force=force)
+        finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console, force=force,
+                 deadline_wall=final_deadline)
         if compress_s > 0:
             from .compress import compress_run
 

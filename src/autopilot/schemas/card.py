@@ -79,6 +79,40 @@ class Hyperparameters(Part):
     training: dict[str, Any] = {}  # what train.train received
 
 
+class Finalist(Part):
+    """One of the best search trials, re-scored by k-fold cross-validation on
+    train+validation (autopilot.finalists)."""
+    trial: int
+    search_val_accuracy: float  # its score on the validation split during the search
+    params: int | None  # parameters of its model
+    planned_epochs: int  # the schedule it had in the search
+    fold_epochs: int  # the schedule of each fold (shorter when the time reserved asked for it)
+    fold_accuracies: list[float]  # each held-out fold, at the end of the fold's schedule
+    mean: float | None  # of fold_accuracies; None when no fold finished
+    std: float | None  # sample standard deviation of fold_accuracies; None below two folds
+    finished: bool  # every fold trained to the end of its schedule; only finished finalists can win
+    won: bool = False
+
+
+class CrossValidation(Part):
+    """How the shipped configuration was chosen among the finalists, and how
+    its weights were trained. Absent from the card with --cv 0."""
+    folds: int
+    examples: int  # train+validation, pooled and split into `folds` stratified folds
+    finalists_asked: int
+    finalists: list[Finalist]  # best search trial first; empty when none could be cross-validated
+    fold_share: float | None  # fold schedules as a share of each finalist's planned epochs; None: no folds
+    search_best: int  # the trial the search alone would have shipped
+    winner: int  # the trial whose configuration ships
+    reason: str  # why it won, in words
+    retrained: bool  # the shipped weights were trained on train+validation, not the search's
+    retrain_epochs: int | None
+    validation_held_out: bool  # False once retrained: the validation split is in the shipped model's training data
+    reserved_s: float | None  # seconds this stage had; None: no time budget
+    elapsed_s: float
+    notes: list[str] = []  # what was done short of what was asked, and why; what the validation split means now
+
+
 class ModelCard(RunFile):
     FILE: ClassVar[str] = "model/card.json"
     name: str
@@ -115,6 +149,7 @@ class ModelCard(RunFile):
     elapsed_s: float | None = None
     hyperparameters: Hyperparameters
     versions: dict[str, str]
+    cv: CrossValidation | None = None  # cross-validated finalists; None with --cv 0 and on older cards
 
 
 Card = ModelCard  # the short name, as tests/test_schemas.py's table spells it

@@ -1,0 +1,351 @@
+"""Cross-validated finalists: the search ranks trials on one validation
+split, which is noisy on small data; the best few trials are re-scored by
+k-fold cross-validation on train+validation, the winner is the best mean
+(ties to the model with fewer parameters), and its configuration is trained
+again on train+validation. The test split is not touched here.
+
+The time comes from inside the run's budget (config.finalists_reserve plus
+whatever the search left unused). The stage plans before it trains: from
+each finalist's measured seconds per epoch it decides how many finalists,
+how long each fold's schedule and whether the retraining fit; what it had to
+leave out is said on the console and in the card (`cv.notes`).
+
+Fold scores are the held-out fold's accuracy at the end of the fold's
+schedule, with early stopping off: choosing each fold's best epoch on the
+fold it is scored on would flatter every finalist.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from .config import RunConfig
+from .models import build_model
+from .rundir import RunDir
+from .schemas.card import CrossValidation, Finalist
+from .schemas.search import TrialConfig
+from .search.driver import single_worker_threads
+from .search.select import WEIGHTS, rank_trial, score
+from .train import seed_everything, train
+
+TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
+MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
+MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
+RETRAIN_VAL_EXAMPLES = 512  # the retraining's per-epoch check; the validation split is training data then
+FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
+
+
+@dataclass
+class Candidate:
+    """A finalist before cross-validation: its configuration and measured cost."""
+    trial: FrozenTrial
+    spec: dict
+    hparams: dict
+    params: int | None
+    epoch_s_per_example: float | None  # seconds per training example per epoch, as measured in the search
+
+    @property
+    def planned(self) -> int:
+        return int(self.hparams["epochs"])
+
+
+@dataclass
+class Plan:
+    n: int  # finalists cross-validated (the best n)
+    share: float  # fold schedules as a share of the planned ones
+    retrain: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What final.py ships: `winner` None keeps the search's own choice and
+    its weights (--cv 0); `model` None ships the winner's search weights."""
+    winner: FrozenTrial | None = None
+    model: torch.nn.Module | None = None
+    training: dict | None = None  # hyper-parameters of the retraining
+    record: CrossValidation | None = None
+
+
+def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial]:
+    """The best `n` completed trials with weights, in the search's own order."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and (rd.trial_dir(t.number) / WEIGHTS).exists()]
+    return sorted(done, key=rank_trial, reverse=True)[:n]
+
+
+def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:
+    tdir = rd.trial_dir(t.number)
+    cfg = TrialConfig.model_validate_json((tdir / "config.json").read_bytes())
+    times = []
+    metrics = tdir / "metrics.jsonl"
+    if metrics.exists():
+        times = [json.loads(line)["time_s"] for line in metrics.read_text().splitlines() if line.strip()]
+    per_example = statistics.median(times) / max(1, n_train) if times else None
+    params = t.user_attrs.get("params_count")
+    return Candidate(t, cfg.spec, dict(cfg.hparams), int(params) if params is not None else None, per_example)
+
+
+def fold_seconds(c: Candidate, epochs: int, n_examples: int, folds: int) -> float:
+    """Estimated seconds of all `folds` fold trainings of one finalist."""
+    if c.epoch_s_per_example is None:
+        return math.inf
+    return folds * epochs * n_examples * (folds - 1) / folds * c.epoch_s_per_example * MARGIN
+
+
+def retrain_seconds(c: Candidate, n_examples: int) -> float:
+    if c.epoch_s_per_example is None:
+        return math.inf
+    return c.planned * n_examples * c.epoch_s_per_example * MARGIN
+
+
+def fold_epochs(c: Candidate, share: float) -> int:
+    return max(1, math.floor(share * c.planned + 1e-9))
+
+
+def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: float | None) -> Plan:
+    """How many finalists, how long their fold schedules, and whether the
+    winner is retrained, within `seconds` (None: no limit, everything).
+
+    Options in order of preference, the first that fits wins: all finalists
+    and the retraining, all without the retraining, one finalist fewer with
+    it, ... , one finalist without it, and last the retraining alone."""
+    if seconds is None:
+        return Plan(len(cands), 1.0, True)
+    seconds = max(0.0, seconds)
+    options = [(n, retrain) for n in range(len(cands), 0, -1) for retrain in (True, False)] + [(0, True)]
+    for n, retrain in options:
+        chosen = cands[:n]
+        # The winner is not known yet: keep the dearest retraining free.
+        keep = max((retrain_seconds(c, n_examples) for c in (chosen or cands[:1])), default=0.0) if retrain else 0.0
+        left = seconds - keep
+        if left < 0:
+            continue
+        if n == 0:
+            return Plan(0, 0.0, True, [f"no time to cross-validate any finalist ({seconds:.0f} s left for this stage): "
+                                       "the search's best trial is retrained on train+validation without it"])
+        full = sum(fold_seconds(c, c.planned, n_examples, folds) for c in chosen)
+        share = min(1.0, left / full) if full > 0 else 1.0
+        if share < MIN_FOLD_SHARE:
+            continue
+        if sum(fold_seconds(c, fold_epochs(c, share), n_examples, folds) for c in chosen) > left:
+            continue
+        notes = []
+        if n < len(cands):
+            notes.append(f"only {n} of {len(cands)} finalists fit in the {seconds:.0f} s left for this stage")
+        if share < 1.0:
+            notes.append(f"fold schedules shortened to {share:.0%} of each finalist's planned epochs to fit the time")
+        if not retrain:
+            need = max(retrain_seconds(c, n_examples) for c in chosen)
+            notes.append(f"retraining on train+validation would need about {need:.0f} s after cross-validation: "
+                         "the winner ships with the weights the search trained")
+        return Plan(n, share, retrain, notes)
+    return Plan(0, 0.0, False, [f"no time to cross-validate the finalists or retrain the winner ({seconds:.0f} s left "
+                                "for this stage): the search's best trial ships as the search trained it"])
+
+
+def pick_winner(finalists: list[Finalist]) -> tuple[int, str]:
+    """(index of the winner, why). The highest mean CV accuracy among the
+    finished finalists; means within TIE of it are a tie, and a tie goes to
+    the model with fewer parameters, then to the search's better trial."""
+    finished = [i for i, f in enumerate(finalists) if f.finished and f.mean is not None]
+    if not finished:
+        raise ValueError("no finalist finished its folds")
+    top = max(finalists[i].mean for i in finished)
+    tied = [i for i in finished if top - finalists[i].mean <= TIE]
+    win = min(tied, key=lambda i: (finalists[i].params if finalists[i].params is not None else math.inf, i))
+    w = finalists[win]
+    if len(tied) == 1:
+        others = [finalists[i].mean for i in finished if i != win]
+        why = f"highest mean CV accuracy ({w.mean:.4f}" + (f"; next {max(others):.4f})" if others else ")")
+    else:
+        rivals = ", ".join(f"trial {finalists[i].trial} {finalists[i].mean:.4f} with {finalists[i].params} parameters"
+                           for i in tied if i != win)
+        why = (f"mean CV accuracy {w.mean:.4f}, tied within {TIE:g} with {rivals}: the cheaper model wins "
+               f"({w.params} parameters)")
+    return win, why
+
+
+def pooled(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    (Xtr, ytr), (Xva, yva) = data["train"], data["val"]
+    return np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
+
+
+def folds_of(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def _monotonic(deadline_wall: float | None) -> float | None:
+    return None if deadline_wall is None else time.monotonic() + (deadline_wall - time.time())
+
+
+def cross_validate(c: Candidate, X: np.ndarray, y: np.ndarray, splits, epochs: int, *, kind: str, seed: int,
+                   device: str, deadline: float | None) -> Finalist:
+    hp = {**c.hparams, "epochs": epochs, "patience": epochs + 1}  # no early stopping on the scored fold
+    scores, finished = [], True
+    for f, (tr, ho) in enumerate(splits):
+        fold_seed = seed + c.trial.number + FOLD_SEED_STEP * (f + 1)
+        seed_everything(fold_seed)
+        model = build_model(c.spec)
+        result = train(model, (X[tr], y[tr]), (X[ho], y[ho]), hp, kind=kind, seed=fold_seed, device=device,
+                       deadline=deadline)
+        if not result.history or result.stopped == "deadline":
+            finished = False
+            break
+        scores.append(float(result.history[-1].val_acc))  # the end of the schedule, not the fold's best epoch
+    return Finalist(trial=c.trial.number, search_val_accuracy=float(score(c.trial)), params=c.params,
+                    planned_epochs=c.planned, fold_epochs=epochs, fold_accuracies=scores,
+                    mean=float(np.mean(scores)) if scores else None,
+                    std=float(np.std(scores, ddof=1)) if len(scores) > 1 else None, finished=finished)
+
+
+def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str, seed: int, device: str,
+            deadline: float | None) -> tuple[torch.nn.Module | None, dict]:
+    """The configuration trained on train+validation for its planned epochs;
+    the weights of the last epoch (no validation is held out to pick
+    another). None when the deadline cut it: a schedule that did not
+    anneal is worse than the search's weights."""
+    hp = {**c.hparams, "patience": c.planned + 1}
+    seed = seed + c.trial.number
+    seed_everything(seed)
+    model = build_model(c.spec)
+    last: dict = {}
+
+    def keep_last(_m, m) -> None:
+        last["state"] = copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
+
+    Xva, yva = data["val"]
+    check = (Xva[:RETRAIN_VAL_EXAMPLES], yva[:RETRAIN_VAL_EXAMPLES])
+    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline,
+                   on_epoch=keep_last)
+    if result.stopped == "deadline" or result.epochs_run < c.planned or "state" not in last:
+        return None, hp
+    model.load_state_dict(last["state"])
+    return model.cpu().eval(), hp
+
+
+def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, config: RunConfig, search_best: FrozenTrial,
+                  *, deadline_wall: float | None, console) -> Outcome:
+    """Cross-validate the finalists, pick the winner, retrain it on
+    train+validation. Returns an empty Outcome with --cv 0."""
+    if not config.cv:
+        return Outcome()
+    started = time.time()
+    notes: list[str] = []
+
+    def note(text: str) -> None:  # a fallback is said where it happens and kept for the card
+        notes.append(text)
+        console.print(f"[yellow]finalists: {text}[/yellow]", highlight=False)
+
+    X, y = pooled(data)
+    reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
+    cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
+    if not (rd.trial_dir(search_best.number) / WEIGHTS).exists():
+        # Boosted trees are retrained by their own code: the networks below
+        # them must not take their place on a re-scoring they did not enter.
+        cands = []
+        plan = Plan(0, 0.0, False, ["the search's best trial is not a network (gradient-boosted trees): it ships as "
+                                    "trained; cross-validation covers networks only"])
+    elif cands:
+        if len(cands) < config.finalists:
+            note(f"{len(cands)} completed trial(s) for the {config.finalists} finalists asked")
+        plan = make_plan(cands, config.cv, len(y), reserved)
+    else:
+        plan = Plan(0, 0.0, False, ["no trial completed: nothing to cross-validate; the search's choice ships as trained"])
+    for text in plan.notes:
+        note(text)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(single_worker_threads())
+    try:
+        deadline = _monotonic(deadline_wall)
+        finalists = _cross_validate_all(cands[:plan.n], plan, X, y, info, config, deadline, console)
+        by_number = {c.trial.number: c for c in cands}
+        if any(f.finished for f in finalists):
+            i, reason = pick_winner(finalists)
+            finalists[i] = finalists[i].model_copy(update={"won": True})
+            winner = by_number[finalists[i].trial]
+            if winner.trial.number != search_best.number:
+                reason += f"; the search alone ranked trial {search_best.number} first on the validation split"
+        else:
+            if finalists:
+                note("the deadline cut every finalist's folds: the search's best trial is the winner")
+            winner = by_number.get(search_best.number)
+            reason = "the search's best trial on the validation split (no finalist was cross-validated)"
+        console.print(f"finalists: trial {search_best.number if winner is None else winner.trial.number} wins: {reason}",
+                      highlight=False)
+
+        model, training = None, None
+        if winner is not None and plan.retrain:
+            left = None if deadline is None else deadline - time.monotonic()
+            need = retrain_seconds(winner, len(y))
+            if left is not None and need > left:
+                note(f"retraining on train+validation would need about {need:.0f} s, {left:.0f} s were left: "
+                     "the winner ships with the weights the search trained")
+            else:
+                console.print(f"retraining trial {winner.trial.number} on train+validation for {winner.planned} epochs",
+                              highlight=False)
+                model, training = retrain(winner, X, y, data, kind=info["kind"], seed=config.seed,
+                                          device=config.device, deadline=deadline)
+                if model is None:
+                    training = None
+                    note("the deadline cut the retraining on train+validation: the winner ships with the weights "
+                         "the search trained")
+    finally:
+        torch.set_num_threads(threads)
+
+    if model is not None:
+        notes.append("the validation split is part of the shipped model's training data: its validation accuracy is "
+                     "not a held-out figure, and compression judges its accuracy drop on data the model saw "
+                     "(a conservative gate for retrained students, a neutral one for quantisation); "
+                     "the test split alone is held out")
+    winner_trial = search_best if winner is None else winner.trial
+    record = CrossValidation(
+        folds=config.cv, examples=len(y), finalists_asked=config.finalists, finalists=finalists,
+        fold_share=plan.share if finalists else None, search_best=search_best.number, winner=winner_trial.number,
+        reason=reason, retrained=model is not None, retrain_epochs=winner.planned if model is not None else None,
+        validation_held_out=model is None, reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
+    return Outcome(winner=winner_trial, model=model, training=training, record=record)
+
+
+def _cross_validate_all(chosen: list[Candidate], plan: Plan, X: np.ndarray, y: np.ndarray, info: dict,
+                        config: RunConfig, deadline: float | None, console) -> list[Finalist]:
+    """Every chosen finalist, best first, on the same folds. Once the deadline
+    cuts one, the rest are recorded as not finished without training."""
+    if not chosen:
+        return []
+    splits = folds_of(y, config.cv, config.seed)
+    console.print(f"cross-validating {len(chosen)} finalist(s) (trials {', '.join(str(c.trial.number) for c in chosen)}) "
+                  f"with {config.cv} folds of {len(y)} train+validation examples"
+                  + (f", fold schedules at {plan.share:.0%} of the planned epochs" if plan.share < 1 else ""),
+                  highlight=False)
+    fold_deadline = deadline
+    if deadline is not None and plan.retrain:  # the winner's retraining keeps its time
+        fold_deadline = deadline - max(retrain_seconds(c, len(y)) for c in chosen)
+    out: list[Finalist] = []
+    for c in chosen:
+        epochs = fold_epochs(c, plan.share)
+        if out and not out[-1].finished:
+            out.append(Finalist(trial=c.trial.number, search_val_accuracy=float(score(c.trial)), params=c.params,
+                                planned_epochs=c.planned, fold_epochs=epochs, fold_accuracies=[], mean=None, std=None,
+                                finished=False))
+            continue
+        f = cross_validate(c, X, y, splits, epochs, kind=info["kind"], seed=config.seed, device=config.device,
+                           deadline=fold_deadline)
+        out.append(f)
+        summary = f"mean {f.mean:.4f}" + (f" ± {f.std:.4f}" if f.std is not None else "") if f.mean is not None else ""
+        console.print(f"  trial {c.trial.number}: folds {' '.join(f'{a:.4f}' for a in f.fold_accuracies) or '-'}"
+                      + (f", {summary}" if summary else "")
+                      + ("" if f.finished else " (cut by the deadline: cannot win)"), highlight=False)
+    return out

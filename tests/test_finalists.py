@@ -1,0 +1,177 @@
+"""Cross-validated finalists: real searches on digits, the winner chosen by
+the rule the card states, the retrained model shipped, --cv 0 as before,
+and a budget that the stage plans within."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from optuna.trial import TrialState
+from safetensors.numpy import load_file
+
+from autopilot.config import RunConfig
+from autopilot.data.stats import arrays, data_info
+from autopilot.final import finalize
+from autopilot.finalists import TIE, Candidate, make_plan, pick_winner, retrain_seconds
+from autopilot.runner import create_run
+from autopilot.schemas import read
+from autopilot.schemas.card import Finalist, ModelCard
+from autopilot.search.select import rank_trial
+from autopilot.search.study import Objective, open_study
+from autopilot.search.workers import optimize
+
+from .conftest import run_cli
+from .finished_run import SMALL_MLP, quiet_console
+
+# Three small MLPs of different sizes: seconds each on digits, and unequal
+# enough that the search ranks them.
+CONFIGS = [{**SMALL_MLP, "mlp_width": w} for w in (64, 128, 256)]  # widths of the space, 10 epochs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # As the search runs trials in one process on a busy machine: two threads
+    # waiting on each other made these tests ten times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def searched(tmp_path, name: str, **config):
+    """A real run directory after a real search of CONFIGS (no time limit)."""
+    cfg = RunConfig(data="digits", trials=len(CONFIGS), pruner="none", workers=1, device="cpu", **config)
+    rd, ds, splits = create_run(cfg, runs_dir=tmp_path, name=name, overwrite=True, doctor=False)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    study = open_study(rd, cfg, info)
+    for params in CONFIGS:
+        study.enqueue_trial(params)
+    optimize(study, Objective(rd, data, info, cfg, deadline=time.monotonic() + 600), time.time() + 600, len(CONFIGS))
+    return rd, ds, data, info, cfg, study
+
+
+def ranked(study) -> list[int]:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    return [t.number for t in sorted(done, key=rank_trial, reverse=True)]
+
+
+def test_cross_validated_winner_follows_the_rule_and_ships_retrained(tmp_path):
+    rd, ds, data, info, cfg, study = searched(tmp_path, "cv", cv=2, finalists=2)
+    console = quiet_console()
+    card = finalize(rd, study, ds, data, info, cfg, started=time.time(), console=console)
+    cv = card.cv
+    assert cv is not None and cv.folds == 2 and cv.finalists_asked == 2
+    assert cv.examples == len(data["train"][1]) + len(data["val"][1])
+    # The finalists are the search's best two, best first.
+    assert [f.trial for f in cv.finalists] == ranked(study)[:2]
+    for f in cv.finalists:
+        assert f.finished and len(f.fold_accuracies) == 2 and all(0.5 < a <= 1 for a in f.fold_accuracies)
+        assert f.mean == pytest.approx(np.mean(f.fold_accuracies))
+        assert f.std == pytest.approx(np.std(f.fold_accuracies, ddof=1))
+        assert f.fold_epochs == f.planned_epochs == 10  # no time limit: full schedules
+    # The winner: best mean, a tie (within TIE) to the fewer parameters.
+    top = max(f.mean for f in cv.finalists)
+    tied = [f for f in cv.finalists if top - f.mean <= TIE]
+    expected = min(tied, key=lambda f: (f.params, cv.finalists.index(f)))
+    assert [f.trial for f in cv.finalists if f.won] == [expected.trial] == [cv.winner]
+    assert card.best_trial == card.selection.trial == cv.winner and cv.search_best == ranked(study)[0]
+    assert card.params == expected.params
+    # The retrained model ships: its weights are not the search trial's, and
+    # the card says the validation split is no longer held out.
+    assert cv.retrained and cv.retrain_epochs == 10 and not cv.validation_held_out
+    shipped = load_file(str(rd.model_dir / "weights.safetensors"))
+    searched_w = load_file(str(rd.trial_dir(cv.winner) / "weights.safetensors"))
+    assert shipped.keys() == searched_w.keys()
+    assert any(not np.array_equal(shipped[k], searched_w[k]) for k in shipped)
+    assert any("validation split is part of the shipped model's training data" in n for n in cv.notes)
+    assert card.hyperparameters.training["epochs"] == 10
+    assert card.onnx_parity.passed and card.test_accuracy > 0.85
+    assert read(ModelCard, rd.path).cv == cv  # what was written validates and reads back
+    out = console.file.getvalue()
+    assert "cross-validating 2 finalist(s)" in out and f"trial {cv.winner} wins" in out
+
+
+def test_cv_0_ships_the_best_trial_as_the_search_trained_it(tmp_path):
+    rd, ds, data, info, cfg, study = searched(tmp_path, "nocv", cv=0)
+    card = finalize(rd, study, ds, data, info, cfg, started=time.time(), console=quiet_console())
+    assert card.cv is None and json.loads((rd.model_dir / "card.json").read_text()).get("cv") is None
+    assert card.best_trial == ranked(study)[0]
+    trial_dir = rd.trial_dir(card.best_trial)
+    assert (rd.model_dir / "weights.safetensors").read_bytes() == (trial_dir / "weights.safetensors").read_bytes()
+    assert card.val_accuracy == study.trials[card.best_trial].value
+
+
+def finalist(trial: int, mean: float | None, params: int, finished: bool = True) -> Finalist:
+    folds = [] if mean is None else [mean, mean]
+    return Finalist(trial=trial, search_val_accuracy=0.9, params=params, planned_epochs=10, fold_epochs=10,
+                    fold_accuracies=folds, mean=mean, std=0.0 if folds else None, finished=finished)
+
+
+def test_the_winner_rule_best_mean_then_fewer_parameters():
+    # A clear winner, whatever its size.
+    i, why = pick_winner([finalist(3, 0.95, 100), finalist(5, 0.97, 9000)])
+    assert i == 1 and "highest mean CV accuracy (0.9700; next 0.9500)" in why
+    # Means within TIE: the cheaper model wins, and the reason says so.
+    i, why = pick_winner([finalist(3, 0.9700, 9000), finalist(5, 0.9700 - TIE / 2, 100), finalist(7, 0.90, 10)])
+    assert i == 1 and "cheaper model wins (100 parameters)" in why and "trial 3" in why
+    # A finalist the deadline cut cannot win, however good its folds so far.
+    i, _ = pick_winner([finalist(3, 0.99, 100, finished=False), finalist(5, 0.91, 100)])
+    assert i == 1
+    with pytest.raises(ValueError):
+        pick_winner([finalist(3, None, 100, finished=False)])
+
+
+class _Trial:
+    def __init__(self, number):
+        self.number = number
+
+
+def cand(number: int, planned: int, s_per_example: float) -> Candidate:
+    return Candidate(_Trial(number), {}, {"epochs": planned}, 1000, s_per_example)
+
+
+def test_the_plan_fits_the_time_and_says_what_it_left_out():
+    cands = [cand(0, 10, 1e-3), cand(1, 20, 1e-3)]  # 1 ms per example-epoch
+    n, folds = 1000, 3
+    assert make_plan(cands, folds, n, None).n == 2  # no time limit: everything, no note
+    full = make_plan(cands, folds, n, 10_000)
+    assert (full.n, full.share, full.retrain, full.notes) == (2, 1.0, True, [])
+    # Folds of both: 3 x (10 + 20) epochs x 667 examples x 1 ms x 1.3 = 78 s; the retraining 26 s.
+    need_retrain = retrain_seconds(cands[1], n)
+    assert need_retrain == pytest.approx(26.0)
+    tight = make_plan(cands, folds, n, 26 + 40)
+    assert tight.n == 2 and tight.retrain and 0.2 <= tight.share < 1 and "shortened" in tight.notes[0]
+    # Too little for both at a fifth of their schedules with the retraining: drop the retraining first.
+    small = make_plan(cands, folds, n, 20)
+    assert small.n == 2 and not small.retrain and any("ships with the weights the search trained" in x for x in small.notes)
+    nothing = make_plan(cands, folds, n, 1)
+    assert nothing.n == 0 and not nothing.retrain and "ships as the search trained it" in nothing.notes[0]
+    unmeasured = make_plan([cand(0, 10, None)], folds, n, 100)  # no epoch times: cannot plan, so no training
+    assert unmeasured.n == 0 and not unmeasured.retrain and unmeasured.notes
+
+
+def test_one_fold_is_refused_in_one_line(tmp_path):
+    r = run_cli("run", "digits", "--cv", "1", "--trials", "1", "--runs-dir", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "error: cv: one fold is not cross-validation: give 0 (off) or at least 2"
+    assert not any(tmp_path.iterdir())  # no half-made run
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_cross_validates_within_its_budget(tmp_path):
+    started = time.time()
+    r = run_cli("run", "digits", "--budget", "45s", "--cv", "2", "--finalists", "2", "--no-doctor", "--no-compress",
+                "--quiet", "--workers", "1", "--runs-dir", tmp_path, "--name", "b")
+    took = time.time() - started
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = read(ModelCard, tmp_path / "b")
+    assert took < 45 + 15  # the budget, plus interpreter start and the report
+    assert card.elapsed_s < 45
+    cv = card.cv
+    assert cv is not None and cv.reserved_s is not None and cv.elapsed_s <= cv.reserved_s + 2
+    assert any(f.won for f in cv.finalists) or cv.notes  # cross-validated, or said why not
+    for note in cv.notes[:1]:
+        assert note.split(":")[0][:40] in " ".join(r.stderr.split())
