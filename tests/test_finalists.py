@@ -20,7 +20,9 @@ from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
 from autopilot.search.select import rank_trial
-from autopilot.search.study import Objective, open_study
+from autopilot.report import write_report
+from autopilot.rundir import write_json
+from autopilot.search.study import Objective, open_study, summarize
 from autopilot.search.workers import optimize
 
 from .conftest import run_cli
@@ -50,6 +52,7 @@ def searched(tmp_path, name: str, **config):
     for params in CONFIGS:
         study.enqueue_trial(params)
     optimize(study, Objective(rd, data, info, cfg, deadline=time.monotonic() + 600), time.time() + 600, len(CONFIGS))
+    write_json(rd.search_json, summarize(study, time.time(), cfg, run=rd))
     return rd, ds, data, info, cfg, study
 
 
@@ -93,6 +96,25 @@ def test_cross_validated_winner_follows_the_rule_and_ships_retrained(tmp_path):
     out = console.file.getvalue()
     assert "cross-validating 2 finalist(s)" in out and f"trial {cv.winner} wins" in out
 
+    # The report lists the finalists with their folds, draws the shipped
+    # network part by part, and marks it on accuracy against cost.
+    html = write_report(rd.path).read_text()
+    table = section(html, "finalists")
+    assert "could not be rendered" not in table
+    winner_row = table.split('<tr class="best">')[1].split("</tr>")[0]
+    assert f">{cv.winner} ✓<" in winner_row and f"{expected.mean:.4f}" in winner_row
+    for f in cv.finalists:
+        assert all(f"{a:.4f}" in table for a in f.fold_accuracies)
+    arch = section(html, "architecture")
+    assert "could not be rendered" not in arch
+    body = arch.split('<table id="architecture">')[1].split("</table>")[0]
+    assert body.count("<tr>") == 1 + 3  # header, two hidden layers (depth 2), the head
+    assert f"{card.params:,}" in arch and "shipped: #" + str(cv.winner) in arch and "Pareto front" in arch
+
+
+def section(html: str, sid: str) -> str:
+    return html.split(f'<section id="{sid}">')[1].split("</section>")[0]
+
 
 def test_cv_0_ships_the_best_trial_as_the_search_trained_it(tmp_path):
     rd, ds, data, info, cfg, study = searched(tmp_path, "nocv", cv=0)
@@ -102,6 +124,8 @@ def test_cv_0_ships_the_best_trial_as_the_search_trained_it(tmp_path):
     trial_dir = rd.trial_dir(card.best_trial)
     assert (rd.model_dir / "weights.safetensors").read_bytes() == (trial_dir / "weights.safetensors").read_bytes()
     assert card.val_accuracy == study.trials[card.best_trial].value
+    html = write_report(rd.path).read_text()
+    assert '<section id="finalists">' not in html and '<section id="architecture">' in html
 
 
 def finalist(trial: int, mean: float | None, params: int, finished: bool = True) -> Finalist:

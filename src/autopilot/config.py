@@ -21,10 +21,11 @@ MIN_COMPRESS_S = 10.0  # below this, compression is skipped: nothing useful fits
 # is one short distillation, and the single model's compression keeps most.
 FUSION_SHARE = 0.4
 # Cross-validating the finalists and retraining the winner on train+validation
-# costs about (finalists x folds x (k-1)/k + 1) trainings: a fifth of the budget
-# buys that for small models and short schedules (the stage shortens fold
-# schedules, or falls back, when it does not fit).
-FINALISTS_SHARE = 0.2
+# costs about (finalists x folds x (k-1)/k + 1) trainings: the stage gets this
+# share of the budget plus whatever the search leaves unused, shortens fold
+# schedules or falls back when that does not fit, and leaves what it does not
+# use to compression. A larger share starves the search on short budgets.
+FINALISTS_SHARE = 0.15
 MIN_FINALISTS_S = 10.0  # below this, no cross-validation: the best trial ships as trained in the search
 # `autopilot compress RUN` alone: a quarter of the run's budget, but at least
 # a minute (one fine-tune and one distillation); 2 minutes for a --trials run.

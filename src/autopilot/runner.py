@@ -212,7 +212,9 @@ def run(
         if compress_s > 0:
             from .compress import compress_run
 
-            compress_run(rd.path, budget_s=compress_s - fusion_s, target=config.compress_target, max_drop=config.max_drop,
+            # What the finalists did not use by their deadline is compression's too.
+            unused = max(0.0, final_deadline - time.time()) if final_deadline is not None else 0.0
+            compress_run(rd.path, budget_s=compress_s - fusion_s + unused, target=config.compress_target, max_drop=config.max_drop,
                          seed=config.seed, console=console, data=data_arrays, device=config.device)
         if fuse:
             from .fusion.stage import fuse_run

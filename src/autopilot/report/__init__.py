@@ -18,7 +18,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from . import sections
+from . import finalists, sections
 from .table_section import table_columns
 from .load import get, load
 from .render import render
@@ -31,10 +31,12 @@ SECTIONS = [
     ("table", "Table columns", table_columns, "table.html.j2"),
     ("doctor", "Doctor", sections.doctor, "doctor.html.j2"),
     ("search", "Search", sections.search, "search.html.j2"),
+    ("finalists", "Finalists", finalists.finalists, "finalists.html.j2"),
     ("curves", "Learning curves", sections.curves, "curves.html.j2"),
     ("confusion", "Confusion matrix", sections.confusion, "confusion.html.j2"),
     ("metrics", "Test metrics", sections.metrics, "metrics.html.j2"),
     ("model", "Model", sections.model, "model.html.j2"),
+    ("architecture", "Architecture", finalists.architecture, "architecture.html.j2"),
     ("compress", "Compression", sections.compression, "compress.html.j2"),
     ("fusion", "Ensemble and student", sections.fusion, "fusion.html.j2"),
 ]
