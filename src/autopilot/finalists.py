@@ -251,7 +251,11 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     X, y = pooled(data)
     reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
     cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
-    if not (rd.trial_dir(search_best.number) / WEIGHTS).exists():
+    if np.issubdtype(y.dtype, np.floating):
+        cands = []
+        plan = Plan(0, 0.0, False, ["a regression label: cross-validation by accuracy covers classification only; "
+                                    "the search's best trial ships as trained"])
+    elif not (rd.trial_dir(search_best.number) / WEIGHTS).exists():
         # Boosted trees are retrained by their own code: the networks below
         # them must not take their place on a re-scoring they did not enter.
         cands = []
@@ -307,9 +311,9 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
 
     if model is not None:
         notes.append("the validation split is part of the shipped model's training data: its validation accuracy is "
-                     "not a held-out figure, and compression judges its accuracy drop on data the model saw "
-                     "(a conservative gate for retrained students, a neutral one for quantisation); "
-                     "the test split alone is held out")
+                     "not a held-out figure; compression and fusion still judge on that split, which leans their "
+                     "gates towards keeping this model (compressed students and ensembles did not see it as "
+                     "training data); the test split alone is held out")
     winner_trial = search_best if winner is None else winner.trial
     record = CrossValidation(
         folds=config.cv, examples=len(y), finalists_asked=config.finalists, finalists=finalists,
