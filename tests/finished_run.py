@@ -38,7 +38,9 @@ def finished_run(runs_dir: Path, name: str = "d", *, data: str = "digits", param
     """(run, dataset, arrays, info) of a run whose final stage has run."""
     console = console or quiet_console()
     started = time.time()
-    cfg = RunConfig(**{"data": data, "trials": 1, "pruner": "none", "workers": 1, "device": "cpu", **config})
+    # cv 0: the trial's own weights ship, as the tests built on this expect
+    # (tests/test_finalists.py covers the cross-validated finalists).
+    cfg = RunConfig(**{"data": data, "trials": 1, "pruner": "none", "workers": 1, "device": "cpu", "cv": 0, **config})
     rd, ds, splits = create_run(cfg, runs_dir=Path(runs_dir), name=name, overwrite=True, doctor=False)
     data_arrays, info = arrays(ds, splits), data_info(ds, splits)
     study = open_study(rd, cfg, info)
