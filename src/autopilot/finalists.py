@@ -90,7 +90,9 @@ def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:
     metrics = tdir / "metrics.jsonl"
     if metrics.exists():
         times = [json.loads(line)["time_s"] for line in metrics.read_text().splitlines() if line.strip()]
-    per_example = statistics.median(times) / max(1, n_train) if times else None
+    # Under a time budget the search trains a trial on a share of the data (train_examples).
+    trained_on = int(t.user_attrs.get("train_examples") or n_train)
+    per_example = statistics.median(times) / max(1, trained_on) if times else None
     params = t.user_attrs.get("params_count")
     return Candidate(t, cfg.spec, dict(cfg.hparams), int(params) if params is not None else None, per_example)
 
