@@ -77,10 +77,19 @@ class Outcome:
 
 
 def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial]:
-    """The best `n` completed trials with weights, in the search's own order."""
+    """The best `n` distinct configurations among the completed trials with
+    weights, in the search's own order. Successive halving trains one
+    configuration again at each rung (same parameters): it counts once, by
+    its best-ranked trial."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and (rd.trial_dir(t.number) / WEIGHTS).exists()]
-    return sorted(done, key=rank_trial, reverse=True)[:n]
+    out, seen = [], set()
+    for t in sorted(done, key=rank_trial, reverse=True):
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out[:n]
 
 
 def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:

@@ -107,8 +107,9 @@ def _pareto(run: Run) -> tuple[dict | None, str | None]:
     if chosen is not None and all(p[2] != chosen for p in pts):
         note = ((note + " ") if note else "") + f"The shipped trial {chosen} has no recorded cost and is not drawn."
     on_front = chosen in {p[2] for p in front}
-    where = (f"The shipped model (trial {chosen}) is {'on' if on_front else 'off'} the front of the search's "
-             "validation accuracies; with cross-validated finalists it was chosen on the folds, not on this axis.")
+    where = f"The shipped model (trial {chosen}) is {'on' if on_front else 'off'} the front of the search's validation accuracies"
+    where += ("; it was chosen on cross-validation folds, not on this axis." if as_list(get(run.card, "cv", "finalists"))
+              else ".")
     return safe_plot(pareto_plot, pts, front, chosen, axis), ((note + " ") if note else "") + where
 
 
@@ -165,5 +166,5 @@ def pareto_plot(pts: list[tuple[float, float, int]], front: list[tuple[float, fl
         ax.set_xlabel(plots.label(x_label, 48))
         ax.set_ylabel("validation accuracy")
         ax.set_title("Accuracy against cost")
-        ax.legend(handles=handles, loc="lower right", frameon=False, fontsize=8)
+        ax.legend(handles=handles, loc="best", frameon=False, fontsize=8)
         return plots.to_svg(fig)
