@@ -87,3 +87,31 @@ def test_the_shipped_model_respects_both_limits(tmp_path):
     model = build_model(json.loads((tmp_path / "lim" / "model" / "spec.json").read_text()))
     assert count_params(model) == card["params"]
     assert _ort_latency_ms(tmp_path / "lim" / "model" / "model.onnx", card["input_shape"]) <= max_ms
+
+
+@pytest.mark.slow
+def test_pareto_objective_searches_accuracy_and_latency(tmp_path):
+    """--objective pareto: a two-objective study (accuracy up, latency down),
+    trials return both, and the selection ships the fastest model within
+    PARETO_TOLERANCE of the most accurate."""
+    from autopilot.search.select import PARETO_TOLERANCE, best_trial
+
+    torch.set_num_threads(1)
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    config = RunConfig(data="digits", device="cpu", objective="pareto")
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    study = open_study(rd, config, info)
+    assert len(study.directions) == 2
+    base = {**space.fit_params(space.default_params(info), info, 20000), "epochs": 10}
+    study.enqueue_trial(base)
+    study.enqueue_trial({**base, "cnn2d_s1_width": 64, "cnn2d_s2_width": 128, "cnn2d_stem_width": 48})
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 300), time.time() + 300, 2)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2 and all(len(t.values) == 2 and t.values[1] == t.user_attrs["latency_ms"] for t in done)
+    chosen = best_trial(study, rd).trial
+    top = max(t.values[0] for t in done)
+    assert chosen.values[0] >= top - PARETO_TOLERANCE
+    assert all(t.values[1] >= chosen.values[1] for t in done if t.values[0] >= top - PARETO_TOLERANCE)

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--sampler", choices=SAMPLERS, help=f"search algorithm (default {default('sampler')})")
     r.add_argument("--space", choices=["components", "templates"],
                    help=f"architecture search space: per-stage components, or the former fixed templates (default {default('space')})")
+    r.add_argument("--objective", choices=["accuracy", "pareto"],
+                   help=f"accuracy, or pareto: accuracy and ONNX Runtime batch-1 latency searched together, the fastest "
+                        f"model within half a point of the most accurate shipped (default {default('objective')})")
     r.add_argument("--max-params", type=int, help="hard limit on the shipped model's parameters; larger configurations are rejected before training")
     r.add_argument("--max-latency-ms", type=float, help="hard limit on the shipped model's batch-1 latency in ONNX Runtime on one thread, measured on this machine")
     r.add_argument("--pruner", choices=PRUNERS, help=f"early stopping of weak trials (default {default('pruner')})")
@@ -176,7 +179,7 @@ def _cmd_run(args, console) -> int:
         rd = run(
             args.data, label=args.label, task=args.task, skip_bad=args.skip_bad, layout=args.layout, test_split=args.test_split,
             budget=args.budget, trials=args.trials,
-            sampler=args.sampler, space=args.space, max_params=args.max_params, max_latency_ms=args.max_latency_ms, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
+            sampler=args.sampler, space=args.space, objective=args.objective, max_params=args.max_params, max_latency_ms=args.max_latency_ms, pruner=args.pruner, workers=args.workers, storage=args.storage, name=args.name,
             executor=args.executor, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, finalists=args.finalists, cv=args.cv,
             runs_dir=args.runs_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,

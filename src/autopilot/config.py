@@ -136,6 +136,7 @@ class RunConfig(BaseModel):
     # batch-1 latency (accurate ignores serving cost, fast gives up the gain).
     ship: Literal["accurate", "balanced", "fast"] = "balanced"
     space: Literal["components", "templates"] = "components"  # per-stage components (NAS); templates: the former fixed nets
+    objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: accuracy and ONNX Runtime latency, both searched
     max_params: int | None = Field(None, ge=1)  # hard limit; larger configurations are rejected before training
     max_latency_ms: float | None = Field(None, gt=0)  # hard limit: ONNX Runtime, batch 1, one thread, this machine
     executor: Literal["local", "ray"] = "local"  # local: processes on this machine; ray: each trial a task on a Ray cluster

@@ -265,9 +265,9 @@ def train(
         if finish_by is not None and epoch < epochs:
             pace = sum(h.time_s for h in result.history[-3:]) / len(result.history[-3:])
             fit = int((finish_by - clock()) // pace) if pace > 0 else epochs
-            if epoch + fit < epochs:  # shorter schedule from here on, at least one more epoch
-                epochs = epoch + max(1, fit)
-                total = steps_per_epoch * epochs
+            if epoch + fit < epochs:  # shorter schedule from here on (none left: stop here)
+                epochs = epoch + max(0, fit)
+                total = steps_per_epoch * max(1, epochs)
     result.planned_epochs = epochs
     result.state_dict = best_state
     if best_state is not None:

@@ -77,8 +77,10 @@ def study_view(study) -> StudyView:
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
     from optuna.trial import TrialState
 
+    from ..search.select import accuracy
+
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
+            if accuracy(t) is not None and math.isfinite(accuracy(t))]
     view = StudyView(completed=len(done))
     if len(done) < 2:
         view.importance_note = f"{len(done)} completed trial(s): importances need at least 2."
@@ -86,7 +88,8 @@ def study_view(study) -> StudyView:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=IMPORTANCE_SEED))
+                imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=IMPORTANCE_SEED),
+                                            target=accuracy)  # also for an accuracy-latency (pareto) study
             view.importances = {k: float(v) for k, v in imp.items()}
             if not view.importances:
                 view.importance_note = "no parameter was sampled in every completed trial."
@@ -115,5 +118,5 @@ def study_view(study) -> StudyView:
                                   float(min(x.low for x in dists)), float(max(x.high for x in dists))))
         if len(view.axes) == MAX_AXES:
             break
-    view.lines = [(t.number, float(t.value), [a.position(t.params.get(a.name)) for a in view.axes]) for t in done]
+    view.lines = [(t.number, float(accuracy(t)), [a.position(t.params.get(a.name)) for a in view.axes]) for t in done]
     return view

@@ -43,7 +43,7 @@ FINAL_SHARE = 0.5  # of the search time, for the finalists on all the data
 FIRST_RUNG_TRIALS = 4  # rung-0 trials per worker the exploration phase should hold
 MIN_SLOT_S = 10.0  # a trial shorter than this learns too little to rank (mnist1d at 6 s: chance level)
 MIN_EPOCHS = 3  # below this a one-cycle schedule is mostly warm-up: take less data instead
-MIN_FRACTION = 0.1  # of the training data, and at least MIN_PER_CLASS examples per class: less ranks nothing
+MIN_FRACTION = 0.02  # of the training data, and at least MIN_PER_CLASS examples per class: less ranks nothing
 MIN_PER_CLASS = 50
 PRUNE_FROM_EPOCHS = 6  # shorter trials are rungs of their own: Optuna's pruner does not cut them further
 FINAL_MAX_EPOCHS = 60  # finalists may train longer than their sampled schedule when time allows
@@ -137,7 +137,10 @@ def plan_training(slot_s: float, s_per_example: float, n_train: int, n_val: int,
         return TrainingPlan(epochs, 1.0, n_train, n_val, slot_s, s_per_example)
     epochs = min(MIN_EPOCHS, max_epochs)
     n = (usable / epochs / s_per_example) - EVAL_COST * n_val
-    n = int(min(n_train, max(min_examples, n)))
+    if n < min_examples:  # not even the minimum share for MIN_EPOCHS: fewer epochs of it, never past the slot
+        n = min_examples
+        epochs = int(max(1, min(epochs, usable // ((n + EVAL_COST * n_val) * s_per_example))))
+    n = int(min(n_train, n))
     return TrainingPlan(epochs, n / n_train, n, n_val, slot_s, s_per_example)
 
 

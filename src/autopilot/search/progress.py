@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .select import accuracy
 from .study import PROGRESS_STEPS
 
 
@@ -34,7 +35,7 @@ def _short_params(params: dict) -> str:
 
 def _value(t):
     if t.state == TrialState.COMPLETE:
-        return t.value
+        return accuracy(t)
     if t.intermediate_values:
         return t.intermediate_values[max(t.intermediate_values)]
     return None
@@ -105,7 +106,7 @@ class Progress:
 
     def _log_once(self):
         trials = self._trials()
-        best = max((t.value for t in trials if t.state == TrialState.COMPLETE), default=None)
+        best = max((accuracy(t) for t in trials if t.state == TrialState.COMPLETE), default=None)
         for t in trials:
             if t.state.is_finished() and t.number not in self._reported:
                 self._reported.add(t.number)
@@ -121,13 +122,13 @@ class Progress:
     def _render(self):
         trials = self._trials()
         done = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(done, key=lambda t: t.value, default=None)
+        best = max(done, key=accuracy, default=None)
         counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
         head = Text.assemble(
             ("search ", "bold"),
             f"trials {len(trials)}  complete {counts[TrialState.COMPLETE]}  pruned {counts[TrialState.PRUNED]}  "
             f"failed {counts[TrialState.FAIL]}  running {counts[TrialState.RUNNING]}  ",
-            ("best ", "bold"), (f"{best.value:.4f} (trial {best.number})" if best else "-", "green"),
+            ("best ", "bold"), (f"{accuracy(best):.4f} (trial {best.number})" if best else "-", "green"),
             f"  time left {self._time_left()}",
         )
         table = Table(box=None, pad_edge=False)

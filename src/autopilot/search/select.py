@@ -30,11 +30,20 @@ class Selection(NamedTuple):
         return self.how == COMPLETE
 
 
+PARETO_TOLERANCE = 0.005  # --objective pareto ships the fastest model within half a point of the most accurate
+
+
+def accuracy(t: FrozenTrial) -> float | None:
+    """A finished trial's validation accuracy: its value, or the first of its
+    values in a study that also minimises latency (--objective pareto)."""
+    return t.values[0] if t.values else None
+
+
 def score(t: FrozenTrial) -> float | None:
     """Best validation accuracy of a trial: its value when complete, else the
     best epoch of a trial cut by the deadline (recorded by the objective)."""
     if t.state == TrialState.COMPLETE:
-        return t.value
+        return accuracy(t)
     return t.user_attrs.get("best_val_acc")
 
 
@@ -77,9 +86,21 @@ def best_trial(study: optuna.Study, run: RunDir | str | Path | None = None) -> S
         return rd is None or any((rd.trial_dir(t.number) / f).exists() for f in MODEL_FILES)
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and has_weights(t)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values and has_weights(t)]
     pool = complete or [t for t in trials if is_deadline_cut(t) and has_weights(t)]
     if not pool:
         return None
     best = max(pool, key=rank_trial)
+    if len(study.directions) > 1 and complete:
+        best = fastest_near_best(complete)
     return Selection(best, describe(best))
+
+
+def fastest_near_best(trials: list[FrozenTrial]) -> FrozenTrial:
+    """--objective pareto: among the finalists (else all trials), the one of
+    lowest latency whose accuracy is within PARETO_TOLERANCE of the best: a
+    point of the accuracy-latency front, as fast as accuracy allows."""
+    finalists = [t for t in trials if is_finalist(t)] or trials
+    top = max(accuracy(t) for t in finalists)
+    near = [t for t in finalists if accuracy(t) >= top - PARETO_TOLERANCE]
+    return min(near, key=lambda t: (t.values[1] if len(t.values) > 1 else 0.0, -accuracy(t), t.number))

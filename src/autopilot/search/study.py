@@ -28,7 +28,7 @@ from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
 from . import budget, limits, space, trees_space
-from .select import best_trial, rank_trial, score
+from .select import accuracy, best_trial, rank_trial, score
 from .storage import database_storage, study_name
 
 STUDY_NAME = "autopilot"
@@ -103,10 +103,13 @@ def progress_step(epoch: int, planned_epochs: int, progress: str = "schedule") -
 def open_study(run: RunDir, config: RunConfig, info: dict, *, sampler_seed: int | None = None,
                progress: str = "schedule") -> optuna.Study:
     seed = config.seed if sampler_seed is None else sampler_seed
+    # --objective pareto: validation accuracy up, ONNX Runtime batch-1 latency down
+    # (TPE, random and GP handle both; pruning does not exist for two objectives).
+    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     return optuna.create_study(
         study_name=study_name(run.name, config.storage) or STUDY_NAME,
         storage=make_storage(run, config.storage),
-        direction="maximize",
+        directions=directions,
         sampler=make_sampler(config.sampler, seed, info),
         pruner=make_pruner(config.pruner, progress),
         load_if_exists=True,
@@ -197,6 +200,7 @@ class Objective:
         write_json(tdir / "config.json", TrialConfig(params=params, spec=spec, hparams=hp).model_dump(mode="json"))
         planned = int(hp["epochs"])
         trial.set_user_attr("planned_epochs", planned)
+        pareto = self.config.objective == "pareto"
         live = LiveDoctor()
         metrics_file = open(tdir / "metrics.jsonl", "w")
         writer = _tensorboard_writer(tdir)
@@ -207,6 +211,8 @@ class Objective:
             if writer is not None:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
                     writer.add_scalar(k, getattr(m, k), m.epoch)
+            if pareto:  # Optuna has no intermediate values, so no pruning, for two objectives
+                return
             trial.report(m.val_acc, progress_step(m.epoch, planned, self.progress))
             if self._prunable(trial, planned) and trial.should_prune():
                 trial.set_user_attr("epochs", m.epoch)
@@ -258,6 +264,8 @@ class Objective:
             # values it reported, so TPE and the importances do not take it
             # for the accuracy of its configuration.
             raise optuna.TrialPruned(f"cut by the deadline after {result.epochs_run} of {planned} epochs")
+        if pareto:
+            return result.best_val_acc, trial.user_attrs["latency_ms"]
         return result.best_val_acc
 
     def _trees_trial(self, trial: optuna.Trial, params: dict) -> float:
@@ -386,7 +394,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
     trials = []
     complete = []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and t.value is not None:
+        if t.state == TrialState.COMPLETE and t.values:
             complete.append(t)
         error = t.user_attrs.get("error")
         if error is None and t.number in study.user_attrs.get(INTERRUPTED_ATTR, []):
@@ -394,7 +402,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
         trials.append(TrialSummary(
             number=t.number,
             state=t.state.name,
-            value=t.value if t.state == TrialState.COMPLETE else _last_value(t),
+            value=accuracy(t) if t.state == TrialState.COMPLETE else _last_value(t),
             best_val_acc=score(t),
             val_loss=t.user_attrs.get("val_loss"),
             params=t.params,
@@ -417,7 +425,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
         started_at=started_at,
         elapsed_s=time.time() - started_at,
         best_trial=best.number if best else None,
-        best_value=best.value if best else None,
+        best_value=accuracy(best) if best else None,
         selection=SelectedTrial(trial=chosen.trial.number, how=chosen.how) if chosen else None,
         trials=trials,
     ).model_dump(mode="json")
