@@ -202,8 +202,14 @@ def closing_lines(rd) -> None:
     card = read_card(rd.path)
     ship = card.shipped
     lat = f", batch-1 p50 {ship.latency_ms_batch1:.3f} ms" if ship.latency_ms_batch1 is not None else ""
-    print(f"shipped: {ship.name} ({ship.file}): test accuracy {ship.test_accuracy:.4f} ± {ship.test_accuracy_se:.4f}, "
-          f"val {ship.val_accuracy:.4f}{lat}, {ship.file_bytes / 1024:.0f} KiB")
+    if card.regression is not None:  # regression: RMSE, MAE and R² of the shipped file, each ± its standard error
+        t = card.regression.test
+        print(f"shipped: {ship.name} ({ship.file}): test R² {t.r2:.4f} ± {t.r2_se or 0:.4f}, RMSE {t.rmse:.4g} ± "
+              f"{t.rmse_se or 0:.2g}, MAE {t.mae:.4g} ± {t.mae_se or 0:.2g}, val R² {card.regression.val.r2 or 0:.4f}"
+              f"{lat}, {ship.file_bytes / 1024:.0f} KiB")
+    else:
+        print(f"shipped: {ship.name} ({ship.file}): test accuracy {ship.test_accuracy:.4f} ± {ship.test_accuracy_se:.4f}, "
+              f"val {ship.val_accuracy:.4f}{lat}, {ship.file_bytes / 1024:.0f} KiB")
     if ship.name != "fp32" and card.fp32 is not None:
         fp = card.fp32
         lat = f", batch-1 p50 {fp.latency_ms_batch1:.3f} ms" if fp.latency_ms_batch1 is not None else ""

@@ -19,11 +19,13 @@ from optuna.trial import TrialState
 from .compress import measure
 from .config import RunConfig
 from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export_onnx, onnx_session, parity_failure, run_onnx
+from . import metrics
 from .finalists import run_finalists
 from .metrics import binomial_se
 from .models import count_params, load_model, save_model, trees
 from .rundir import RunDir, write_json
-from .schemas.card import Hyperparameters, ModelCard, ModelFigures, Parity, Selection, TrialCounts
+from .schemas.card import (Hyperparameters, ModelCard, ModelFigures, Parity, RegressionFigures, RegressionMetrics,
+                           Selection, TrialCounts)
 from .schemas.run import read_run
 from .search.select import Selection as SearchSelection, best_trial, describe, score
 
@@ -59,11 +61,13 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     if selection is None:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
     best = selection.trial
+    task = info.get("task", "classification")
     if not selection.complete:
         # A trial cut early may have learnt nothing: shipping it would be a
         # model no better than always answering the commonest class.
-        majority = majority_share(data["val"][1])
-        if not learnt_something(score(best) or 0.0, data["val"][1]):
+        majority = majority_share(data["val"][1]) if task == "classification" else 0.0  # R² of the mean
+        if not (learnt_something(score(best) or 0.0, data["val"][1]) if task == "classification"
+                else (score(best) or 0.0) > MIN_GAIN_OVER_MAJORITY):
             raise NoModelError(
                 f"no trial completed, and the best one cut by the deadline (trial {best.number}, val accuracy "
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
@@ -91,31 +95,45 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             from .search.study import VAL_LOGITS
 
             reference = np.load(src / VAL_LOGITS, allow_pickle=False)
-            logits, onnx_test, parity, spec, n_params, onnx_path = trees_final(src, tmp, data, reference)
+            logits, onnx_test, ref, got, spec, n_params, onnx_path = trees_final(src, tmp, data, reference)
         else:
-            logits, onnx_test, parity, spec, n_params, onnx_path = _torch_final(model, spec, src, tmp, ds, data,
-                                                                                  retrained=finalists.model is not None)
+            logits, onnx_test, ref, got, spec, n_params, onnx_path = _torch_final(
+                model, spec, src, tmp, ds, data, retrained=finalists.model is not None)
+        parity = output_parity(ref, got, task)
         if not parity["passed"]:
             if not force:
                 raise ParityError(f"{parity_failure(parity)}; the model was not shipped (--force ships it anyway)")
             parity["forced"] = True
             console.print(f"[red]warning: {parity_failure(parity)}; shipping it anyway (--force)[/red]")
         session = onnx_session(onnx_path)
-        pred = logits.argmax(1)
         n = len(yte)
-        acc = float((pred == yte).mean())
-        cm = np.zeros((ds.n_classes, ds.n_classes), dtype=np.int64)
-        np.add.at(cm, (yte, pred), 1)
-        per_class = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(ds.n_classes)]
-
-        # The file that ships, measured as it runs: ONNX Runtime's own accuracy.
         Xva, yva = data["val"]
-        onnx_acc = float((onnx_test.argmax(1) == yte).mean())
-        onnx_val = float((run_onnx(session, Xva).argmax(1) == yva).mean()) if len(yva) else float("nan")
+        onnx_val_out = run_onnx(session, Xva)
+        regression = None
+        if task == "regression":  # R² stands in the accuracy fields (metrics.py); RMSE, MAE, R² in `regression`
+            cm = per_class = None
+            reg_test = metrics.regression_metrics(onnx_test, yte)
+            regression = RegressionFigures(test=RegressionMetrics(**reg_test),
+                                           val=RegressionMetrics(**metrics.regression_metrics(onnx_val_out, yva)))
+            acc, acc_se = metrics.score(task, logits, yte), reg_test["r2_se"]
+            onnx_acc, onnx_se = reg_test["r2"], reg_test["r2_se"]
+            onnx_val = metrics.score(task, onnx_val_out, yva) if len(yva) else float("nan")
+        else:
+            pred = logits.argmax(1)
+            acc = float((pred == yte).mean())
+            acc_se = binomial_se(acc, n)
+            cm = np.zeros((ds.n_classes, ds.n_classes), dtype=np.int64)
+            np.add.at(cm, (yte, pred), 1)
+            per_class = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i in range(ds.n_classes)]
+            cm = cm.tolist()
+            # The file that ships, measured as it runs: ONNX Runtime's own accuracy.
+            onnx_acc = float((onnx_test.argmax(1) == yte).mean())
+            onnx_se = binomial_se(onnx_acc, n)
+            onnx_val = float((onnx_val_out.argmax(1) == yva).mean()) if len(yva) else float("nan")
         lat = measure.measure_latency({"fp32": onnx_path}, Xte, budget_s=LATENCY_BUDGET_S, batches=(1,))
         fp32 = ModelFigures(
             name="fp32", file="model/model.onnx", method="fp32", test_accuracy=onnx_acc,
-            test_accuracy_se=binomial_se(onnx_acc, n), test_examples=n, val_accuracy=onnx_val,
+            test_accuracy_se=onnx_se, test_examples=n, val_accuracy=onnx_val,
             latency_ms_batch1=lat["fp32"]["latency_ms"]["1"]["p50"], file_bytes=onnx_path.stat().st_size)
         why = "the final model's ONNX export" + (
             ", shipped with a FAILED parity check because --force was given" if parity.get("forced") else
@@ -131,17 +149,17 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         all_trials = study.get_trials(deepcopy=False)
         card = ModelCard(
             name=rd.name,
-            task="classification",
+            task=task,
             kind=ds.kind,
             classes=ds.classes,
             input_shape=list(ds.input_shape),
             input_name=INPUT_NAME,
             output_name=OUTPUT_NAME,
-            output="logits (apply softmax for probabilities)",
+            output="the predicted value" if task == "regression" else "logits (apply softmax for probabilities)",
             family=spec["family"],
             params=n_params,
             test_accuracy=acc,
-            test_accuracy_se=binomial_se(acc, n),
+            test_accuracy_se=acc_se,
             test_examples=n,
             val_accuracy=float(score(best)),
             fp32=fp32,
@@ -150,8 +168,9 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             selection=Selection(trial=best.number, how=selection.how, complete=selection.complete),
             trials=TrialCounts(**{s.name.lower(): sum(t.state == s for t in all_trials)
                                   for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}),
-            confusion_matrix=cm.tolist(),
+            confusion_matrix=cm,
             per_class_accuracy=per_class,
+            regression=regression,
             onnx_parity=Parity(**parity),
             data_fingerprint=ds.fingerprint(),
             seed=config.seed,
@@ -175,10 +194,10 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
 
 
 def _torch_final(model, spec: dict, src, tmp, ds, data: dict, *, retrained: bool = False):
-    """A network: its test logits from PyTorch, its ONNX export and their parity.
-    (logits, ONNX logits, parity, spec, parameter count, ONNX path).
-    `retrained`: the model is not the trial's weights (the finalists' winner
-    trained on train+validation), so it is saved rather than copied."""
+    """A network: its test logits from PyTorch and its ONNX export. (test
+    outputs, ONNX test outputs, the two compared for parity, spec, parameter
+    count, ONNX path). `retrained`: the model is not the trial's weights (the
+    finalists' winner trained on train+validation), so it is saved rather than copied."""
     if retrained:
         save_model(tmp, model, spec)
     else:
@@ -190,4 +209,14 @@ def _torch_final(model, spec: dict, src, tmp, ds, data: dict, *, retrained: bool
         logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
     onnx_path = export_onnx(model, ds.input_shape, tmp / "model.onnx")
     onnx_test = run_onnx(onnx_session(onnx_path), Xte)
-    return logits, onnx_test, compare_logits(logits, onnx_test), spec, count_params(model), onnx_path
+    return logits, onnx_test, logits, onnx_test, spec, count_params(model), onnx_path
+
+
+def output_parity(reference: np.ndarray, got: np.ndarray, task: str) -> dict:
+    """export.compare_logits; a regression model's values are compared
+    relative to their scale (a price in the thousands is not held to 1e-4
+    absolute in float32)."""
+    if task == "regression" and len(reference):
+        scale = max(1.0, float(np.abs(reference).max()))
+        return compare_logits(reference / scale, got / scale)
+    return compare_logits(reference, got)

@@ -32,6 +32,8 @@ DEFAULTS = {
     "clip_norm": 1.0,          # 0 disables clipping
     "aug_strength": 0.0,
     "patience": 10,            # epochs without validation improvement before stopping
+    "task": "classification",  # regression: one output, targets standardised, loss below, "acc" is R²
+    "loss": "mse",             # regression only: mse | huber (delta 1 standard deviation of the target)
 }
 
 
@@ -122,6 +124,49 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
+def evaluate_regression(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """Mean squared error and R² of the (standardised) targets, in eval mode."""
+    was_training = model.training
+    model.eval()
+    sse = sum(((model(X[i : i + batch_size])[:, 0] - y[i : i + batch_size]) ** 2).sum().item()
+              for i in range(0, len(X), batch_size))
+    model.train(was_training)
+    n = max(1, len(X))
+    var = float(y.var(unbiased=False).item()) if len(y) > 1 else 0.0
+    return sse / n, (1.0 - sse / n / var) if var > 0 else 0.0
+
+
+def regression_loss(name: str):
+    if name not in ("mse", "huber"):
+        raise ValueError(f"unknown regression loss {name!r}; expected mse or huber")
+    fn = nn.HuberLoss(delta=1.0) if name == "huber" else nn.MSELoss()
+
+    def batch_loss(outputs, _inputs, targets):
+        return fn(outputs[:, 0], targets)
+    return batch_loss
+
+
+@torch.no_grad()
+def fold_target_scale(model: nn.Module, mean: float, std: float, probe: torch.Tensor) -> None:
+    """A regression network learns standardised targets; fold the inverse
+    (x std + mean) into its last linear layer so that it, its ONNX file and
+    everything that serves it output the target in its own units. Checked
+    on `probe` inputs: a network whose last linear layer is not its output
+    is refused rather than silently mis-scaled."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last or last[-1].out_features != 1:
+        raise ValueError("a regression network must end in a linear layer with one output")
+    model.eval()
+    before = model(probe)[:, 0]
+    last[-1].weight.mul_(std)
+    if last[-1].bias is not None:
+        last[-1].bias.mul_(std).add_(mean)
+    after = model(probe)[:, 0]
+    if not torch.allclose(after, before * std + mean, rtol=1e-4, atol=1e-4 * max(1.0, abs(mean), std)):
+        raise ValueError("the network's output is not its last linear layer's: cannot rescale its targets")
+
+
+@torch.no_grad()
 def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     model.eval()
     return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]) if len(X) else torch.empty(0)
@@ -169,9 +214,20 @@ def train(
     device = resolve_device(device) if isinstance(device, str) else device
     seed_everything(seed)
     Xtr = torch.as_tensor(train_data[0], dtype=torch.float32, device=device)
-    ytr = torch.as_tensor(train_data[1], dtype=torch.long, device=device)
+    regression = hp["task"] == "regression"
+    y_type = torch.float32 if regression else torch.long
+    ytr = torch.as_tensor(train_data[1], dtype=y_type, device=device)
     Xva = torch.as_tensor(val_data[0], dtype=torch.float32, device=device)
-    yva = torch.as_tensor(val_data[1], dtype=torch.long, device=device)
+    yva = torch.as_tensor(val_data[1], dtype=y_type, device=device)
+    if regression:  # standardised targets: one learning rate range fits every target's units
+        y_mean, y_std = float(ytr.mean()), float(ytr.std(unbiased=False)) if len(ytr) > 1 else 1.0
+        y_std = y_std if y_std > 1e-12 else 1.0
+        ytr, yva = (ytr - y_mean) / y_std, (yva - y_mean) / y_std
+        score_split = evaluate_regression
+        if batch_loss is None:
+            batch_loss = regression_loss(hp["loss"])
+    else:
+        score_split = evaluate
     model.to(device)
     opt = make_optimizer(model, hp)
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -188,7 +244,7 @@ def train(
     steps_per_epoch = max(1, len(Xtr) // bs)  # drop the ragged last batch: BN dislikes tiny batches
     epochs = int(hp["epochs"])
     total = steps_per_epoch * epochs
-    result = TrainResult(best_val_acc=-1.0, best_val_loss=math.inf, best_epoch=0, epochs_run=0)
+    result = TrainResult(best_val_acc=-math.inf if regression else -1.0, best_val_loss=math.inf, best_epoch=0, epochs_run=0)
     callbacks = list(callbacks or [])
 
     def fire(event: str, *args) -> None:
@@ -238,13 +294,16 @@ def train(
             loss_value = loss.item()
             fire("on_step", step, loss_value, model, opt, base_lrs[0] * factor)
             loss_sum += loss_value * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            if regression:  # squared error of standardised targets: 1 - its mean is R² on train
+                correct -= ((logits[:, 0].detach() - yb) ** 2).sum().item()
+            else:
+                correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
         if seen == 0:
             result.stopped = "deadline"
             break
-        val_loss, val_acc = evaluate(model, Xva, yva)
-        m = EpochMetrics(epoch, loss_sum / seen, correct / seen, val_loss, val_acc, base_lrs[0] * factor, time.perf_counter() - t0)
+        val_loss, val_acc = score_split(model, Xva, yva)
+        m = EpochMetrics(epoch, loss_sum / seen, (1 + correct / seen) if regression else correct / seen, val_loss, val_acc, base_lrs[0] * factor, time.perf_counter() - t0)
         result.history.append(m)
         result.epochs_run = epoch
         if val_acc > result.best_val_acc or (val_acc == result.best_val_acc and val_loss < result.best_val_loss):
@@ -269,8 +328,11 @@ def train(
                 epochs = epoch + max(0, fit)
                 total = steps_per_epoch * max(1, epochs)
     result.planned_epochs = epochs
-    result.state_dict = best_state
     if best_state is not None:
         model.load_state_dict(best_state)
+        if regression:
+            fold_target_scale(model, y_mean, y_std, Xtr[:64])
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    result.state_dict = best_state
     fire("on_train_end", result)
     return result

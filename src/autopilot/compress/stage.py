@@ -363,9 +363,10 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
         card = read_card(rd.path)
     except SchemaError as e:
         raise FileNotFoundError(f"unusable model card: {e}") from None
-    if card.family == TREES_FAMILY:
+    if card.family == TREES_FAMILY or card.task == "regression":
         why = ("gradient-boosted trees are not pruned, distilled or quantised (their ONNX file is a tree ensemble, "
-               "not a network); model/model.onnx ships as it is")
+               "not a network); model/model.onnx ships as it is" if card.family == TREES_FAMILY else
+               "its accuracy checks compare predicted classes; a regression model's model/model.onnx ships as it is")
         (console or Console(stderr=True)).print(f"compress: skipped: {why}", highlight=False)
         return {"chosen": "fp32", "reason": why, "skipped": True}
     run_config = read_run(rd.path).config if rd.run_json.exists() else None

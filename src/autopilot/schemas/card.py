@@ -113,10 +113,29 @@ class CrossValidation(Part):
     notes: list[str] = []  # what was done short of what was asked, and why; what the validation split means now
 
 
+class RegressionMetrics(Part):
+    """A regression model's errors on one split, each with its bootstrap standard error (metrics.py)."""
+    rmse: float | None
+    mae: float | None
+    r2: float | None
+    rmse_se: float | None = None
+    mae_se: float | None = None
+    r2_se: float | None = None
+    examples: int
+
+
+class RegressionFigures(Part):
+    """The shipped ONNX file's errors, as ONNX Runtime computes them."""
+    test: RegressionMetrics
+    val: RegressionMetrics
+
+
 class ModelCard(RunFile):
     FILE: ClassVar[str] = "model/card.json"
     name: str
-    task: Literal["classification"]
+    # regression: `classes` is empty, the accuracy fields hold R² (and its
+    # bootstrap standard error), `regression` the RMSE, MAE and R² in full.
+    task: Literal["classification", "regression"]
     kind: Literal["image", "signal", "table"]
     classes: list[str]
     input_shape: list[int]
@@ -142,6 +161,7 @@ class ModelCard(RunFile):
     # None on a retrain challenger's card, which is scored on other splits.
     confusion_matrix: list[list[int]] | None = None
     per_class_accuracy: list[float | None] | None = None
+    regression: RegressionFigures | None = None  # task "regression" only
     onnx_parity: Parity
     data_fingerprint: str | None = None
     seed: int

@@ -30,3 +30,5 @@ class TrainingHparams(Part):
     mix_alpha: float | None = None  # Beta(alpha, alpha) of the mixing share
     aug_exclude: list[Literal["hflip", "vflip", "rotate"]] | None = None
     patience: int | None = None
+    task: Literal["classification", "regression"] | None = None
+    loss: Literal["mse", "huber"] | None = None  # regression only

@@ -78,6 +78,8 @@ def _template_defaults(info: dict) -> tuple[dict, dict]:
     kind, shape = info["kind"], info["input_shape"]
     common = {"optimizer": "adamw", "lr_adamw": 3e-3, "weight_decay": 5e-4, "schedule": "onecycle",
               "batch_size": 64, "label_smoothing": 0.1, "epochs": 30, "dropout": 0.1}
+    if info.get("task") == "regression":
+        common["loss"] = "mse"
     if kind == "image":
         # Narrow on large images: a 28x28 CNN of width 32 costs ~4x width 16
         # per epoch, and the first trial has to finish early in a short budget.
@@ -234,6 +236,8 @@ def _suggest_training(trial: optuna.Trial, info: dict) -> dict:
     p["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
     p["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
     p["epochs"] = trial.suggest_categorical("epochs", EPOCHS)
+    if info.get("task") == "regression":
+        p["loss"] = trial.suggest_categorical("loss", ["mse", "huber"])
     p.update(augment_space.suggest(trial, info))
     return p
 
@@ -356,7 +360,7 @@ def to_config(params: dict, info: dict) -> tuple[dict, dict]:
         spec = _template_spec(params, info)
     else:
         common = {"version": 2, "family": family, "input_shape": list(info["input_shape"]),
-                  "n_classes": int(info["n_classes"]), "mean": info["mean"], "std": info["std"],
+                  "n_classes": n_outputs(info), "mean": info["mean"], "std": info["std"],
                   "activation": params.get("activation", "relu"), "norm": params.get("norm", "batch"),
                   "dropout": float(params.get("dropout", 0.0))}
         spec = FAMILY_SPACES[family][1](params, family, common)
@@ -377,7 +381,14 @@ def training_hparams(params: dict, info: dict) -> dict:
         **augment_space.to_hparams(params, info),
     }
     hp["patience"] = max(5, hp["epochs"] // 3)
+    if info.get("task") == "regression":
+        hp.update(task="regression", loss=params.get("loss", "mse"))
     return hp
+
+
+def n_outputs(info: dict) -> int:
+    """A network's outputs: one logit per class, one value for regression."""
+    return 1 if info.get("task") == "regression" else int(info["n_classes"])
 
 
 def _template_spec(params: dict, info: dict) -> dict:
@@ -386,7 +397,7 @@ def _template_spec(params: dict, info: dict) -> dict:
     spec = {
         "family": family,
         "input_shape": list(info["input_shape"]),
-        "n_classes": int(info["n_classes"]),
+        "n_classes": n_outputs(info),
         "mean": info["mean"],
         "std": info["std"],
         "width": int(params[f"{family}_width"]),
