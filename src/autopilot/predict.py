@@ -50,16 +50,21 @@ def predict_command(run_path: str, input_path: str, out: str | None) -> int:
         X, ids = read_inputs(input_path, tuple(card["input_shape"]), card["kind"])
     pred, probs = predict(run_path, X)
     classes = card["classes"]
-    rows = [{"id": i, "class": classes[int(p)], "probabilities": {c: round(float(v), 6) for c, v in zip(classes, pr)}}
-            for i, p, pr in zip(ids, pred, probs)]
+    regression = card.get("task") == "regression"  # one predicted value per input (ServedModel.predict_proba)
+    if regression:
+        rows = [{"id": i, "value": round(float(pr[0]), 6)} for i, pr in zip(ids, probs)]
+    else:
+        rows = [{"id": i, "class": classes[int(p)], "probabilities": {c: round(float(v), 6) for c, v in zip(classes, pr)}}
+                for i, p, pr in zip(ids, pred, probs)]
     if out and out.lower().endswith(".json"):
         text = json.dumps({"model": str(shipped_model(rd).name), "predictions": rows}, indent=2)
     else:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["id", "class"] + [f"p_{c}" for c in classes])
+        w.writerow(["id", "value"] if regression else ["id", "class"] + [f"p_{c}" for c in classes])
         for r in rows:
-            w.writerow([r["id"], r["class"]] + [r["probabilities"][c] for c in classes])
+            w.writerow([r["id"], r["value"]] if regression else
+                       [r["id"], r["class"]] + [r["probabilities"][c] for c in classes])
         text = buf.getvalue()
     if out:
         tmp = Path(out).with_name(Path(out).name + ".tmp")

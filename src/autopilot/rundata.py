@@ -19,8 +19,7 @@ from .schemas.table import PreprocessFile
 def search_info(ds, splits: dict, run_info: RunInfo) -> dict:
     """Facts about the data the search and the final stage need, with what
     the doctor measured at creation (augmentations that change labels)."""
-    return {**data_info(ds, splits), "augment_exclude": list(run_info.augment_exclude),
-            "task": getattr(ds, "task", "classification")}  # regression: metrics.py, train.py, models/trees.py
+    return {**data_info(ds, splits), "augment_exclude": list(run_info.augment_exclude)}
 
 
 def load_run_data(run: RunDir):

@@ -37,13 +37,16 @@ def profile(ds: Dataset, splits: dict[str, np.ndarray]) -> dict:
         "fingerprint": ds.fingerprint(),
         "splits": {},
     }
-    counts_all = np.bincount(ds.y, minlength=ds.n_classes)
+    regression = ds.task == "regression"  # no classes to count: the target's statistics per split instead
+    counts_all = np.zeros(0, np.int64) if regression else np.bincount(ds.y, minlength=ds.n_classes)
     for name, idx in splits.items():
-        counts = np.bincount(ds.y[idx], minlength=ds.n_classes)
+        counts = [] if regression else np.bincount(ds.y[idx], minlength=ds.n_classes)
         out["splits"][name] = {
             "examples": int(len(idx)),
             "class_counts": {c: int(n) for c, n in zip(ds.classes, counts)},
         }
+        if regression and len(idx):
+            out["splits"][name]["target"] = _stats(ds.y[idx])
     present = counts_all[counts_all > 0]
     out["imbalance_ratio"] = float(present.max() / present.min()) if len(present) else None
 

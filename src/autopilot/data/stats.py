@@ -17,7 +17,8 @@ def data_info(ds: Dataset, splits: dict) -> dict:
         mean, std = Xtr.mean(axes), Xtr.std(axes)
     std = np.where(std > 1e-6, std, 1.0)  # a constant feature stays constant, not infinite
     return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "task": ds.task}  # regression: one output, R² the score (metrics.py, train.py, models/trees.py)
 
 
 def arrays(ds: Dataset, splits: dict) -> dict:

@@ -57,6 +57,11 @@ AUGMENT_SHARE = 0.35  # of the pre-flight budget: a quick model must learn the c
 _NEEDS_LABELS = {"loss-at-init", "not-reproducible", "cannot-overfit", "no-signal", "lr-range"}
 DATA_SAMPLE = 20000  # examples per split read for the data checks (torch Datasets are sampled beyond)
 PROBE_SAMPLE = 4096  # training examples the probes draw their batches from
+# A regression target has no classes: these data checks and every set-up
+# probe (loss at init against ln C, one batch overfitted to 100 % accuracy,
+# ...) are about classifiers, and are reported as skipped.
+CLASS_CHECKS = ("labels-out-of-range", "class-imbalance")
+REGRESSION_NOTE = "a check of class labels or of a classifier's logits; the label is a regression target"
 DATA_SHARE = 0.15  # share of the budget the data checks may use (near-duplicates stops early past it)
 
 
@@ -260,6 +265,10 @@ def doctor_dataset(
     only = _selected(checks)
     hparams = hparams or {}
     report = DoctorReport()
+    if ds.task == "regression":  # no classes: the class checks and the classifier probes do not apply
+        report.checks += [CheckResult(name, "skipped", 0.0, note=REGRESSION_NOTE)
+                          for name in [*CLASS_CHECKS, *(p[0] for p in PROBES)] if only is None or name in only]
+        only = (set(CHECK_NAMES) if only is None else only) - set(CLASS_CHECKS) - {p[0] for p in PROBES}
     with _quiet_rng_and_threads():
         if only is None or only & set(DATA_CHECKS):
             f, r = _doctor_data(ds, splits, seed=seed, budget_s=DATA_SHARE * budget_s, only=only)

@@ -81,11 +81,19 @@ class ServedModel:
         return self.card["kind"]
 
     @property
+    def task(self) -> str:
+        return self.card.get("task", "classification")
+
+    @property
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities, float32 (N, C). ONNX Runtime releases the GIL
-        while it computes."""
+        """Class probabilities, float32 (N, C); for a regression model its
+        predicted values (N, 1), so the batcher, the request log (the value
+        in the confidence column) and the drift reference take it unchanged.
+        ONNX Runtime releases the GIL while it computes."""
         logits = self.session.run(None, {self.input_name: x})[0]
+        if self.task == "regression":
+            return logits.astype(np.float32, copy=False).reshape(len(logits), 1)
         return softmax(logits.astype(np.float32, copy=False), axis=1)

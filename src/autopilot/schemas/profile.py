@@ -20,6 +20,7 @@ class FeatureStats(Stats):
 class SplitProfile(Part):
     examples: int
     class_counts: dict[str, int]
+    target: Stats | None = None  # regression: the target's min, max, mean, std in this split
 
 
 class Profile(RunFile):

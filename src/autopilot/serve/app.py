@@ -249,9 +249,13 @@ async def handle_predict(st: State, body_chunks, content_length: str | None) -> 
         classes = model.classes
         ids = st.ids.take(len(cls))
         rows = probs.astype(np.float64).round(6).tolist()
-        out = orjson.dumps({"model_version": model.version, "predictions": [
-            {"id": i, "class": classes[c], "probabilities": dict(zip(classes, p))}
-            for i, c, p in zip(ids, cls.tolist(), rows)]})
+        if model.task == "regression":  # one predicted value per input
+            out = orjson.dumps({"model_version": model.version, "predictions": [
+                {"id": i, "value": p[0]} for i, p in zip(ids, rows)]})
+        else:
+            out = orjson.dumps({"model_version": model.version, "predictions": [
+                {"id": i, "class": classes[c], "probabilities": dict(zip(classes, p))}
+                for i, c, p in zip(ids, cls.tolist(), rows)]})
     except asyncio.CancelledError:
         raise
     except Exception as e:  # a bug or a model failure: 500, counted and logged; the server goes on
@@ -261,7 +265,8 @@ async def handle_predict(st: State, body_chunks, content_length: str | None) -> 
     now = time.time()
     st.metrics.request("predict", 200, seconds)
     st.metrics.items.observe(len(cls))
-    st.metrics.predictions(cls.tolist())
+    if model.task != "regression":  # per-class counters; a regression model's values are in the request log
+        st.metrics.predictions(cls.tolist())
     st.log.log_predictions(ids[0], now, ids, x, cls, conf, seconds * 1e3, model.version)
     st.log.log_response(now, "predict", 200, len(cls), seconds * 1e3)
     return 200, out, False
