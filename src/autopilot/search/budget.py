@@ -149,6 +149,10 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     once when n allows), in random order."""
     if n >= len(y):
         return np.arange(len(y))
+    if np.asarray(y).dtype.kind == "f":  # regression targets: their quantile bins stand for classes
+        from ..data.split import target_bins
+
+        y = target_bins(np.asarray(y))
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
     take = np.maximum(1, np.floor(counts * n / len(y))).astype(int)
@@ -181,13 +185,15 @@ def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, 
     opt = make_optimizer(probe, {**DEFAULTS, **hp, "lr": 1e-6})
     bs = int(min(hp["batch_size"], len(X)))
     xb = torch.as_tensor(X[:bs], dtype=torch.float32, device=device)
-    yb = torch.as_tensor(y[:bs], dtype=torch.long, device=device)
+    regression = hp.get("task") == "regression"  # one output and a squared error (train.py)
+    yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
     augment = augment_from_hparams(kind, hp, tuple(xb.shape[1:]))
     with torch.random.fork_rng(devices=[]):
         times = []
         for i in range(MEASURE_BATCHES + WARMUP_BATCHES):
             t0 = time.perf_counter()
-            loss = nn.functional.cross_entropy(probe(augment(xb) if augment is not None else xb), yb)
+            out = probe(augment(xb) if augment is not None else xb)
+            loss = nn.functional.mse_loss(out[:, 0], yb) if regression else nn.functional.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
