@@ -49,6 +49,8 @@ def pool(rd: RunDir, n_val: int) -> tuple[dict[int, np.ndarray], list[str]]:
     for n in completed_trials(rd):
         tdir = rd.trial_dir(n)
         logits = read_val_logits(tdir)
+        if logits is None and not (tdir / "weights.safetensors").exists():
+            continue  # stopped before it trained (e.g. no time left in the budget): no model to fuse
         if logits is None:
             left_out.append(f"trial {n}: no {VAL_LOGITS}")
         elif logits.ndim != 2 or len(logits) != n_val:
