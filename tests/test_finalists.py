@@ -160,7 +160,7 @@ class _Trial:
 
 
 def cand(number: int, planned: int, s_per_example: float) -> Candidate:
-    return Candidate(_Trial(number), {}, {"epochs": planned}, 1000, s_per_example)
+    return Candidate(_Trial(number), {}, {"epochs": planned}, 1000, s_per_example, 1000)
 
 
 def test_the_plan_fits_the_time_and_says_what_it_left_out():
@@ -174,9 +174,13 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert need_retrain == pytest.approx(26.0)
     tight = make_plan(cands, folds, n, 26 + 40)
     assert tight.n == 2 and tight.retrain and 0.2 <= tight.share < 1 and "shortened" in tight.notes[0]
-    # Too little for both at a fifth of their schedules with the retraining: drop the retraining first.
+    # Too little for both at a fifth of their schedules with the retraining: one finalist fewer, the retraining kept.
     small = make_plan(cands, folds, n, 20)
-    assert small.n == 2 and not small.retrain and any("ships with the weights the search trained" in x for x in small.notes)
+    assert small.n == 1 and small.retrain and "only 1 of 2 finalists fit" in small.notes[0]
+    # Too little for any retraining (13 s for the first): cross-validation alone, said.
+    no_retrain = make_plan(cands, folds, n, 12)
+    assert no_retrain.n == 1 and not no_retrain.retrain
+    assert any("ships with the weights the search trained" in x for x in no_retrain.notes)
     nothing = make_plan(cands, folds, n, 1)
     assert nothing.n == 0 and not nothing.retrain and "ships as the search trained it" in nothing.notes[0]
     unmeasured = make_plan([cand(0, 10, None)], folds, n, 100)  # no epoch times: cannot plan, so no training

@@ -52,6 +52,7 @@ class Candidate:
     hparams: dict
     params: int | None
     epoch_s_per_example: float | None  # seconds per training example per epoch, as measured in the search
+    trained_on: int  # training examples the search trained it on (a share of them under a time budget)
 
     @property
     def planned(self) -> int:
@@ -103,7 +104,10 @@ def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:
     trained_on = int(t.user_attrs.get("train_examples") or n_train)
     per_example = statistics.median(times) / max(1, trained_on) if times else None
     params = t.user_attrs.get("params_count")
-    return Candidate(t, cfg.spec, dict(cfg.hparams), int(params) if params is not None else None, per_example)
+    hparams = dict(cfg.hparams)
+    # A trial whose pace was slower than planned ended on time with a shorter schedule.
+    hparams["epochs"] = min(int(hparams["epochs"]), int(t.user_attrs.get("planned_epochs") or hparams["epochs"]))
+    return Candidate(t, cfg.spec, hparams, int(params) if params is not None else None, per_example, trained_on)
 
 
 def fold_seconds(c: Candidate, epochs: int, n_examples: int, folds: int) -> float:
@@ -128,12 +132,15 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
     winner is retrained, within `seconds` (None: no limit, everything).
 
     Options in order of preference, the first that fits wins: all finalists
-    and the retraining, all without the retraining, one finalist fewer with
-    it, ... , one finalist without it, and last the retraining alone."""
+    and the retraining, one finalist fewer and the retraining, ..., the
+    retraining alone (of the search's best), then all finalists without the
+    retraining, ..., one finalist without it. The retraining comes first:
+    without it the shipped weights are the search's, and under a time budget
+    the search trains most trials briefly on a share of the data."""
     if seconds is None:
         return Plan(len(cands), 1.0, True)
     seconds = max(0.0, seconds)
-    options = [(n, retrain) for n in range(len(cands), 0, -1) for retrain in (True, False)] + [(0, True)]
+    options = [(n, True) for n in range(len(cands), -1, -1)] + [(n, False) for n in range(len(cands), 0, -1)]
     for n, retrain in options:
         chosen = cands[:n]
         # The winner is not known yet: keep the dearest retraining free.
@@ -317,6 +324,15 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                     training = None
                     note("the deadline cut the retraining on train+validation: the winner ships with the weights "
                          "the search trained")
+        n_train = len(data["train"][1])
+        if model is None and winner is not None and winner.trial.number != search_best.number \
+                and winner.trained_on < n_train and search_best.number in by_number:
+            note(f"trial {winner.trial.number} won the folds, but the search trained it on {winner.trained_on} of "
+                 f"{n_train} training examples and it was not retrained: the search's best trial "
+                 f"{search_best.number} ships, its weights trained on more")
+            winner = by_number[search_best.number]
+            reason = (f"the search's best trial; {reason.split(';')[0]} went to trial "
+                      f"{next(f.trial for f in finalists if f.won)}, which only the search had trained")
     finally:
         torch.set_num_threads(threads)
 
