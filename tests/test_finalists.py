@@ -174,9 +174,12 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert need_retrain == pytest.approx(26.0)
     tight = make_plan(cands, folds, n, 26 + 40)
     assert tight.n == 2 and tight.retrain and 0.2 <= tight.share < 1 and "shortened" in tight.notes[0]
-    # Too little for both at a fifth of their schedules with the retraining: one finalist fewer, the retraining kept.
+    # 30 s: one finalist fewer, the retraining kept.
+    fewer = make_plan(cands, folds, n, 30)
+    assert fewer.n == 1 and fewer.retrain and "only 1 of 2 finalists fit" in fewer.notes[0]
+    # 20 s: the first finalist's folds would get 2 of its 10 epochs (fewer than 3): the retraining alone.
     small = make_plan(cands, folds, n, 20)
-    assert small.n == 1 and small.retrain and "only 1 of 2 finalists fit" in small.notes[0]
+    assert small.n == 0 and small.retrain and "no time to cross-validate any finalist" in small.notes[0]
     # Too little for any retraining (13 s for the first): cross-validation alone, said.
     no_retrain = make_plan(cands, folds, n, 12)
     assert no_retrain.n == 1 and not no_retrain.retrain

@@ -40,6 +40,8 @@ from .train import seed_everything, train
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
 MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
 MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
+MIN_FOLD_EPOCHS = 3  # nor one of fewer epochs (unless planned so): on digits, 1-epoch folds ranked a
+#                      network that scored 1.000 on validation below one that scored 0.985
 RETRAIN_VAL_EXAMPLES = 512  # the retraining's per-epoch check; the validation split is training data then
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
 
@@ -153,7 +155,7 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
                                        "the search's best trial is retrained on train+validation without it"])
         full = sum(fold_seconds(c, c.planned, n_examples, folds) for c in chosen)
         share = min(1.0, left / full) if full > 0 else 1.0
-        if share < MIN_FOLD_SHARE:
+        if share < MIN_FOLD_SHARE or any(fold_epochs(c, share) < min(c.planned, MIN_FOLD_EPOCHS) for c in chosen):
             continue
         if sum(fold_seconds(c, fold_epochs(c, share), n_examples, folds) for c in chosen) > left:
             continue
