@@ -134,6 +134,16 @@ def test_cv_0_ships_the_best_trial_as_the_search_trained_it(tmp_path):
     assert '<section id="finalists">' not in html and '<section id="architecture">' in html
 
 
+def test_pareto_objective_re_scores_only_the_trial_chosen_on_the_front(tmp_path):
+    rd, ds, data, info, cfg, study = searched(tmp_path, "pareto", cv=2, finalists=3, objective="pareto")
+    console = quiet_console()
+    card = finalize(rd, study, ds, data, info, cfg, started=time.time(), console=console)
+    cv = card.cv
+    assert [f.trial for f in cv.finalists] == [cv.winner] == [card.best_trial]
+    assert cv.finalists[0].won and len(cv.finalists[0].fold_accuracies) == 2
+    assert any("--objective pareto" in n for n in cv.notes) and "--objective pareto" in console.file.getvalue()
+
+
 def finalist(trial: int, mean: float | None, params: int, finished: bool = True) -> Finalist:
     folds = [] if mean is None else [mean, mean]
     return Finalist(trial=trial, search_val_accuracy=0.9, params=params, planned_epochs=10, fold_epochs=10,

@@ -85,7 +85,7 @@ def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial
     configuration again at each rung (same parameters): it counts once, by
     its best-ranked trial."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and (rd.trial_dir(t.number) / WEIGHTS).exists()]
+            if t.values and (rd.trial_dir(t.number) / WEIGHTS).exists()]
     out, seen = [], set()
     for t in sorted(done, key=rank_trial, reverse=True):
         key = json.dumps(t.params, sort_keys=True, default=str)
@@ -271,7 +271,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     X, y = pooled(data)
     reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
     cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
-    if np.issubdtype(y.dtype, np.floating):
+    if info.get("task", "classification") != "classification" or np.issubdtype(y.dtype, np.floating):
         cands = []
         plan = Plan(0, 0.0, False, ["a regression label: cross-validation by accuracy covers classification only; "
                                     "the search's best trial ships as trained"])
@@ -281,6 +281,14 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         cands = []
         plan = Plan(0, 0.0, False, ["the search's best trial is not a network (gradient-boosted trees): it ships as "
                                     "trained; cross-validation covers networks only"])
+    elif cands and len(study.directions) > 1:
+        # --objective pareto chose on the accuracy-latency front; ranking by
+        # accuracy alone would undo that: only the chosen trial is re-scored.
+        cands = [c for c in cands if c.trial.number == search_best.number] or \
+            [candidate(rd, search_best, len(data["train"][1]))]
+        note(f"--objective pareto: only trial {search_best.number}, chosen on the accuracy-latency front, "
+             "is cross-validated")
+        plan = make_plan(cands, config.cv, len(y), reserved)
     elif cands:
         if len(cands) < config.finalists:
             note(f"{len(cands)} completed trial(s) for the {config.finalists} finalists asked")
