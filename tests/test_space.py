@@ -267,3 +267,36 @@ def test_a_budgeted_trial_plans_its_epochs_and_data_share(tmp_path):
     assert a["rung"] == 0 and a["slot_s"] == pytest.approx(budget.SearchPlan.make(0, 120, 1).first_slot_s)
     assert 0 < a["data_fraction"] <= 1 and a["epochs"] >= 1 and a["s_per_example"] > 0
     assert t.duration.total_seconds() < a["slot_s"] + 10  # ended near its slot
+
+
+def test_a_configuration_too_slow_for_its_slot_is_skipped(tmp_path, monkeypatch):
+    """Once something can be shipped, a configuration whose smallest plan
+    takes more than TOO_SLOW slots is not trained (slots of a second here,
+    so that a digits network is the slow one)."""
+    from autopilot.config import RunConfig
+    from autopilot.data import load, split
+    from autopilot.data.stats import arrays, data_info
+    from autopilot.rundir import RunDir
+    from autopilot.search.study import Objective, open_study
+    from autopilot.search.workers import optimize
+
+    torch.set_num_threads(1)
+    ds = load("digits")
+    splits = split(ds.y, seed=0)
+    data, info = arrays(ds, splits), data_info(ds, splits)
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    config = RunConfig(data="digits", pruner="none", device="cpu")
+    study = open_study(rd, config, info)
+    _finished(study, {"x": 0}, 0.9, rung=0)  # something to ship already
+    now = time.time()
+    monkeypatch.setattr(budget, "MIN_SLOT_S", 1.0)
+    budget.save_plan(study, budget.SearchPlan.make(now, now + 8, workers=1))
+    heavy = {**space.default_params(info), "cnn2d_s3_op": "mbconv_e6", "cnn2d_s3_blocks": 3, "cnn2d_s3_width": 128,
+             "cnn2d_s2_op": "mbconv_e6", "cnn2d_s2_blocks": 3, "cnn2d_s2_width": 128, "cnn2d_s3_se": True}
+    study.enqueue_trial(heavy)
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 40), time.time() + 40, 2)
+    t = study.get_trials()[1]
+    assert t.user_attrs["slot_s"] <= 4
+    assert t.state == TrialState.PRUNED and "too slow" in t.user_attrs["rejected"]
+    assert not (rd.trial_dir(1) / "weights.safetensors").exists()

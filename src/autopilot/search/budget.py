@@ -45,6 +45,7 @@ MIN_SLOT_S = 10.0  # a trial shorter than this learns too little to rank (mnist1
 MIN_EPOCHS = 3  # below this a one-cycle schedule is mostly warm-up: take less data instead
 MIN_FRACTION = 0.02  # of the training data, and at least MIN_PER_CLASS examples per class: less ranks nothing
 MIN_PER_CLASS = 50
+TOO_SLOW = 2.0  # a configuration whose smallest plan takes this many slots is skipped, not trained
 PRUNE_FROM_EPOCHS = 6  # shorter trials are rungs of their own: Optuna's pruner does not cut them further
 FINAL_MAX_EPOCHS = 60  # finalists may train longer than their sampled schedule when time allows
 SAFETY = 0.8  # of a slot planned for training: the machine is shared, throughput varies

@@ -347,6 +347,11 @@ class Objective:
                            ("val_examples", tp.n_val), ("s_per_example", cost),
                            ("predicted_epoch_s", tp.epoch_s() * step_s / cost)):
             trial.set_user_attr(key, value)
+        if tp.expected_s() > budget.TOO_SLOW * slot and something_to_ship:
+            reason = f"too slow for its {slot:.0f} s slot: {tp.expected_s():.0f} s planned at the least"
+            trial.set_user_attr("rejected", reason)
+            trial.set_user_attr("error", f"rejected before training: {reason}")
+            raise optuna.TrialPruned(reason)
         hp = {**hp, "epochs": tp.epochs, "patience": max(5, tp.epochs // 3)}
         return (Xtr[train_idx], ytr[train_idx]), (Xva[val_idx], yva[val_idx]), hp
 
