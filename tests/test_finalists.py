@@ -115,7 +115,7 @@ def test_cross_validated_winner_follows_the_rule_and_ships_retrained(tmp_path):
     assert "could not be rendered" not in arch
     body = arch.split('<table id="architecture">')[1].split("</table>")[0]
     assert body.count("<tr>") == 1 + 3  # header, two hidden layers (depth 2), the head
-    assert f"{card.params:,}" in arch and "shipped: #" + str(cv.winner) in arch and "Pareto front" in arch
+    assert f"{card.params:,}" in arch and "final: #" + str(cv.winner) in arch and "Pareto front" in arch
 
 
 def section(html: str, sid: str) -> str:

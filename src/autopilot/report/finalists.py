@@ -1,7 +1,7 @@
 """Report sections on how the shipped network was chosen and what it is:
 the cross-validated finalists (card.json's `cv`), the network stage by stage
 (models.describe on model/spec.json), and accuracy against cost over the
-search's completed trials with the shipped trial marked.
+search's completed trials with the final model's trial marked.
 
 Builders return plain values; finalists.html.j2 and architecture.html.j2
 turn them into HTML. The only markup handed over is the plot's SVG.
@@ -51,9 +51,13 @@ def finalists(run: Run) -> dict | None:
 # ---- architecture and cost -------------------------------------------------------
 
 def architecture(run: Run) -> dict:
-    """The shipped network stage by stage, and accuracy against cost."""
+    """The final network stage by stage, and accuracy against cost."""
+    ship = as_dict(get(run.card, "shipped"))
     ctx = {"missing": None, "rows": None, "total_params": None, "total_ms": None, "error": None,
-           "pareto": None, "pareto_note": None}
+           "pareto": None, "pareto_note": None,
+           # compression or fusion may ship another file than this network's export
+           "shipped_other": ship.get("name") if ship.get("name") not in (None, "fp32") else None,
+           "shipped_by": ship.get("chosen_by")}
     spec = run.spec
     if not isinstance(spec, dict):
         ctx["missing"] = missing("The network's stages", ["model/spec.json"], run)
@@ -105,9 +109,9 @@ def _pareto(run: Run) -> tuple[dict | None, str | None]:
     chosen = best_trial(run)
     front = pareto_front(pts)
     if chosen is not None and all(p[2] != chosen for p in pts):
-        note = ((note + " ") if note else "") + f"The shipped trial {chosen} has no recorded cost and is not drawn."
+        note = ((note + " ") if note else "") + f"The final model's trial {chosen} has no recorded cost and is not drawn."
     on_front = chosen in {p[2] for p in front}
-    where = f"The shipped model (trial {chosen}) is {'on' if on_front else 'off'} the front of the search's validation accuracies"
+    where = f"The final model (trial {chosen}) is {'on' if on_front else 'off'} the front of the search's validation accuracies"
     where += ("; it was chosen on cross-validation folds, not on this axis." if as_list(get(run.card, "cv", "finalists"))
               else ".")
     return safe_plot(pareto_plot, pts, front, chosen, axis), ((note + " ") if note else "") + where
@@ -158,9 +162,9 @@ def pareto_plot(pts: list[tuple[float, float, int]], front: list[tuple[float, fl
         if mine:
             cx, cy, _ = mine[0]
             ax.scatter([cx], [cy], marker="*", s=180, color=plots.BEST, edgecolor="black", linewidth=0.6, zorder=5)
-            ax.annotate(f"shipped: #{chosen}", (cx, cy), xytext=(6, -12), textcoords="offset points", fontsize=8,
+            ax.annotate(f"final: #{chosen}", (cx, cy), xytext=(6, -12), textcoords="offset points", fontsize=8,
                         color=plots.BEST)
-            handles.append(Line2D([], [], marker="*", ls="", markersize=11, color=plots.BEST, label="shipped model"))
+            handles.append(Line2D([], [], marker="*", ls="", markersize=11, color=plots.BEST, label="final model"))
         if x.min() > 0 and x.max() / x.min() > 20:
             ax.set_xscale("log")
         ax.set_xlabel(plots.label(x_label, 48))
