@@ -7,18 +7,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from autopilot.config import RunConfig
-from autopilot.data import load, split
-from autopilot.data.stats import arrays, data_info
 from autopilot.models import build_model, count_params
-from autopilot.rundir import RunDir
 from autopilot.search import limits, space
-from autopilot.search.study import Objective, open_study
-from autopilot.search.workers import optimize
 from tests.conftest import run_cli
+from tests.digits_study import digits_study, run_trials
 
 INFO = {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]}
 
@@ -41,18 +35,11 @@ def test_latency_is_measured_in_onnx_runtime():
 
 
 def test_configurations_over_the_limits_are_rejected_before_training(tmp_path):
-    torch.set_num_threads(1)
-    ds = load("digits")
-    splits = split(ds.y, seed=0)
-    data, info = arrays(ds, splits), data_info(ds, splits)
-    config = RunConfig(data="digits", pruner="none", device="cpu", max_params=20000)
-    rd = RunDir(tmp_path / "r")
-    rd.path.mkdir()
-    study = open_study(rd, config, info)
+    rd, data, info, config, study = digits_study(tmp_path, max_params=20000)
     big = {**space.default_params(info), "epochs": 10}
     study.enqueue_trial(big)
     study.enqueue_trial(space.fit_params(big, info, 20000))
-    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 300), time.time() + 300, 2)
+    run_trials(rd, data, info, config, study, 2)
     rejected, trained = study.get_trials()
     assert rejected.state == TrialState.PRUNED and "max-params 20,000" in rejected.user_attrs["rejected"]
     assert rejected.constraints["params"] > 0 and not (rd.trial_dir(0) / "weights.safetensors").exists()
@@ -96,19 +83,12 @@ def test_pareto_objective_searches_accuracy_and_latency(tmp_path):
     PARETO_TOLERANCE of the most accurate."""
     from autopilot.search.select import PARETO_TOLERANCE, best_trial
 
-    torch.set_num_threads(1)
-    ds = load("digits")
-    splits = split(ds.y, seed=0)
-    data, info = arrays(ds, splits), data_info(ds, splits)
-    config = RunConfig(data="digits", device="cpu", objective="pareto")
-    rd = RunDir(tmp_path / "r")
-    rd.path.mkdir()
-    study = open_study(rd, config, info)
+    rd, data, info, config, study = digits_study(tmp_path, objective="pareto")
     assert len(study.directions) == 2
     base = {**space.fit_params(space.default_params(info), info, 20000), "epochs": 10}
     study.enqueue_trial(base)
     study.enqueue_trial({**base, "cnn2d_s1_width": 64, "cnn2d_s2_width": 128, "cnn2d_stem_width": 48})
-    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 300), time.time() + 300, 2)
+    run_trials(rd, data, info, config, study, 2)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 2 and all(len(t.values) == 2 and t.values[1] == t.user_attrs["latency_ms"] for t in done)
     chosen = best_trial(study, rd).trial

@@ -15,6 +15,7 @@ from autopilot.models.components import from_template, validate_spec
 from autopilot.search import budget, space
 from autopilot.search.select import rank_trial
 from autopilot.train import train
+from tests.digits_study import digits_study, run_trials
 
 INFOS = {
     "image": {"kind": "image", "input_shape": [1, 28, 28], "n_classes": 10, "mean": [0.1], "std": [0.3]},
@@ -242,25 +243,11 @@ def test_a_budgeted_trial_plans_its_epochs_and_data_share(tmp_path):
     """The objective under a budget plan: a first-rung trial measures its
     throughput, takes the epochs and data share that fit its slot, trains
     and records what it planned."""
-    from autopilot.config import RunConfig
-    from autopilot.data import load, split
-    from autopilot.data.stats import arrays, data_info
-    from autopilot.rundir import RunDir
-    from autopilot.search.study import Objective, open_study
-    from autopilot.search.workers import optimize
-
-    torch.set_num_threads(1)
-    ds = load("digits")
-    splits = split(ds.y, seed=0)
-    data, info = arrays(ds, splits), data_info(ds, splits)
-    config = RunConfig(data="digits", pruner="none", device="cpu")
-    rd = RunDir(tmp_path / "r")
-    rd.path.mkdir()
-    study = open_study(rd, config, info)
+    rd, data, info, config, study = digits_study(tmp_path)
     now = time.time()
     budget.save_plan(study, budget.SearchPlan.make(now, now + 120, workers=1))
     study.enqueue_trial(space.fit_params(space.default_params(info), info, 20000))
-    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 120), time.time() + 120, 1)
+    run_trials(rd, data, info, config, study, 1, seconds=120)
     t = study.get_trials()[0]
     assert t.state == TrialState.COMPLETE, t.user_attrs.get("error")
     a = t.user_attrs
@@ -273,21 +260,7 @@ def test_a_configuration_too_slow_for_its_slot_is_skipped(tmp_path, monkeypatch)
     """Once something can be shipped, a configuration whose smallest plan
     takes more than TOO_SLOW slots is not trained (slots of a second here,
     so that a digits network is the slow one)."""
-    from autopilot.config import RunConfig
-    from autopilot.data import load, split
-    from autopilot.data.stats import arrays, data_info
-    from autopilot.rundir import RunDir
-    from autopilot.search.study import Objective, open_study
-    from autopilot.search.workers import optimize
-
-    torch.set_num_threads(1)
-    ds = load("digits")
-    splits = split(ds.y, seed=0)
-    data, info = arrays(ds, splits), data_info(ds, splits)
-    rd = RunDir(tmp_path / "r")
-    rd.path.mkdir()
-    config = RunConfig(data="digits", pruner="none", device="cpu")
-    study = open_study(rd, config, info)
+    rd, data, info, config, study = digits_study(tmp_path)
     _finished(study, {"x": 0}, 0.9, rung=0)  # something to ship already
     now = time.time()
     monkeypatch.setattr(budget, "MIN_SLOT_S", 1.0)
@@ -295,7 +268,7 @@ def test_a_configuration_too_slow_for_its_slot_is_skipped(tmp_path, monkeypatch)
     heavy = {**space.default_params(info), "cnn2d_s3_op": "mbconv_e6", "cnn2d_s3_blocks": 3, "cnn2d_s3_width": 128,
              "cnn2d_s2_op": "mbconv_e6", "cnn2d_s2_blocks": 3, "cnn2d_s2_width": 128, "cnn2d_s3_se": True}
     study.enqueue_trial(heavy)
-    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 40), time.time() + 40, 2)
+    run_trials(rd, data, info, config, study, 2, seconds=40)
     t = study.get_trials()[1]
     assert t.user_attrs["slot_s"] <= 4
     assert t.state == TrialState.PRUNED and "too slow" in t.user_attrs["rejected"]
