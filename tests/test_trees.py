@@ -113,11 +113,15 @@ def test_a_table_run_ships_a_booster_checked_skipped_by_compression_and_served(t
     assert spec.n_trees == spec.n_iter >= 1 and spec.input_shape == [8]
     assert not (rd.path / "compress").exists()  # skipped, nothing half-written
     assert card.test_accuracy > 0.75  # the commonest class is 0.6 of these rows
-    # what the server loads gives the probabilities of the same booster refitted (fits are deterministic)
+    # refitted on train+validation (--cv is on by default) for the rounds early stopping kept, scaled up
+    assert spec.trained_on == "train+validation"
+    # what the server loads gives the probabilities of the same booster fitted again (fits are deterministic)
     served = ServedModel.load("v1", rd.model_dir / "model.onnx", rd.model_dir / "card.json")
-    est = trees.fit(spec.params, *(lambda d: (d["train"], d["val"]))(_arrays(rd)), task="classification",
-                    seed=spec.seed, threads=1)
-    Xte = _arrays(rd)["test"][0]
+    data = _arrays(rd)
+    est = trees.refit(spec.params, np.concatenate([data["train"][0], data["val"][0]]),
+                      np.concatenate([data["train"][1], data["val"][1]]), rounds=spec.n_iter, task="classification",
+                      seed=spec.seed, threads=1)
+    Xte = data["test"][0]
     assert np.allclose(served.predict_proba(Xte), est.predict_proba(Xte), atol=1e-5)
 
 

@@ -95,7 +95,8 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             from .search.study import VAL_LOGITS
 
             reference = np.load(src / VAL_LOGITS, allow_pickle=False)
-            logits, onnx_test, ref, got, spec, n_params, onnx_path = trees_final(src, tmp, data, reference)
+            logits, onnx_test, ref, got, spec, n_params, onnx_path = trees_final(
+                src, tmp, data, reference, refit=bool(config.cv), threads=torch.get_num_threads())
         else:
             logits, onnx_test, ref, got, spec, n_params, onnx_path = _torch_final(
                 model, spec, src, tmp, ds, data, retrained=finalists.model is not None)

@@ -279,8 +279,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         # Boosted trees are retrained by their own code: the networks below
         # them must not take their place on a re-scoring they did not enter.
         cands = []
-        plan = Plan(0, 0.0, False, ["the search's best trial is not a network (gradient-boosted trees): it ships as "
-                                    "trained; cross-validation covers networks only"])
+        plan = Plan(0, 0.0, False, ["the search's best trial is not a network (gradient-boosted trees): it is refitted "
+                                    "on train+validation by its own code; cross-validation covers networks only"])
     elif cands and len(study.directions) > 1:
         # --objective pareto chose on the accuracy-latency front; ranking by
         # accuracy alone would undo that: only the chosen trial is re-scored.

@@ -66,6 +66,18 @@ def fit(params: dict, train: tuple, val: tuple, *, task: str, seed: int, threads
     return est
 
 
+def refit(params: dict, X: np.ndarray, y: np.ndarray, *, rounds: int, task: str, seed: int, threads: int | None = None):
+    """The same parameters fitted on more data (train+validation) for a fixed
+    number of boosting rounds: nothing is left to stop early on."""
+    from threadpoolctl import threadpool_limits
+
+    est = make_estimator({**params, "max_iter": int(rounds)}, task=task, seed=seed)
+    est.set_params(early_stopping=False)
+    with threadpool_limits(limits=threads, user_api="openmp") if threads else _nothing():
+        est.fit(np.asarray(X, dtype=np.float32), y)
+    return est
+
+
 class _nothing:
     def __enter__(self):
         return self

@@ -38,3 +38,4 @@ class TreesSpec(Part):
     n_iter: int  # boosting rounds kept by early stopping
     n_trees: int
     n_leaves: int
+    trained_on: Literal["train", "train+validation"] = "train"  # the final model is refitted on both with --cv

@@ -67,22 +67,39 @@ def run_trial(trial: optuna.Trial, params: dict, *, run, data: dict, info: dict,
     return val_score, out_val
 
 
-def trees_final(src, tmp, data: dict, reference: np.ndarray):
-    """The final stage's share for a booster (final.py): the trial's ONNX
-    file ships as it is; its parity gate compares ONNX Runtime's outputs on
-    validation with the booster's own (`reference`), saved when it was fitted
-    (no pickle, so the fitted scikit-learn object itself is not kept).
-    (test outputs, ONNX test outputs, the two compared for parity (scikit-learn's
-    and ONNX Runtime's on validation), spec, leaf count, ONNX path)."""
+def trees_final(src, tmp, data: dict, reference: np.ndarray, *, refit: bool = False, threads: int | None = None):
+    """The final stage's share for a booster (final.py). (test outputs, ONNX
+    test outputs, the two compared for parity, spec, leaf count, ONNX path).
+
+    Without `refit` the trial's ONNX file ships as it is; its parity gate
+    compares ONNX Runtime's outputs on validation with the booster's own
+    (`reference`), saved when it was fitted (no pickle, so the fitted
+    scikit-learn object itself is not kept). With `refit` (the run's --cv,
+    as networks are retrained by the finalists stage), the same parameters
+    are fitted again on train+validation for as many boosting rounds as
+    early stopping kept, scaled by the larger data set; parity is then
+    checked against that booster on the test inputs (a conversion check,
+    not a score)."""
     import json
     import shutil
 
     from ..export import onnx_session, run_onnx
 
-    for f in (trees.SPEC_FILE, trees.ONNX_FILE):
-        shutil.copy2(src / f, tmp / f)
-    spec = json.loads((tmp / trees.SPEC_FILE).read_text())
+    spec = json.loads((src / trees.SPEC_FILE).read_text())
     onnx_path = tmp / trees.ONNX_FILE
-    session = onnx_session(onnx_path)
-    onnx_test = run_onnx(session, data["test"][0])
-    return onnx_test, onnx_test, reference, run_onnx(session, data["val"][0]), spec, int(spec["n_leaves"]), onnx_path
+    Xte = data["test"][0]
+    if not refit:
+        for f in (trees.SPEC_FILE, trees.ONNX_FILE):
+            shutil.copy2(src / f, tmp / f)
+        session = onnx_session(onnx_path)
+        onnx_test = run_onnx(session, Xte)
+        return onnx_test, onnx_test, reference, run_onnx(session, data["val"][0]), spec, int(spec["n_leaves"]), onnx_path
+    (Xtr, ytr), (Xva, yva) = data["train"], data["val"]
+    rounds = max(1, round(spec["n_iter"] * (len(ytr) + len(yva)) / max(1, len(ytr))))
+    est = trees.refit(spec["params"], np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva]), rounds=rounds,
+                      task=spec["task"], seed=spec["seed"], threads=threads)
+    trees.to_onnx(est, int(spec["input_shape"][0]), onnx_path, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+    spec = TreesSpec.model_validate({**spec, **trees.describe(est), "trained_on": "train+validation"})
+    write_json(tmp / trees.SPEC_FILE, spec.model_dump(mode="json"))
+    onnx_test = run_onnx(onnx_session(onnx_path), Xte)
+    return onnx_test, onnx_test, trees.raw_scores(est, Xte), onnx_test, spec.model_dump(mode="json"), spec.n_leaves, onnx_path
