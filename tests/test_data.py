@@ -13,6 +13,7 @@ from autopilot.data import (
     BUILTINS, DataError, Dataset, load, load_splits, profile, read_inputs, save_splits, split, validate,
 )
 from autopilot.data.builtin import load_builtin
+from autopilot.data.dataset import as_float
 
 
 def raises(fn, *parts):
@@ -81,7 +82,7 @@ def test_builtin_mnist5k(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path))
     ds = load("mnist5k")
     assert (ds.kind, ds.X.shape, ds.n_classes) == ("image", (5000, 1, 28, 28), 10)
-    assert ds.X.min() == 0 and ds.X.max() == 1
+    assert ds.X.dtype == np.uint8 and ds.X.min() == 0 and ds.X.max() == 255  # pixels: a quarter of float32
 
 
 def test_unknown_builtin_and_missing_path(tmp_path):
@@ -114,7 +115,7 @@ def test_image_folder_grey(tmp_path):
     assert ds.X.shape == (6, 1, 10, 12)  # median size; grey -> 1 channel
     # an image already at the chosen size is read exactly (reference: Pillow)
     ref = np.asarray(Image.open(root / "cat" / "0.png"), dtype=np.float32) / 255
-    assert np.allclose(ds.X[0, 0], ref)
+    assert np.allclose(as_float(ds.X)[0, 0], ref)
     assert ds.y.tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -132,10 +133,11 @@ def test_image_folder_colour_and_modes(tmp_path):
     ds = load(str(root))
     assert ds.classes == ["colour", "grey"]
     assert ds.X.shape == (10, 3, 64, 51)  # longest side capped at 64, aspect kept
-    assert 0 <= ds.X.min() and ds.X.max() <= 1
+    assert ds.X.dtype == np.uint8
+    x = as_float(ds.X)
     i = ds.y.tolist().index(0) + 4  # colour/rgba.png (sorted after 0..2.png, palette.png)
-    assert np.allclose(ds.X[i, :, 5, 5], [1, 0, 0]) and np.allclose(ds.X[i, :, 60, 5], [1, 1, 1])
-    deep = ds.X[-2]  # grey/deep.png (before x.jpg): 16-bit scaled, not clipped
+    assert np.allclose(x[i, :, 5, 5], [1, 0, 0]) and np.allclose(x[i, :, 60, 5], [1, 1, 1])
+    deep = x[-2]  # grey/deep.png (before x.jpg): 16-bit scaled, not clipped
     assert np.allclose(deep, 40000 / 65535, atol=1 / 255)
 
 
@@ -260,7 +262,7 @@ def test_npz_kinds_roundtrip(tmp_path):
     np.savez(p, X=pixels, y=y.astype(np.float64))  # float labels that are whole numbers are fine
     ds = load(str(p))
     assert (ds.kind, ds.X.shape) == ("image", (12, 1, 6, 7))
-    assert np.allclose(ds.X, pixels / 255.0)
+    assert ds.X.dtype == np.uint8 and np.array_equal(as_float(ds.X), pixels.astype(np.float32) / 255.0)
 
 
 def test_npz_bad_inputs(tmp_path):

@@ -38,8 +38,8 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     assert np.array_equal(second.y, first.y)
     # The Dataset is the same whether decoded or read from the cache.
     ds = load(str(root))
-    ref = np.asarray(Image.open(root / "a" / "000.png"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    assert np.array_equal(ds.X[0], ref)
+    ref = np.asarray(Image.open(root / "a" / "000.png")).transpose(2, 0, 1)
+    assert ds.X.dtype == np.uint8 and np.array_equal(ds.X[0], ref)
 
 
 def test_cache_is_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
@@ -102,3 +102,47 @@ def test_unreadable_cache_file_is_rebuilt(tmp_path, monkeypatch):
     again = read_image_folder(root)
     assert not again.from_cache and np.array_equal(again.pixels, first.pixels)
     assert read_image_folder(root).from_cache
+
+
+def test_second_load_reads_the_cache_and_decodes_no_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    root = photos(tmp_path / "imgs", per=100, size=(12, 10))
+    first = load(str(root))
+    read = []
+    real_read = folder_mod.read_npz
+    monkeypatch.setattr(folder_mod, "read_npz", lambda p: read.append(p) or real_read(p))
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("an image was decoded although the cache is valid")
+
+    monkeypatch.setattr(folder_mod, "decode", no_decoding)
+    monkeypatch.setattr(folder_mod, "_read_sizes", no_decoding)
+    second = load(str(root))
+    assert read and read[0].parent == tmp_path / "cache" / "images"
+    assert np.array_equal(second.X, first.X) and second.fingerprint() == first.fingerprint()
+
+
+def test_loaded_folder_is_held_at_its_uint8_size(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder_mod, "CHUNK_FILES", 32)  # a chunk is a small part of the folder, as at scale
+    load(str(photos(tmp_path / "warm", per=3)))  # first-call imports are not the data's memory
+    root = photos(tmp_path / "imgs", per=100, size=(64, 64))
+    uint8_bytes = 300 * 3 * 64 * 64
+
+    def peak_of(fn):
+        tracemalloc.start()
+        try:
+            out = fn()
+            return out, tracemalloc.get_traced_memory()[1] / uint8_bytes
+        finally:
+            tracemalloc.stop()
+
+    # Decoding: the uint8 array, a grey plane until the first colour image, one chunk (float32 alone would be 4x).
+    got, peak = peak_of(lambda: read_image_folder(root, use_cache=False))
+    assert got.pixels.nbytes == uint8_bytes and peak < 1.6, peak
+    load(str(root))  # writes the cache (np.savez copies at most 16 MB at a time: here all of it)
+    ds, peak = peak_of(lambda: load(str(root)))
+    assert ds.X.dtype == np.uint8 and ds.X.nbytes == uint8_bytes
+    assert peak < 1.3, peak  # the cache is read into the data set's own array: no second copy

@@ -13,7 +13,7 @@ import pytest
 
 from autopilot.data import DataError, Dataset, load, official_test, read_inputs, split, validate
 from autopilot.data.builtin import FASHION_CLASSES, FASHION_DIR, load_fashion
-from autopilot.data.dataset import pixels_to_float
+from autopilot.data.dataset import as_float, pixels_to_float
 from autopilot.data.idx import read_idx
 
 
@@ -65,9 +65,10 @@ def idx_folder(root, n_train=30, n_test=20, classes=10, gz=True, seed=0):
 def test_idx_folder_gz_and_raw(tmp_path, gz):
     want = idx_folder(tmp_path / "mnist", gz=gz)
     ds = load(str(tmp_path / "mnist"))
-    assert (ds.kind, ds.X.shape, ds.X.dtype) == ("image", (50, 1, 28, 28), np.float32)
+    assert (ds.kind, ds.X.shape, ds.X.dtype) == ("image", (50, 1, 28, 28), np.uint8)  # pixels as stored
     x = np.concatenate([want["train"][0], want["t10k"][0]])
-    assert np.array_equal(ds.X[:, 0], x.astype(np.float32) / 255.0)
+    assert np.array_equal(ds.X[:, 0], x)
+    assert np.array_equal(as_float(ds.X)[:, 0], x.astype(np.float32) / 255.0)
     assert ds.classes == [str(i) for i in range(10)]
     assert ds.y.tolist() == np.concatenate([want["train"][1], want["t10k"][1]]).tolist()
     assert ds.official_test.tolist() == list(range(30, 50))  # the t10k pair, after training
@@ -156,10 +157,11 @@ def test_cifar10_binary(tmp_path):
     ds = load(str(tmp_path / "cifar-10-batches-bin"))
     assert ds.X.shape == (30, 3, 32, 32) and ds.classes[0] == "airplane" and ds.classes[9] == "truck"
     px = np.concatenate([p for p, _ in parts])
-    assert np.array_equal(ds.X, px.astype(np.float32) / 255.0)
+    assert ds.X.dtype == np.uint8 and np.array_equal(ds.X, px)
+    assert np.array_equal(as_float(ds.X), px.astype(np.float32) / 255.0)
     # record 0 of batch 1: its red plane's first row is the file's bytes 1..32
     raw = (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").read_bytes()
-    assert np.array_equal(ds.X[0, 0, 0] * 255, np.frombuffer(raw[1:33], np.uint8))
+    assert np.array_equal(ds.X[0, 0, 0], np.frombuffer(raw[1:33], np.uint8))
     assert ds.y.tolist() == np.concatenate([y for _, y in parts]).tolist()
     assert ds.official_test.tolist() == list(range(20, 30))
     # the folder above the official sub-folder works too
@@ -182,7 +184,7 @@ def test_cifar100_binary_fine_labels(tmp_path):
     ds = load(str(root))
     assert len(ds.classes) == 100 and ds.classes[42] == "fine42"
     assert ds.y[:300].tolist() == fine.tolist()  # the fine label, not the coarse one
-    assert np.array_equal(ds.X[300:], px[:100].astype(np.float32) / 255.0)
+    assert np.array_equal(ds.X[300:], px[:100])
     assert ds.official_test.tolist() == list(range(300, 400))
 
 
@@ -222,7 +224,8 @@ def test_npz_channels_last_and_first(tmp_path):
     np.savez(p, X=nhwc, y=y)
     ds = load(str(p))
     assert ds.X.shape == (12, 3, 32, 32)  # not 32 channels of 32x3 pixels
-    assert np.array_equal(ds.X, nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    assert ds.X.dtype == np.uint8 and ds.X.flags.c_contiguous  # pixels stay uint8, laid out channels first
+    assert np.array_equal(as_float(ds.X), nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     np.savez(p, X=nhwc.transpose(0, 3, 1, 2), y=y)
     assert load(str(p)).fingerprint() == ds.fingerprint()
     np.savez(p, X=nhwc[..., :1], y=y)  # grey, channels last
@@ -298,3 +301,44 @@ def test_pixels_to_float_matches_the_plain_formula_and_fingerprint_is_stable():
     h.update(ds.y.astype(np.int64).tobytes())
     h.update("a\0b".encode())
     assert ds.fingerprint() == h.hexdigest()[:16]
+    # Pixels held as uint8 give the same id as their float form: runs made
+    # before keep resuming and retraining on the same data.
+    assert Dataset("d", "image", px, ds.y, ["a", "b"]).fingerprint() == ds.fingerprint()
+
+
+def test_uint8_pixels_give_the_float_statistics_batches_and_profile():
+    import torch
+
+    from autopilot.data.profile import profile
+    from autopilot.data.stats import arrays, data_info
+    from autopilot.train import as_inputs, float_batch
+
+    rng = np.random.default_rng(1)
+    px = rng.integers(0, 256, (5000, 3, 6, 5), dtype=np.uint8)
+    px[:, 2] //= 4  # channels with different statistics
+    y = np.arange(5000) % 3
+    pixels = validate(Dataset("p", "image", px, y, ["a", "b", "c"]))
+    floats = validate(Dataset("f", "image", pixels_to_float(px), y, ["a", "b", "c"]))
+    splits = split(y, seed=0)
+    # Held as uint8 end to end: the data set and every split, no float copy.
+    assert pixels.X.nbytes == px.size and all(X.dtype == np.uint8 for X, _ in arrays(pixels, splits).values())
+    got, want = data_info(pixels, splits), data_info(floats, splits)
+    assert np.allclose(got["mean"], want["mean"], rtol=0, atol=1e-6)
+    assert np.allclose(got["std"], want["std"], rtol=0, atol=1e-6)
+    assert got["mean"][2] < 0.3 < got["mean"][0]
+    # A batch becomes exactly the floats the loaders used to hold, in torch as in numpy.
+    batch = float_batch(as_inputs(px[:300]))
+    assert batch.dtype == torch.float32 and np.array_equal(batch.numpy(), pixels_to_float(px[:300]))
+    assert np.array_equal(as_float(px), pixels_to_float(px)) and as_float(floats.X) is floats.X
+    p_pix, p_flt = profile(pixels, splits), profile(floats, splits)
+    for a, b in zip(p_pix["channels"], p_flt["channels"]):
+        assert a["min"] == b["min"] and a["max"] == b["max"] and abs(a["mean"] - b["mean"]) < 1e-6
+    assert p_pix["fingerprint"] == p_flt["fingerprint"] and p_pix["train_duplicates"] == p_flt["train_duplicates"]
+
+
+def test_npz_uint8_mask_of_zeros_and_ones_stays_zeros_and_ones(tmp_path):
+    p = tmp_path / "masks.npz"
+    mask = (np.random.default_rng(0).random((6, 1, 8, 8)) > 0.5).astype(np.uint8)
+    np.savez(p, X=mask, y=np.repeat([0, 1], 3))
+    ds = load(str(p))
+    assert ds.X.dtype == np.float32 and np.array_equal(ds.X, mask)  # not 1/255: 0/1 is not 0..255 pixels

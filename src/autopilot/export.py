@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.dataset import as_float
+
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PARITY_MAX_ABS_DIFF = 1e-4
 
@@ -54,7 +56,7 @@ def onnx_session(path: str | Path, threads: int = 0):
 
 def run_onnx(session, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32)})[0] for i in range(0, len(X), batch_size)]
+    outs = [session.run(None, {name: as_float(X[i : i + batch_size])})[0] for i in range(0, len(X), batch_size)]
     return np.concatenate(outs) if outs else np.empty((0,))
 
 
@@ -72,7 +74,7 @@ def check_parity(model: nn.Module, onnx_path: str | Path, X: np.ndarray) -> dict
     """Compare logits of ONNX Runtime and PyTorch on the same inputs."""
     model = model.eval().cpu()
     with torch.no_grad():
-        ref = torch.cat([model(torch.as_tensor(X[i : i + 1024])) for i in range(0, len(X), 1024)]).numpy()
+        ref = torch.cat([model(torch.from_numpy(as_float(X[i : i + 1024]))) for i in range(0, len(X), 1024)]).numpy()
     return compare_logits(ref, run_onnx(onnx_session(onnx_path), X))
 
 

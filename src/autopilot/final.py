@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from .compress import measure
 from .config import RunConfig
+from .data.dataset import as_float
 from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export_onnx, onnx_session, parity_failure, run_onnx
 from . import metrics
 from .finalists import run_finalists
@@ -207,7 +208,7 @@ def _torch_final(model, spec: dict, src, tmp, ds, data: dict, *, retrained: bool
     # The test split is used here, once, after selection.
     Xte = data["test"][0]
     with torch.no_grad():
-        logits = torch.cat([model(torch.as_tensor(Xte[i : i + 1024])) for i in range(0, len(Xte), 1024)]).numpy()
+        logits = torch.cat([model(torch.from_numpy(as_float(Xte[i : i + 1024]))) for i in range(0, len(Xte), 1024)]).numpy()
     onnx_path = export_onnx(model, ds.input_shape, tmp / "model.onnx")
     onnx_test = run_onnx(onnx_session(onnx_path), Xte)
     return logits, onnx_test, logits, onnx_test, spec, count_params(model), onnx_path

@@ -107,6 +107,19 @@ def lr_factor(step: int, total: int, hp: dict) -> float:
     raise ValueError(f"unknown schedule {hp['schedule']!r}; expected cosine or onecycle")
 
 
+def as_inputs(X, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A split on the device: uint8 pixels stay uint8 (a quarter of float32's
+    memory), anything else becomes float32. float_batch makes batches of it."""
+    t = torch.as_tensor(X, device=device)
+    return t if t.dtype == torch.uint8 else t.float()
+
+
+def float_batch(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the model takes it: uint8 pixels -> [0, 1], bit for bit what
+    data.dataset.as_float gives (float32 division by 255)."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
     """Mean cross-entropy and accuracy, in eval mode."""
@@ -114,7 +127,7 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(X), batch_size):
-        logits = model(X[i : i + batch_size])
+        logits = model(float_batch(X[i : i + batch_size]))
         yb = y[i : i + batch_size]
         loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -128,7 +141,7 @@ def evaluate_regression(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batc
     """Mean squared error and R² of the (standardised) targets, in eval mode."""
     was_training = model.training
     model.eval()
-    sse = sum(((model(X[i : i + batch_size])[:, 0] - y[i : i + batch_size]) ** 2).sum().item()
+    sse = sum(((model(float_batch(X[i : i + batch_size]))[:, 0] - y[i : i + batch_size]) ** 2).sum().item()
               for i in range(0, len(X), batch_size))
     model.train(was_training)
     n = max(1, len(X))
@@ -169,7 +182,7 @@ def fold_target_scale(model: nn.Module, mean: float, std: float, probe: torch.Te
 @torch.no_grad()
 def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]) if len(X) else torch.empty(0)
+    return torch.cat([model(float_batch(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]) if len(X) else torch.empty(0)
 
 
 def train(
@@ -213,11 +226,11 @@ def train(
     hp = {**DEFAULTS, **(hparams or {})}
     device = resolve_device(device) if isinstance(device, str) else device
     seed_everything(seed)
-    Xtr = torch.as_tensor(train_data[0], dtype=torch.float32, device=device)
+    Xtr = as_inputs(train_data[0], device)
     regression = hp["task"] == "regression"
     y_type = torch.float32 if regression else torch.long
     ytr = torch.as_tensor(train_data[1], dtype=y_type, device=device)
-    Xva = torch.as_tensor(val_data[0], dtype=torch.float32, device=device)
+    Xva = as_inputs(val_data[0], device)
     yva = torch.as_tensor(val_data[1], dtype=y_type, device=device)
     if regression:  # standardised targets: one learning rate range fits every target's units
         y_mean, y_std = float(ytr.mean()), float(ytr.std(unbiased=False)) if len(ytr) > 1 else 1.0
@@ -270,7 +283,7 @@ def train(
                 out_of_time = True
                 break
             idx = perm[b * bs : (b + 1) * bs]
-            xb, yb = Xtr[idx], ytr[idx]
+            xb, yb = float_batch(Xtr[idx]), ytr[idx]
             if augment is not None:
                 xb = augment(xb)
             if mix is not None:

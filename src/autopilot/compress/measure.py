@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..data.dataset import as_float
+
 THREADS = 1
 BATCHES = (1, 64)
 PARITY_MIN_AGREE = 0.995  # share of test inputs whose argmax must agree with the PyTorch source
@@ -43,7 +45,7 @@ def ort_session(path: str | Path, threads: int = THREADS):
 def onnx_logits(path: str | Path, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
     sess = ort_session(path, threads=THREADS)
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32)})[0]
+    out = [sess.run(None, {name: as_float(X[i : i + batch_size])})[0]
            for i in range(0, len(X), batch_size)]
     return np.concatenate(out)
 
@@ -53,7 +55,7 @@ def torch_logits(model, X: np.ndarray, batch_size: int = 512) -> np.ndarray:
 
     model = model.eval().cpu()
     with torch.no_grad():
-        return torch.cat([model(torch.as_tensor(X[i : i + batch_size], dtype=torch.float32))
+        return torch.cat([model(torch.from_numpy(as_float(X[i : i + batch_size])))
                           for i in range(0, len(X), batch_size)]).numpy()
 
 
@@ -107,7 +109,7 @@ def batch_inputs(X: np.ndarray, batches: tuple[int, ...] = BATCHES) -> dict[int,
     out = {}
     for b in batches:
         reps = -(-b // max(1, len(X)))
-        out[b] = np.ascontiguousarray(np.concatenate([X] * reps)[:b], dtype=np.float32)
+        out[b] = as_float(np.concatenate([X] * reps)[:b])
     return out
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dataset import as_float
+
 CALIBRATION_SAMPLES = 512
 CALIBRATION_BATCH = 32
 
@@ -39,7 +41,7 @@ def calibration_samples(X_train: np.ndarray, n: int = CALIBRATION_SAMPLES, seed:
     judge the result)."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(X_train), size=min(n, len(X_train)), replace=False)
-    return np.ascontiguousarray(X_train[np.sort(idx)], dtype=np.float32)
+    return as_float(X_train[np.sort(idx)])
 
 
 def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:

@@ -7,8 +7,9 @@ The kind follows X's number of dimensions:
   4: image, channels last (N, H, W, C) or channels first (N, C, H, W); the
      axis of at most 4 (grey, RGB, RGBA) is the channels axis. When both
      or neither end axis could be channels, e.g. (N, 3, 32, 3) or (N, 16, 8, 8),
-     the loader asks for --layout nhwc|nchw instead of guessing. Values above 1
-     (e.g. uint8 0..255) are divided by 255.
+     the loader asks for --layout nhwc|nchw instead of guessing. uint8 pixels
+     are kept as they are (they stand for pixel / 255, see Dataset); other
+     values above 1 (e.g. floats 0..255) are divided by 255.
 Loaded with allow_pickle=False: an array of Python objects is refused.
 """
 from __future__ import annotations
@@ -108,14 +109,19 @@ def load_npz(path: Path, *, layout: str | None = None) -> Dataset:
     if layout is not None and kind != "image":
         raise DataError(f"{where}: --layout applies to 4-D image arrays; X has shape {x.shape}")
     if kind == "image" and image_layout(x.shape, layout, where) == "nhwc":
-        x = x.transpose(0, 3, 1, 2)  # a view: the float32 copy below makes it contiguous
-    with np.errstate(over="ignore"):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    check_finite(x, kind, where)
-    if kind == "image" and x.size and x.max() > 1:
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 255:
-            raise DataError(f"{where}: image values must be in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
-        x /= 255.0
+        x = x.transpose(0, 3, 1, 2)  # a view: the copy below makes it contiguous
+    # uint8 pixels stay uint8 (see Dataset): a quarter of float32. A 0/1 mask
+    # stored as uint8 is not 0..255 pixels: it becomes float 0/1 as before.
+    if kind == "image" and x.dtype == np.uint8 and x.size and x.max() > 1:
+        x = np.ascontiguousarray(x)
+    else:
+        with np.errstate(over="ignore"):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        check_finite(x, kind, where)
+        if kind == "image" and x.size and x.max() > 1:
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0 or hi > 255:
+                raise DataError(f"{where}: image values must be in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
+            x /= 255.0
     y, classes = _labels(y, where)
     return Dataset(name=path.stem, kind=kind, X=x, y=y, classes=classes, source=where)

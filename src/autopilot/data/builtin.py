@@ -72,7 +72,7 @@ def load_builtin(name: str) -> Dataset:
         return Dataset("mnist1d", "signal", x, a["y"].astype(np.int64), DIGITS, source="builtin:mnist1d")
     if name == "mnist5k":
         a = _cached("mnist5k", _make_mnist5k)
-        x = (a["X"].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+        x = a["X"].astype(np.uint8, copy=False).reshape(-1, 1, 28, 28)  # pixels stay uint8 (see Dataset)
         return Dataset("mnist5k", "image", x, a["y"].astype(np.int64), DIGITS, source="builtin:mnist5k")
     if name == "fashion":
         return load_fashion()

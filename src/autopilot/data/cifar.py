@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DataError, Dataset, pixels_to_float
+from .dataset import DataError, Dataset
 
 PIXELS = 3 * 32 * 32
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -90,7 +90,7 @@ def _assemble(folder: Path, files: list[Path], label_byte: int, record: int, cla
     n_test = len(blocks[-1]) if test_file is not None else 0
     del blocks
     official = np.arange(n - n_test, n, dtype=np.int64) if test_file is not None else None
-    return Dataset(name=folder.resolve().name, kind="image", X=pixels_to_float(pixels), y=y, classes=classes,
+    return Dataset(name=folder.resolve().name, kind="image", X=pixels, y=y, classes=classes,
                    source=str(folder), official_test=official)
 
 

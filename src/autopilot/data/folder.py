@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .cache import cache_dir, read_npz, write_npz
-from .dataset import DataError, Dataset, pixels_to_float
+from .dataset import DataError, Dataset
 from .images import IMAGE_EXTS, MAX_SIDE, choose_size, decode, list_images
 from .validate import one_line
 
@@ -113,7 +113,8 @@ def _decode_chunk(paths: list[str], h: int, w: int) -> tuple[np.ndarray, bool, d
     return x, all_grey, errors
 
 
-def _chunks(items: list, size: int = CHUNK_FILES) -> list[list]:
+def _chunks(items: list, size: int | None = None) -> list[list]:
+    size = size or CHUNK_FILES  # read when called, not when defined: tests and benchmarks change it
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -277,7 +278,8 @@ def _cache_ok(arrays: dict[str, np.ndarray], n_classes: int) -> bool:
 
 def load_image_folder(root: Path, *, skip_bad: bool = False, show_progress: bool = True) -> Dataset:
     """Classes are the sorted sub-folder names; every image in a sub-folder (at
-    any depth) belongs to that class. All grey -> 1 channel, else 3 (RGB)."""
+    any depth) belongs to that class. All grey -> 1 channel, else 3 (RGB).
+    X is the uint8 pixels as decoded or cached: no float copy of the folder."""
     got = read_image_folder(root, skip_bad=skip_bad, show_progress=show_progress)
-    return Dataset(name=root.resolve().name, kind="image", X=pixels_to_float(got.pixels), y=got.y,
+    return Dataset(name=root.resolve().name, kind="image", X=got.pixels, y=got.y,
                    classes=got.classes, source=str(root), skipped=got.skipped)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DataError, Dataset, pixels_to_float
+from .dataset import DataError, Dataset
 from .validate import one_line
 
 # Type code -> big-endian numpy dtype, from the format's specification.
@@ -118,5 +118,5 @@ def load_idx_folder(folder: Path, *, name: str | None = None, classes: list[str]
     if tests:
         n_test = len(parts[-1][1])
         official = np.arange(len(y) - n_test, len(y), dtype=np.int64)
-    return Dataset(name=name or folder.resolve().name, kind="image", X=pixels_to_float(x), y=y.astype(np.int64),
+    return Dataset(name=name or folder.resolve().name, kind="image", X=x, y=y.astype(np.int64),
                    classes=list(classes), source=source or str(folder), official_test=official)

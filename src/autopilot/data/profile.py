@@ -9,21 +9,38 @@ import hashlib
 
 import numpy as np
 
-from .dataset import Dataset
+from .dataset import Dataset, as_float
+from .stats import PIXEL_LEVELS, counts_mean_std, pixel_counts
 
 # Per-feature stats are listed for at most this many table columns, so the
 # profile stays small for wide tables.
 MAX_FEATURES = 100
 
 
+_CHUNK_ROWS = 4096
+
+
 def row_hashes(x: np.ndarray) -> list[bytes]:
-    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
-    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat]
+    """Hashes of each row's float32 bytes (uint8 pixels hash as their float
+    values), converted a chunk at a time."""
+    out = []
+    for i in range(0, len(x), _CHUNK_ROWS):
+        flat = as_float(x[i:i + _CHUNK_ROWS]).reshape(len(x[i:i + _CHUNK_ROWS]), -1)
+        out += [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat]
+    return out
 
 
 def _stats(a: np.ndarray) -> dict[str, float]:
     a = a.astype(np.float64)
     return {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "std": float(a.std())}
+
+
+def _pixel_stats(counts: np.ndarray) -> dict[str, float]:
+    """_stats of one channel of uint8 pixels, from its histogram (float scale)."""
+    present = np.flatnonzero(counts)
+    mean, std = counts_mean_std(counts)
+    return {"min": float(PIXEL_LEVELS[present[0]]), "max": float(PIXEL_LEVELS[present[-1]]),
+            "mean": float(mean), "std": float(std)}
 
 
 def profile(ds: Dataset, splits: dict[str, np.ndarray]) -> dict:
@@ -68,6 +85,8 @@ def profile(ds: Dataset, splits: dict[str, np.ndarray]) -> dict:
         names = ds.feature_names or [f"feature {j}" for j in range(ds.X.shape[1])]
         out["features"] = [{"name": n, **_stats(ds.X[:, j])} for j, n in enumerate(names[:MAX_FEATURES])]
         out["features_truncated"] = len(names) > MAX_FEATURES
+    elif ds.X.dtype == np.uint8:  # images held as pixels: no float copy
+        out["channels"] = [_pixel_stats(c) for c in pixel_counts(ds.X)]
     else:  # images and signals: one summary per channel
         out["channels"] = [_stats(ds.X[:, c]) for c in range(ds.X.shape[1])]
     return out

@@ -73,8 +73,10 @@ def validate(ds: Dataset) -> Dataset:
     if ds.X.ndim != _NDIM[ds.kind]:
         raise DataError(f"{where}: {ds.kind} data needs X with {_NDIM[ds.kind]} dimensions, got shape {ds.X.shape}")
     y_dtype = np.float32 if ds.task == "regression" else np.int64
-    if ds.X.dtype != np.float32 or ds.y.dtype != y_dtype:
-        raise DataError(f"{where}: X must be float32 and y {np.dtype(y_dtype).name}, got {ds.X.dtype} and {ds.y.dtype}")
+    pixels = ds.kind == "image" and ds.X.dtype == np.uint8  # 0..255, always in range and finite
+    if (ds.X.dtype != np.float32 and not pixels) or ds.y.dtype != y_dtype:
+        raise DataError(f"{where}: X must be float32 (or uint8 for images) and y {np.dtype(y_dtype).name}, "
+                        f"got {ds.X.dtype} and {ds.y.dtype}")
     if ds.y.ndim != 1 or len(ds.y) != len(ds.X):
         raise DataError(f"{where}: X has {len(ds.X)} rows but y has shape {ds.y.shape}")
     if len(ds) == 0:
@@ -83,8 +85,9 @@ def validate(ds: Dataset) -> Dataset:
         return _validate_regression(ds, where)
     if ds.y.min() < 0 or ds.y.max() >= len(ds.classes):
         raise DataError(f"{where}: labels must be in 0..{len(ds.classes) - 1} (one per class name)")
-    check_finite(ds.X, ds.kind, where, ds.feature_names)
-    if ds.kind == "image" and (ds.X.min() < 0 or ds.X.max() > 1):
+    if not pixels:
+        check_finite(ds.X, ds.kind, where, ds.feature_names)
+    if ds.kind == "image" and not pixels and (ds.X.min() < 0 or ds.X.max() > 1):
         raise DataError(f"{where}: image values must be in [0, 1], got [{ds.X.min():g}, {ds.X.max():g}]")
     check_class_counts(ds.y, ds.classes, where)
     if ds.official_test is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.dataset import as_float
 from .augment_check import CHECK as AUGMENT_CHECK
 from .augment_check import check_augmentations
 from .data_checks import DATA_CHECKS, DataView, run_data_checks
@@ -211,7 +212,7 @@ def _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadlin
     elif bool(((y < 0) | (y >= n_classes)).any()) or y.is_floating_point():
         skip = {name: "labels out of range (see labels-out-of-range)" for name in _NEEDS_LABELS}
     if len(X) > PROBE_SAMPLE:
-        idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(X), PROBE_SAMPLE, replace=False)))
+        idx = torch.from_numpy(_probe_sample(len(X), seed))
         X, y = X[idx], y[idx]
     if X.is_floating_point():
         X = torch.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite inputs are reported by the data checks
@@ -220,6 +221,11 @@ def _probe(report, model, X, y, n_classes, loss_fn, seed, lr, optimizer, deadlin
     f, r = run_probes(ctx, deadline, only, skip)
     report.findings += f
     report.checks += r
+
+
+def _probe_sample(n: int, seed: int) -> np.ndarray:
+    """Which of n training examples the probes use when there are more than PROBE_SAMPLE."""
+    return np.sort(np.random.default_rng(seed).choice(n, PROBE_SAMPLE, replace=False))
 
 
 def _ds_parts(ds, splits: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -284,7 +290,9 @@ def doctor_dataset(
                                        ds.n_classes, budget_s=AUGMENT_SHARE * budget_s, seed=seed)
             report.findings += f
             report.checks.append(r)
-        X = torch.from_numpy(np.ascontiguousarray(ds.X[tr], dtype=np.float32))
+        if len(tr) > PROBE_SAMPLE:  # _probe's own sample, drawn here so only it becomes float
+            tr = tr[_probe_sample(len(tr), seed)]
+        X = torch.from_numpy(as_float(ds.X[tr]))
         y = torch.from_numpy(np.ascontiguousarray(ds.y[tr], dtype=np.int64))
         _probe(report, model, X, y, ds.n_classes, nn.CrossEntropyLoss(), seed, hparams.get("lr"),
                hparams.get("optimizer", "adamw"), t_start + budget_s, only, _model_device(model))

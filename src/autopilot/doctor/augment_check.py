@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.dataset import as_float
 from ..data.policies import FAMILIES, family_transform
 from ..train import train
 from .findings import CheckResult, Finding
@@ -66,7 +67,7 @@ def check_augmentations(model: nn.Module, hparams: dict, train_data, val_data, n
         return [], CheckResult(CHECK, "skipped", time.perf_counter() - t0, "no epoch finished in its time")
     model.load_state_dict(result.state_dict)
     model.eval()
-    X = torch.as_tensor(np.ascontiguousarray(Xv, dtype=np.float32))
+    X = torch.from_numpy(as_float(Xv))
     y = torch.as_tensor(yv, dtype=torch.int64)
     clean = _accuracy(model, X, y)
     if clean - 1.0 / n_classes < MIN_MARGIN:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.dataset import as_float
 from ..data.profile import row_hashes
 from .findings import CheckResult, Finding
 
@@ -107,10 +108,10 @@ def check_non_finite(v: DataView) -> list[Finding]:
 
 def check_constant(v: DataView) -> list[Finding]:
     X, _ = v.train
-    if len(X) == 0 or not np.issubdtype(X.dtype, np.floating):
+    if len(X) == 0 or not _numbers(X):
         return []
     findings = []
-    whole = {name: float(Xp.flat[0]) for name, (Xp, _) in v.parts.items() if _all_constant(Xp)}
+    whole = {name: float(as_float(Xp.flat[:1])[0]) for name, (Xp, _) in v.parts.items() if _all_constant(Xp)}
     if whole:
         findings.append(Finding(
             "constant-inputs", "error", {"constant_splits": whole},
@@ -152,8 +153,13 @@ def check_constant(v: DataView) -> list[Finding]:
     return findings
 
 
+def _numbers(X: np.ndarray) -> bool:
+    """Float inputs, or uint8 pixels (autopilot's image data sets: pixel / 255)."""
+    return np.issubdtype(X.dtype, np.floating) or X.dtype == np.uint8
+
+
 def _all_constant(X: np.ndarray) -> bool:
-    return X.size > 0 and np.issubdtype(X.dtype, np.floating) and bool(np.nanmin(X) == np.nanmax(X))
+    return X.size > 0 and _numbers(X) and bool(np.nanmin(X) == np.nanmax(X))
 
 
 def check_duplicates(v: DataView) -> list[Finding]:
@@ -212,7 +218,7 @@ def _small_vectors(X: np.ndarray, kind: str) -> np.ndarray:
     """Downsample, flatten, centre and L2-normalise each example (float32)."""
     import torch
 
-    t = torch.from_numpy(np.nan_to_num(np.ascontiguousarray(X, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+    t = torch.from_numpy(np.nan_to_num(as_float(X), nan=0.0, posinf=0.0, neginf=0.0))
     if kind == "image" and max(t.shape[-2:]) > NEAR_DUP_SIDE:
         t = torch.nn.functional.adaptive_avg_pool2d(t, (min(NEAR_DUP_SIDE, t.shape[-2]), min(NEAR_DUP_SIDE, t.shape[-1])))
     elif kind == "signal" and t.shape[-1] > NEAR_DUP_LEN:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..train import float_batch
+
 
 def _tensor(a) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
@@ -33,7 +35,10 @@ def is_pair(data) -> bool:
 def to_tensors(data, *, max_n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(X, y, n_total). With `max_n`, at most that many examples, drawn at random
     (always the same for the same seed) when there are more."""
+    pixels = False
     if hasattr(data, "X") and hasattr(data, "y") and not isinstance(data, torch.utils.data.Dataset):
+        # An autopilot Dataset may hold uint8 pixels that stand for pixel / 255.
+        pixels = getattr(data, "kind", None) == "image" and data.X.dtype == np.uint8
         data = (data.X, data.y)
     if is_pair(data):
         X, y = _tensor(data[0]), _tensor(data[1])
@@ -41,7 +46,7 @@ def to_tensors(data, *, max_n: int | None = None, seed: int = 0) -> tuple[torch.
         if max_n is not None and n > max_n:
             idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False)))
             X, y = X[idx], y[idx]
-        return X, y.reshape(-1), n
+        return (float_batch(X) if pixels else X), y.reshape(-1), n
     if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
         raise TypeError(f"data must be a pair (X, y) or a Dataset of (x, y) pairs, got {type(data).__name__}")
     n = len(data)

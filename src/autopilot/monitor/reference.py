@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dataset import as_float
 from ..rundir import RunDir, read_json, write_json
 from ..schemas.reference import Reference
 from ..registry import versions
@@ -58,18 +59,23 @@ def latency_ms(model, X: np.ndarray) -> dict:
     return {"p50": float(np.percentile(ts, 50)), "p99": float(np.percentile(ts, 99)), "n": len(ts)}
 
 
+def _reduced(reducer: Reducer, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """reducer(X) a chunk at a time: uint8 pixels become float per chunk, never all at once."""
+    return np.concatenate([reducer(as_float(X[i:i + chunk])) for i in range(0, len(X), chunk)]) if len(X) else reducer(X)
+
+
 def reference_from_arrays(model, X_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray | None) -> dict:
     """The reference of `model` (a runtime.model.ServedModel) for inputs like X_train."""
     card = model.card
     reducer = Reducer(card["kind"], card["input_shape"])
-    probs = np.concatenate([model.predict_proba(np.ascontiguousarray(X_val[i:i + 256], dtype=np.float32))
+    probs = np.concatenate([model.predict_proba(as_float(X_val[i:i + 256]))
                             for i in range(0, len(X_val), 256)]) if len(X_val) else np.zeros((0, len(card["classes"])))
     pred = probs.argmax(1)
     n_classes = len(card["classes"])
     class_props = np.bincount(pred, minlength=n_classes) / max(1, len(pred))
     conf = float(probs.max(1).mean()) if len(probs) else None
     val_acc = float((pred == y_val).mean()) if y_val is not None and len(y_val) else None
-    lat = latency_ms(model, np.ascontiguousarray(X_val, dtype=np.float32)) if len(X_val) else {"p50": None, "p99": None}
+    lat = latency_ms(model, as_float(X_val[:LATENCY_SAMPLES])) if len(X_val) else {"p50": None, "p99": None}
     accuracy = card.get("test_accuracy", val_acc)
     return {
         "format": FORMAT,
@@ -78,7 +84,7 @@ def reference_from_arrays(model, X_train: np.ndarray, X_val: np.ndarray, y_val: 
         "kind": card["kind"],
         "input_shape": list(card["input_shape"]),
         "classes": list(card["classes"]),
-        "features": {"names": reducer.names, **feature_stats(reducer(X_train))},
+        "features": {"names": reducer.names, **feature_stats(_reduced(reducer, X_train))},
         "predictions": {"class_proportions": _r(class_props), "mean_confidence": conf, "accuracy": val_acc,
                         "n": int(len(pred))},
         "latency_ms": lat,

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import COMPRESS_SHARE, MIN_COMPRESS_S, check_max_drop, parse_duration, search_reserve
+from ..data.dataset import as_float
 from ..registry import versions
 from ..rundir import RunDir, read_json, write_json
 from ..schemas.base import write
@@ -270,6 +271,7 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     from ..search.workers import optimize
 
     _config, _ds, old, _ = load_run_data(rd)
+    old = {k: (as_float(X), y) for k, (X, y) in old.items()}  # float like the new data it is mixed with
     new_tr, new_val, new_hold = ((Xn[parts[k]], yn[parts[k]]) for k in ("train", "val", "holdout"))
     arrays, repeat = newdata.mix(old, new_tr, new_val)
     # Augmentations the doctor measured to change labels on this data stay out here too.

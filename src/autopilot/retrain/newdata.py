@@ -46,6 +46,7 @@ def file_data(source: str, classes: list[str], input_shape, label: str | None = 
     from dataclasses import replace
 
     from ..data import DataError, load
+    from ..data.dataset import as_float
 
     ds = load(source, label=label)
     if ds.table is not None and preprocess is not None:
@@ -66,7 +67,7 @@ def file_data(source: str, classes: list[str], input_shape, label: str | None = 
         raise DataError(f"{source}: class(es) {', '.join(unknown[:10])} are not among the model's classes "
                         f"({', '.join(classes[:20])}); a new class needs a new run")
     mapping = np.asarray([classes.index(c) for c in ds.classes], dtype=np.int64)
-    return ds.X.astype(np.float32), mapping[ds.y]
+    return as_float(ds.X), mapping[ds.y]
 
 
 def split_new(y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
