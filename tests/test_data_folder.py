@@ -2,6 +2,7 @@
 it is rebuilt. Real PNG files in tmp_path."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -146,3 +147,40 @@ def test_loaded_folder_is_held_at_its_uint8_size(tmp_path, monkeypatch):
     ds, peak = peak_of(lambda: load(str(root)))
     assert ds.X.dtype == np.uint8 and ds.X.nbytes == uint8_bytes
     assert peak < 1.3, peak  # the cache is read into the data set's own array: no second copy
+
+
+def test_uint8_pixels_reach_every_stage_as_the_floats_the_onnx_file_takes(tmp_path, monkeypatch):
+    """From the loader to training, export, compression (int8 calibration,
+    fine-tuning), prediction and the drift reference: the splits stay uint8
+    and each stage that feeds a model must give it pixel / 255, as the
+    server does. Unscaled pixels anywhere show as lost accuracy, failed
+    parity or drift features above 1."""
+    from autopilot.compress import compress_run
+    from autopilot.data.dataset import as_float
+    from autopilot.monitor.reference import build_reference
+    from autopilot.predict import predict
+    from tests.finished_run import finished_run, quiet_console
+
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("red", "green", "blue")):  # the bright channel is the class
+        for i in range(40):
+            a = rng.integers(0, 90, (8, 8, 3))
+            a[..., c] += 150
+            save_png(tmp_path / "rgb" / name / f"{i:02d}.png", a)
+    rd, ds, data, info = finished_run(tmp_path / "runs", "rgb", data=str(tmp_path / "rgb"))
+    assert ds.X.dtype == np.uint8 and all(X.dtype == np.uint8 for X, _ in data.values())
+    assert all(0 < m < 1 for m in info["mean"])  # statistics on the float scale the model normalises with
+    card = json.loads((rd.model_dir / "card.json").read_text())
+    assert card["onnx_parity"]["passed"] and card["test_accuracy"] >= 0.9, card["test_accuracy"]
+
+    res = compress_run(rd.path, budget_s=15, target="size", max_drop=5.0, data=data, console=quiet_console())
+    int8 = [c for c in res["candidates"] if c["method"].startswith("int8")]
+    assert int8 and all(c["test_acc"] >= 0.9 and c["parity"]["passed"] for c in int8), res["candidates"]
+    card = json.loads((rd.model_dir / "card.json").read_text())
+    pred, _ = predict(rd.path, as_float(data["test"][0]))  # what predict and serve are given: floats
+    assert float((pred == data["test"][1]).mean()) == pytest.approx(card["shipped"]["test_accuracy"], abs=0.05)
+
+    ref = build_reference(rd.path, data=data, write=False)
+    assert 0 <= min(ref["features"]["mean"]) and max(ref["features"]["mean"]) <= 1
+    assert ref["predictions"]["accuracy"] >= 0.9
