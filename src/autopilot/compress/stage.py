@@ -54,7 +54,7 @@ from ..schemas import SchemaError
 from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
 from ..schemas.compress import CompressResults
 from ..schemas.run import read_run
-from ..train import DEFAULTS, float_batch, train
+from ..train import DEFAULTS, as_inputs, float_batch, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
 from .policy import CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front
@@ -209,7 +209,7 @@ class _Stage:
         probe = copy.deepcopy(model).train()
         opt = torch.optim.SGD(probe.parameters(), lr=0.0)
         augment = augment_from_hparams(self.kind, hp, tuple(Xtr.shape[1:]))
-        xb, yb = float_batch(torch.as_tensor(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
+        xb, yb = float_batch(as_inputs(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
         times = []
         for i in range(4):
             t = time.perf_counter()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..compress.distill import distill, distill_loss
-from ..train import float_batch
+from ..train import as_inputs, float_batch
 
 LR_SCALE = 0.2  # of the search's peak lr: a warm start needs less than training from scratch (on one mnist1d run 0.1-0.5 all kept the single model's accuracy; one digits-table run at 0.5 lost 1.5 points)
 MAX_EPOCHS = 30
@@ -33,7 +33,7 @@ def epoch_seconds(teacher, student, data: dict, hp: dict) -> float:
     bs = int(min(hp["batch_size"], len(Xtr)))
     probe = copy.deepcopy(student).train()
     opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-    xb, yb = float_batch(torch.as_tensor(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
+    xb, yb = float_batch(as_inputs(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
     times = []
     for i in range(4):
         t = time.perf_counter()

@@ -180,12 +180,12 @@ def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, 
     from torch import nn
 
     from ..data.augment import augment_from_hparams
-    from ..train import DEFAULTS, make_optimizer
+    from ..train import DEFAULTS, as_inputs, float_batch, make_optimizer
 
     probe = copy.deepcopy(model).to(device).train()
     opt = make_optimizer(probe, {**DEFAULTS, **hp, "lr": 1e-6})
     bs = int(min(hp["batch_size"], len(X)))
-    xb = torch.as_tensor(X[:bs], dtype=torch.float32, device=device)
+    xb = float_batch(as_inputs(X[:bs], device))  # uint8 pixels -> [0, 1], as training does
     regression = hp.get("task") == "regression"  # one output and a squared error (train.py)
     yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
     augment = augment_from_hparams(kind, hp, tuple(xb.shape[1:]))
