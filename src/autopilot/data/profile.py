@@ -10,22 +10,20 @@ import hashlib
 import numpy as np
 
 from .dataset import Dataset, as_float
-from .stats import PIXEL_LEVELS, counts_mean_std, pixel_counts
+from .stats import CHUNK_ROWS, PIXEL_LEVELS, counts_mean_std, pixel_counts
 
 # Per-feature stats are listed for at most this many table columns, so the
 # profile stays small for wide tables.
 MAX_FEATURES = 100
 
 
-_CHUNK_ROWS = 4096
-
-
 def row_hashes(x: np.ndarray) -> list[bytes]:
     """Hashes of each row's float32 bytes (uint8 pixels hash as their float
     values), converted a chunk at a time."""
     out = []
-    for i in range(0, len(x), _CHUNK_ROWS):
-        flat = as_float(x[i:i + _CHUNK_ROWS]).reshape(len(x[i:i + _CHUNK_ROWS]), -1)
+    for i in range(0, len(x), CHUNK_ROWS):
+        chunk = as_float(x[i:i + CHUNK_ROWS])
+        flat = chunk.reshape(len(chunk), -1)
         out += [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat]
     return out
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from .dataset import Dataset, as_float
 
-_CHUNK_ROWS = 4096  # rows read at a time for uint8 statistics: a few MB whatever the data set's size
+CHUNK_ROWS = 4096  # rows read at a time for uint8 statistics: a few MB whatever the data set's size
 
 
 def pixel_counts(X: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
@@ -14,8 +14,8 @@ def pixel_counts(X: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
     even uint8) copy of the split."""
     idx = np.arange(len(X)) if idx is None else np.asarray(idx)
     counts = np.zeros((X.shape[1], 256), np.int64)
-    for i in range(0, len(idx), _CHUNK_ROWS):
-        chunk = X[idx[i:i + _CHUNK_ROWS]]
+    for i in range(0, len(idx), CHUNK_ROWS):
+        chunk = X[idx[i:i + CHUNK_ROWS]]
         for c in range(X.shape[1]):
             counts[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
     return counts
