@@ -33,6 +33,12 @@ class TrialSummary(Part):
     error: str | None  # why a trial failed
     stopped: Stopped | None
     doctor: list[str]  # ids of the live doctor's warnings and errors
+    # Cost and fidelity (search/limits.py, search/budget.py); None in runs made before them.
+    latency_ms: float | None = None  # ONNX Runtime, batch 1, one thread, measured before training
+    rung: int | None = None  # successive-halving rung of a budgeted search (0 = first)
+    final: bool = False  # a finalist: trained on all the data that fit the time left
+    data_fraction: float | None = None  # share of the training examples it trained on
+    rejected: str | None = None  # why it was not trained (over a cost limit, too slow for its slot)
 
 
 class SelectedTrial(Part):

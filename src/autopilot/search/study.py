@@ -420,6 +420,11 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
             error=error,
             stopped=t.user_attrs.get("stopped"),
             doctor=t.user_attrs.get("doctor", []),
+            latency_ms=t.user_attrs.get("latency_ms"),
+            rung=t.user_attrs.get("rung"),
+            final=bool(t.user_attrs.get("final", False)),
+            data_fraction=t.user_attrs.get("data_fraction"),
+            rejected=t.user_attrs.get("rejected"),
         ))
     best = max(complete, key=rank_trial, default=None)
     chosen = best_trial(study, run)
