@@ -75,6 +75,7 @@ def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng, tabl
     va = splits["val"]
     if len(va) < MIN_VAL_FOR_SELECTION or len(pre["columns"]) < 2:
         return {}
+    va = _subsample(va, rng, PROXY_ROWS // 2)
     tr = _subsample(splits["train"], rng)
     cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     model = cls(max_iter=60, random_state=0).fit(X[tr], y[tr])
@@ -106,7 +107,19 @@ def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng, tabl
 def choose(table, y: np.ndarray, splits: dict, task: str, classes: list[str] | None, seed: int = 0
            ) -> tuple[dict, np.ndarray]:
     """(preprocessing, X) with `pre["study"]`: every candidate's score and
-    what the selection dropped."""
+    what the selection dropped. One thread for scikit-learn: its OpenMP
+    threads spin-wait, and on a busy 2-core machine that made a 5000-row
+    boosted-trees fit take a minute instead of a second."""
+    import sklearn.ensemble  # noqa: F401 - loaded first: threadpoolctl limits only libraries already loaded
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _choose(table, y, splits, task, classes, seed)
+
+
+def _choose(table, y: np.ndarray, splits: dict, task: str, classes: list[str] | None, seed: int
+            ) -> tuple[dict, np.ndarray]:
     rng = np.random.default_rng(seed)
     tried = []
     best = None

@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from .table_types import HIGH_CARDINALITY, category_key, is_missing, parse_bool, parse_datetime, parse_float
+from .table_types import (FLOAT32_MAX, HIGH_CARDINALITY, category_key, is_missing, parse_bool, parse_datetime,
+                          parse_float)
 
 VERSION = 1
 DEFAULT_CHOICES = {"categories": "onehot", "scaling": "standard", "select": "none"}
@@ -47,6 +48,17 @@ class CellError(ValueError):
 # ---------------------------------------------------------------- parsing
 
 def _numbers(name: str, cells: list) -> np.ndarray:
+    """float64 with NaN where missing. numpy parses a whole column at once;
+    the cell-by-cell loop below runs only to name a bad cell."""
+    if bool not in set(map(type, cells)):
+        try:  # None, "nan" and NaN are missing; any other missing token ("NA", "?") fails here
+            out = np.fromiter(map(float, ["nan" if c is None else c for c in cells]), np.float64, len(cells))
+        except (ValueError, TypeError):
+            out = None
+        if out is not None:
+            present = out[~np.isnan(out)]
+            if np.isfinite(present).all() and (np.abs(present) <= FLOAT32_MAX).all():
+                return out
     out = np.full(len(cells), np.nan)
     for i, c in enumerate(cells):
         if is_missing(c):
@@ -71,20 +83,38 @@ def _booleans(name: str, cells: list) -> np.ndarray:
 
 
 def _date_parts(name: str, cells: list, parts: tuple) -> np.ndarray:
-    out = np.full((len(cells), len(parts)), np.nan)
     index = [("year", "month", "day", "dow", "hour").index(p) for p in parts]
+    empty = (math.nan,) * len(parts)
+    memo: dict = {None: empty}  # dates repeat: parse each once
+    rows = []
     for i, c in enumerate(cells):
-        if is_missing(c):
-            continue
-        d = parse_datetime(c)
-        if d is None:
-            raise CellError(name, i, f"expected a date like 2024-05-31 or 2024-05-31 14:00, got {c!r}")
-        out[i] = [d[j] for j in index]
-    return out
+        row = memo.get(c) if isinstance(c, str) or c is None else None
+        if row is None:
+            if is_missing(c):
+                row = empty
+            else:
+                d = parse_datetime(c)
+                if d is None:
+                    raise CellError(name, i, f"expected a date like 2024-05-31 or 2024-05-31 14:00, got {c!r}")
+                row = tuple(float(d[j]) for j in index)
+            if isinstance(c, str):
+                memo[c] = row
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float64).reshape(len(cells), len(parts))
 
 
 def _keys(cells: list) -> list[str]:
-    return [MISSING_KEY if is_missing(c) else category_key(c) for c in cells]
+    memo: dict = {}  # a category column repeats few values: parse each once
+    out = []
+    for c in cells:
+        try:
+            k = memo[c]
+        except KeyError:
+            k = memo[c] = MISSING_KEY if is_missing(c) else category_key(c)
+        except TypeError:  # an unhashable JSON value; the type check refuses it before, this is belt and braces
+            k = category_key(c)
+        out.append(k)
+    return out
 
 
 # ---------------------------------------------------------------- scaling
@@ -136,12 +166,13 @@ def _target_matrix(y: np.ndarray, task: str, n_classes: int) -> np.ndarray:
 
 
 def _encode_table(keys: list[str], T: np.ndarray, prior: np.ndarray) -> dict[str, list[float]]:
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for k, t in zip(keys, T):
-        sums[k] = sums.get(k, 0.0) + t
-        counts[k] = counts.get(k, 0) + 1
-    return {k: [float(v) for v in (sums[k] + SMOOTHING * prior) / (counts[k] + SMOOTHING)] for k in sums}
+    index: dict[str, int] = {}
+    codes = np.asarray([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+    sums = np.zeros((len(index), T.shape[1]))
+    np.add.at(sums, codes, T)
+    counts = np.bincount(codes, minlength=len(index))[:, None]
+    enc = (sums + SMOOTHING * prior) / (counts + SMOOTHING)
+    return {k: [float(v) for v in enc[i]] for k, i in index.items()}
 
 
 def _fit_category(step: dict, keys: list[str], encoding: str, T: np.ndarray) -> dict:
@@ -311,14 +342,15 @@ def _cross_fit(pre: dict, X: np.ndarray, columns: dict, y: np.ndarray, train: np
     T = _target_matrix(_standardise(y[train], task), task, n_classes)
     fold = np.random.default_rng(0).permutation(len(train)) % FOLDS
     for i, step in targets:
-        keys = _keys([columns[step["name"]][r] for r in train])
-        known = set(step["values"])
-        keys = [k if k in known else UNKNOWN for k in keys]
-        width = len(step["unknown"])
-        offset = starts[i]
+        known = {v: j for j, v in enumerate(step["values"])}  # code len(known): "(unknown)", rare or unseen
+        column = columns[step["name"]]
+        codes = np.asarray([known.get(k, len(known)) for k in _keys([column[r] for r in train])])
+        width, offset = len(step["unknown"]), starts[i]
         for f in range(FOLDS):
             inside, outside = fold == f, fold != f
             prior = T[outside].mean(0)
-            enc = _encode_table([k for k, o in zip(keys, outside) if o], T[outside], prior)
-            rows = train[inside]
-            X[rows, offset:offset + width] = [enc.get(k, list(prior)) for k, keep in zip(keys, inside) if keep]
+            sums = np.zeros((len(known) + 1, T.shape[1]))
+            np.add.at(sums, codes[outside], T[outside])
+            counts = np.bincount(codes[outside], minlength=len(known) + 1)[:, None]
+            enc = (sums + SMOOTHING * prior) / (counts + SMOOTHING)  # a value absent from the other folds: the prior
+            X[train[inside], offset:offset + width] = enc[codes[inside]]

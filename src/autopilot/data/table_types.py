@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import islice
 from dataclasses import asdict, dataclass
 
 # Cells that mean "no value": what spreadsheets, R, pandas and people write.
@@ -125,8 +126,9 @@ def infer_column(name: str, cells: list[str | None]) -> Column:
     """`cells` are raw strings, None where missing."""
     present = [c.strip() for c in cells if c is not None]
     n = len(present)
-    distinct = set(present)
-    examples = sorted(distinct, key=present.index)[:5]
+    first_seen = dict.fromkeys(present)  # distinct values in order of appearance
+    distinct = first_seen.keys()
+    examples = list(islice(first_seen, 5))
     col = Column(name, "", len(cells) - n, len(distinct), examples)
     if n == 0:
         col.type, col.reason = "empty", "every cell is missing"
