@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 from autopilot.config import RunConfig
 from autopilot.data.stats import arrays, data_info
 from autopilot.final import finalize
-from autopilot.finalists import TIE, Candidate, make_plan, pick_winner, retrain_seconds
+from autopilot.finalists import TIE, Candidate, make_plan, pick_winner, retrain_seconds, undertrained_winner
 from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
@@ -169,8 +169,16 @@ class _Trial:
         self.number = number
 
 
-def cand(number: int, planned: int, s_per_example: float) -> Candidate:
-    return Candidate(_Trial(number), {}, {"epochs": planned}, 1000, s_per_example, 1000)
+def cand(number: int, planned: int, s_per_example: float | None, trained_on: int = 1000) -> Candidate:
+    return Candidate(_Trial(number), {}, {"epochs": planned}, 1000, s_per_example, trained_on)
+
+
+def test_a_winner_trained_on_a_share_of_the_data_ships_only_when_retrained():
+    best = cand(7, 20, 1e-3)  # the search's best, trained on all 1000 examples
+    assert undertrained_winner(cand(3, 3, 1e-3, trained_on=100), best, 1000)  # a short first rung on 10 %
+    assert not undertrained_winner(cand(3, 10, 1e-3), best, 1000)  # trained on all the data too
+    assert not undertrained_winner(cand(7, 20, 1e-3), best, 1000)  # the search's best itself
+    assert not undertrained_winner(None, best, 1000)
 
 
 def test_the_plan_fits_the_time_and_says_what_it_left_out():

@@ -195,6 +195,14 @@ def pick_winner(finalists: list[Finalist]) -> tuple[int, str]:
     return win, why
 
 
+def undertrained_winner(winner: Candidate | None, search_best: Candidate, n_train: int) -> bool:
+    """A winner that was not retrained ships with its search weights; under a
+    time budget those may come from a short rung on a share of the data,
+    far less trained than the search's best. Then the search's best ships."""
+    return (winner is not None and winner.trial.number != search_best.trial.number
+            and winner.trained_on < min(n_train, search_best.trained_on))
+
+
 def pooled(data: dict) -> tuple[np.ndarray, np.ndarray]:
     (Xtr, ytr), (Xva, yva) = data["train"], data["val"]
     return np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
@@ -335,8 +343,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                     note("the deadline cut the retraining on train+validation: the winner ships with the weights "
                          "the search trained")
         n_train = len(data["train"][1])
-        if model is None and winner is not None and winner.trial.number != search_best.number \
-                and winner.trained_on < n_train and search_best.number in by_number:
+        if model is None and search_best.number in by_number and \
+                undertrained_winner(winner, by_number[search_best.number], n_train):
             note(f"trial {winner.trial.number} won the folds, but the search trained it on {winner.trained_on} of "
                  f"{n_train} training examples and it was not retrained: the search's best trial "
                  f"{search_best.number} ships, its weights trained on more")
