@@ -155,8 +155,10 @@ def test_successive_halving_promotes_the_top_third_then_queues_the_finalists():
     finals = budget.next_jobs(study, plan, now=plan.final_start_wall)
     assert [p for p, _ in finals] == [{"x": 1}, {"x": 4}]
     assert all(a["final"] for _, a in finals)
-    _finished(study, {"x": 1}, 0.93, final=True, config_id=1, promoted_from=6)
+    _finished(study, {"x": 1}, 0.93, final=True, config_id=1, promoted_from=6, plan=plan.start_wall)
     assert budget.next_jobs(study, plan, now=plan.final_start_wall + 1) == []  # queued once
+    resumed = budget.SearchPlan.make(2000.0, 3000.0, workers=1)  # a resumed search trains its own finalists
+    assert budget.next_jobs(study, resumed, now=resumed.final_start_wall)[0][1]["final"]
 
 
 def test_finalists_are_shipped_before_exploration_trials():

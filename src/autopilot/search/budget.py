@@ -256,7 +256,8 @@ def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[d
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if plan.finals_due(now):
-        if any(t.user_attrs.get("final") for t in trials):
+        # Once per plan: a resumed search (a new plan) trains its own finalists.
+        if any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall for t in trials):
             return []
         best: dict[int, object] = {}
         for t in done:
@@ -265,8 +266,8 @@ def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[d
             if cid not in best or key > (rung_of(best[cid]) or 0, _value(best[cid])):
                 best[cid] = t
         ranked = sorted(best.values(), key=lambda t: (rung_of(t) or 0, _value(t)), reverse=True)[:plan.workers]
-        return [(dict(t.params), {"final": True, "config_id": config_id(t), "promoted_from": t.number})
-                for t in ranked]
+        return [(dict(t.params), {"final": True, "plan": plan.start_wall, "config_id": config_id(t),
+                                  "promoted_from": t.number}) for t in ranked]
     promoted = {t.user_attrs.get("promoted_from") for t in trials}
     top_rung = max((rung_of(t) or 0 for t in done), default=0)
     for rung in range(top_rung, -1, -1):
