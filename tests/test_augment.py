@@ -171,3 +171,12 @@ def test_flip_averaging_lives_in_the_spec_and_in_the_onnx_file(tmp_path):
     # Compression candidates keep it: pruned copies and students alike.
     assert type(prune_channels(model, spec["input_shape"], 0.5)).__name__ == "FlipAverage"
     assert student_spec(spec, 0.25)["tta"] == "hflip"
+
+
+def test_the_former_and_the_empty_augmentation_spaces_for_comparison():
+    affine = _trials({**PHOTO, "augment_search": "affine"}, 5)
+    assert all(set(p) >= {"aug_strength"} and "aug_policy" not in p and "mix" not in p for p in affine)
+    _, hp = space.to_config({**space.default_params({**PHOTO, "augment_search": "none"})}, PHOTO)
+    assert augment_from_hparams("image", hp, (3, 32, 32)) is None and "mix" not in hp
+    with pytest.raises(ValueError, match="unknown augmentation search"):
+        space.default_params({**PHOTO, "augment_search": "autoaugment"})

@@ -11,6 +11,10 @@ The families the doctor measured to change labels on this data
 (aug_exclude in the hyper-parameters), and test-time flip averaging is not
 offered when horizontal flips are excluded.
 
+What is searched is info["augment_search"] (SEARCHES; "searched" unless
+set): "affine" is autopilot's former space (the one affine knob) and "none"
+turns augmentation off; bench/augment.py compares the three.
+
 Three functions, each called with one line from search.space:
 `suggest` (define-by-run, so conditional parameters exist only when their
 policy is drawn), `default_params` (the first trial's choices) and
@@ -28,6 +32,7 @@ MIXES = ["none", "mixup", "cutmix"]
 MIX_ALPHA = (0.1, 1.0)  # Beta(alpha, alpha); 0.2 (mixup) and 1.0 (CutMix) are the papers' ImageNet/CIFAR values
 RANDAUGMENT_N = (1, 3)
 RANDAUGMENT_M = (0.1, 0.9)  # share of each operation's range: the paper's M=9..15 of 30 is 0.3-0.5
+SEARCHES = ("searched", "affine", "none")
 MIN_PHOTO_SIDE = 24  # colour images at least this wide get photo defaults (crop+flip)
 
 
@@ -45,12 +50,19 @@ def flip_allowed(info: dict) -> bool:
     return _is_2d_image(info) and "hflip" not in info.get("augment_exclude", [])
 
 
+def _search(info: dict) -> str:
+    search = info.get("augment_search", "searched")
+    if search not in SEARCHES:
+        raise ValueError(f"unknown augmentation search {search!r}; expected one of {', '.join(SEARCHES)}")
+    return search
+
+
 def suggest(trial: optuna.Trial, info: dict) -> dict:
     """Sample the augmentation of one trial (flat parameters)."""
-    kind = info["kind"]
-    if kind == "table":
+    kind, search = info["kind"], _search(info)
+    if kind == "table" or search == "none":
         return {}
-    if kind != "image":
+    if kind != "image" or search == "affine":
         return {"aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0)}
     p: dict = {"aug_policy": (policy := trial.suggest_categorical("aug_policy", list(POLICIES)))}
     if policy == "affine":
@@ -72,11 +84,11 @@ def default_params(info: dict) -> dict:
     standard), the measured affine knob at 0.5 elsewhere. Every parameter
     `suggest` would ask for on this path is given, so an enqueued first
     trial draws nothing at random."""
-    kind = info["kind"]
-    if kind == "table":
+    kind, search = info["kind"], _search(info)
+    if kind == "table" or search == "none":
         return {}
-    if kind != "image":
-        return {"aug_strength": 0.3}
+    if kind != "image" or search == "affine":
+        return {"aug_strength": 0.5 if kind == "image" else 0.3}
     p: dict = ({"aug_policy": "cropflip"} if is_colour_photo(info) else {"aug_policy": "affine", "aug_strength": 0.5})
     p.update(cutout=0.0, mix="none")
     if flip_allowed(info):
