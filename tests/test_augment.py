@@ -60,11 +60,14 @@ def test_excluded_flips_are_never_offered_at_test_time():
 
 def test_first_trial_on_colour_photos_is_residual_with_crop_and_flip():
     p = space.default_params(PHOTO)
-    assert p["residual"] is True and p["aug_policy"] == "cropflip"
+    assert p["aug_policy"] == "cropflip"
     spec, hp = space.to_config(p, PHOTO)
-    assert spec["residual"] and hp["aug_policy"] == "cropflip" and "tta" not in spec
-    gray = space.default_params({**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]})
-    assert gray["residual"] is False and gray["aug_policy"] == "affine" and gray["aug_strength"] == 0.5
+    assert all(stage["skip"] for stage in spec["stages"]), spec  # residual stages
+    assert hp["aug_policy"] == "cropflip" and "tta" not in spec
+    gray_info = {**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}
+    gray = space.default_params(gray_info)
+    assert gray["aug_policy"] == "affine" and gray["aug_strength"] == 0.5
+    assert not any(stage["skip"] for stage in space.to_config(gray, gray_info)[0]["stages"])
     # Enqueued, the first trial draws nothing at random: every parameter suggest asks for is given.
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     study.enqueue_trial(p)
@@ -152,8 +155,11 @@ def test_flip_averaging_lives_in_the_spec_and_in_the_onnx_file(tmp_path):
 
     spec, _ = space.to_config({**space.default_params(PHOTO), "tta_hflip": True}, PHOTO)
     assert spec["tta"] == "hflip"
-    TemplateSpec.model_validate(spec)
-    validate_spec(from_template(spec))  # the component form keeps it too
+    validate_spec(spec)  # spec.json's schemas accept it, of either version
+    template = {"family": "cnn2d", "input_shape": [3, 32, 32], "n_classes": 4, "mean": [0.5] * 3, "std": [0.25] * 3,
+                "width": 8, "depth": 2, "residual": True, "kernel_size": 3, "pool": "max", "head": "gap", "tta": "hflip"}
+    TemplateSpec.model_validate(template)
+    assert from_template(template)["tta"] == "hflip"
     torch.manual_seed(0)
     model = build_model(spec)
     plain = build_model({k: v for k, v in spec.items() if k != "tta"})

@@ -41,7 +41,8 @@ def test_a_colour_folder_trains_and_exports_with_parity(colour_run):
     assert card["test_accuracy"] > 0.5, card["test_accuracy"]  # ten classes: chance is 0.1
     # The first trial is the photo default: a small residual network trained with crop+flip.
     first = read_json(colour_run.trial_dir(0) / "config.json")
-    assert first["spec"]["residual"] and first["hparams"]["aug_policy"] == "cropflip", first
+    assert all(stage["skip"] for stage in first["spec"]["stages"]), first["spec"]
+    assert first["hparams"]["aug_policy"] == "cropflip", first["hparams"]
 
 
 def test_predict_on_a_folder_of_photos(colour_run, photos, tmp_path):
