@@ -120,3 +120,32 @@ def test_predict_and_serve_return_values(regression_run, tmp_path):
         status, doc = s.post("/v1/predict", {"inputs": [{"a": 1.0, "b": 0, "c": 0, "d": 0, "colour": "red"}]})
         assert status == 200, doc
         assert set(doc["predictions"][0]) == {"id", "value"} and abs(doc["predictions"][0]["value"] - high) < 1e-3
+
+
+@pytest.mark.slow
+def test_drift_of_the_predicted_value_is_watched(regression_run):
+    """The reference keeps the predicted value's deciles on validation; a
+    window of live predictions shifted upward reads as prediction drift."""
+    from autopilot.monitor.drift import compute_metrics
+    from autopilot.monitor.reference import build_reference
+    from autopilot.monitor.window import Window
+    from autopilot.schemas.reference import Reference
+
+    ref = build_reference(regression_run.path, write=False)
+    Reference.model_validate(ref)
+    edges = ref["predictions"]["value_edges"]
+    assert len(edges) >= 5 and ref["predictions"]["accuracy"] is None
+    rng = np.random.default_rng(0)
+    n_features = len(ref["features"]["names"])
+
+    def window(values):
+        n = len(values)
+        feats = np.array([rng.choice(np.asarray(q)[[0, -1]], n) for q in ref["features"]["quantiles"]]).T if n_features else np.zeros((n, 0))
+        return Window(features=feats.reshape(n, n_features), classes=np.zeros(n, np.int64), confidence=np.asarray(values),
+                      latency_ms=np.ones(n), statuses=np.full(n, 200), pred_labelled=np.zeros(0), labels=np.zeros(0))
+
+    same = rng.choice(np.asarray(edges), 400)  # spread over the reference's own range
+    shifted = np.full(400, max(edges) + 100.0)  # every prediction above the top decile
+    psi_same = compute_metrics(window(same), ref, min_samples=100)[0]["prediction_drift_psi"]
+    psi_shifted = compute_metrics(window(shifted), ref, min_samples=100)[0]["prediction_drift_psi"]
+    assert psi_shifted > 1.0 > psi_same

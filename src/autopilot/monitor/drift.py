@@ -101,10 +101,18 @@ def compute_metrics(w: Window, reference: dict | None, *, min_samples: int = 200
             m["input_drift_psi_max"] = float(max(fd["psi"])) if fd["psi"] else 0.0
             details["features"] = [{"name": n, "psi": round(a, 4), "ks": round(b, 4), "p": float(f"{c:.3g}"), "drifted": d}
                                    for n, a, b, c, d in zip(names, fd["psi"], fd["ks"], fd["p"], fd["drifted"])]
-            ref_props = np.asarray(reference["predictions"]["class_proportions"], dtype=float)
-            counts = np.bincount(w.classes, minlength=len(ref_props))[: len(ref_props)]
-            m["prediction_drift_psi"] = psi(ref_props, counts)
-            details["class_proportions"] = (counts / max(1, counts.sum())).round(4).tolist()
+            edges = reference["predictions"].get("value_edges")
+            if edges is not None:  # regression: the predicted value (logged as the confidence) against its quantiles
+                ref_props = np.asarray(reference["predictions"]["value_proportions"], dtype=float)
+                counts = np.bincount(np.searchsorted(np.asarray(edges), w.confidence, side="left"),
+                                     minlength=len(ref_props))[: len(ref_props)]
+                m["prediction_drift_psi"] = psi(ref_props, counts)
+                details["value_proportions"] = (counts / max(1, counts.sum())).round(4).tolist()
+            else:
+                ref_props = np.asarray(reference["predictions"]["class_proportions"], dtype=float)
+                counts = np.bincount(w.classes, minlength=len(ref_props))[: len(ref_props)]
+                m["prediction_drift_psi"] = psi(ref_props, counts)
+                details["class_proportions"] = (counts / max(1, counts.sum())).round(4).tolist()
     if len(w.statuses) >= min_samples:
         m["error_rate"] = float(np.mean(w.statuses >= 500))
         m["client_error_rate"] = float(np.mean((w.statuses >= 400) & (w.statuses < 500)))

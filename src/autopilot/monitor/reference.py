@@ -75,6 +75,12 @@ def reference_from_arrays(model, X_train: np.ndarray, X_val: np.ndarray, y_val: 
     class_props = np.bincount(pred, minlength=n_classes) / max(1, len(pred))
     conf = float(probs.max(1).mean()) if len(probs) else None
     val_acc = float((pred == y_val).mean()) if y_val is not None and len(y_val) else None
+    values = {}
+    if card.get("task") == "regression" and len(probs):  # the predicted value's distribution (ServedModel.predict_proba)
+        edges = np.unique(np.quantile(probs[:, 0], np.arange(1, PSI_BINS) / PSI_BINS))
+        counts = np.bincount(np.searchsorted(edges, probs[:, 0], side="left"), minlength=len(edges) + 1)
+        values = {"value_edges": _r(edges), "value_proportions": _r(counts / len(probs))}
+        val_acc = None  # an accuracy of predicted classes means nothing here
     lat = latency_ms(model, as_float(X_val[:LATENCY_SAMPLES])) if len(X_val) else {"p50": None, "p99": None}
     accuracy = card.get("test_accuracy", val_acc)
     return {
@@ -86,7 +92,7 @@ def reference_from_arrays(model, X_train: np.ndarray, X_val: np.ndarray, y_val: 
         "classes": list(card["classes"]),
         "features": {"names": reducer.names, **feature_stats(_reduced(reducer, X_train))},
         "predictions": {"class_proportions": _r(class_props), "mean_confidence": conf, "accuracy": val_acc,
-                        "n": int(len(pred))},
+                        "n": int(len(pred)), **values},
         "latency_ms": lat,
         # What rules with `coefficient:` multiply. Accuracy is the test
         # accuracy of the card: validation accuracy was used to choose the

@@ -22,6 +22,10 @@ class FeatureStats(Part):
 class PredictionStats(Part):
     class_proportions: list[float]
     mean_confidence: float | None
+    # Regression: quantile edges of the predicted value on validation and the
+    # share of predictions between them, for the PSI of live predicted values.
+    value_edges: list[float] | None = None
+    value_proportions: list[float] | None = None
     accuracy: float | None
     n: int
 
