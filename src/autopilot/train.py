@@ -1,5 +1,5 @@
 """One training run: optimiser, schedule with warm-up, clipping, label
-smoothing, whole-batch augmentation, early stopping, per-epoch metrics.
+smoothing, whole-batch augmentation and mixup/CutMix, early stopping, per-epoch metrics.
 
 Knows nothing of Optuna or the CLI: the search plugs in through `on_epoch`,
 which may raise to stop the run (pruning), and through `deadline`.

@@ -3,8 +3,9 @@
 Images use a policy (data.policies: none, affine, cropflip, trivial,
 randaugment, optional Cutout) from which the doctor has removed the
 transforms that change labels on this data; signals a shift, scale and
-noise whose range is one `strength` knob. Randomness comes from torch's
-global RNG, so torch.manual_seed(...) makes a run repeatable.
+noise whose range is one `strength` knob. Either may add mixup or CutMix
+(`make_mix`), which pairs examples and so also mixes their labels' losses
+(train.py). Randomness comes from torch's global RNG, so torch.manual_seed(...) makes a run repeatable.
 """
 from __future__ import annotations
 
