@@ -289,7 +289,6 @@ class Objective:
         save_val_logits(self.run.trial_dir(trial.number), val_outputs)
         return value
 
-
     def _check_limits(self, trial: optuna.Trial, model) -> None:
         """Parameters and ONNX Runtime batch-1 latency, recorded for every
         trial (the accuracy-latency front); a configuration over
@@ -331,9 +330,9 @@ class Objective:
         slot = plan.slot_s(rung, time.time())
         something_to_ship = any(t.state == TrialState.COMPLETE for t in trial.study.get_trials(deepcopy=False))
         if slot < budget.MIN_SLOT_S and something_to_ship:  # this process starts no more trials
-            trial.set_user_attr("stopped", "deadline")
+            trial.set_user_attr("rejected", f"only {slot:.0f} s of the budget left: too little for a trial")
             trial.study.stop()
-            raise optuna.TrialPruned(f"only {slot:.0f} s of the budget left: too little for a trial")
+            raise optuna.TrialPruned(trial.user_attrs["rejected"])
         step_s = budget.measure_step_cost(model, Xtr, ytr, hp, self.info["kind"], resolve_device(self.config.device))
         calibration = budget.calibration(trial.study)
         cost = step_s * calibration.factor
