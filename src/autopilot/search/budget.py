@@ -280,9 +280,23 @@ def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[d
     return []
 
 
+def after_trial(study: optuna.Study, trial) -> int:
+    """Called after every trial by the process that ran it (workers.optimize):
+    enqueue what next_jobs says (returns how many trials were queued), and
+    stop this process once its finalist is done and none waits: a first-rung
+    trial in the time left could not be shipped ahead of the finalists."""
+    plan = load_plan(study)
+    if plan is None:
+        return 0
+    if trial.user_attrs.get("final") and trial.user_attrs.get("plan") == plan.start_wall \
+            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()
+        return 0
+    return enqueue_next(study)
+
+
 def enqueue_next(study: optuna.Study, now: float | None = None) -> int:
-    """Enqueue what next_jobs says; returns how many trials were queued.
-    Called after every trial by the process that ran it (workers.optimize)."""
+    """Enqueue what next_jobs says; returns how many trials were queued."""
     plan = load_plan(study)
     if plan is None:
         return 0

@@ -13,7 +13,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from ..rundir import RunDir
-from .budget import enqueue_next
+from .budget import after_trial
 from .study import Objective, open_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -23,7 +23,7 @@ COUNTED = FINISHED + (TrialState.RUNNING,)
 
 def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_trials: int | None) -> None:
     callbacks = [MaxTrialsCallback(n_trials, states=COUNTED)] if n_trials else []
-    callbacks.append(lambda study, _trial: enqueue_next(study))  # promotions and finalists of a budget plan
+    callbacks.append(after_trial)  # promotions and finalists of a budget plan
     if n_trials and len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
         return
     timeout = max(0.0, deadline_wall - time.time())
