@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .column_signal import column_codes, one_column_score
-from .preprocess import CHOICES, DEFAULT_CHOICES, fit_transform
+from .preprocess import CHOICES, DEFAULT_CHOICES, feature_names, fit_transform
 
 PROXY_ROWS = 5000  # training rows the proxies see: the choice needs a trend, not every row
 MIN_VAL_FOR_SELECTION = 50  # fewer validation rows cannot tell nil from small
@@ -81,11 +81,11 @@ def nil_columns(pre: dict, X: np.ndarray, y: np.ndarray, splits: dict, rng, tabl
     model = cls(max_iter=60, random_state=0).fit(X[tr], y[tr])
     Xv, yv = X[va].copy(), y[va]
     base = _score(task, model, Xv, yv)
-    names = pre["features"]
     found = {}
+    start = 0
     for step in pre["columns"]:
-        cols = [i for i, f in enumerate(names) if f == step["name"] or f.startswith(step["name"] + "=")
-                or f.startswith(step["name"] + ":")]
+        width = len(feature_names(step))
+        cols, start = list(range(start, start + width)), start + width
         drops = []
         for _ in range(REPEATS):
             perm = rng.permutation(len(va))

@@ -197,7 +197,7 @@ def _fit_category(step: dict, keys: list[str], encoding: str, T: np.ndarray) -> 
     return step
 
 
-def _width(step: dict) -> list[str]:
+def feature_names(step: dict) -> list[str]:
     """Names of the features a fitted column produces, in order."""
     name, t = step["name"], step["type"]
     if t == "number":
@@ -248,7 +248,7 @@ def fit(table, y: np.ndarray, train: np.ndarray, task: str, choices: dict | None
         steps.append(step)
     pre = {"version": VERSION, "task": task, "label": table.label, "choices": choices, "columns": steps,
            "dropped": dropped}
-    pre["features"] = [f for s in steps for f in _width(s)]
+    pre["features"] = [f for s in steps for f in feature_names(s)]
     if task == "regression":
         pre["target"] = {"mean": float(y[train].mean()), "std": float(y[train].std()) or 1.0}
     return pre
@@ -337,7 +337,7 @@ def _cross_fit(pre: dict, X: np.ndarray, columns: dict, y: np.ndarray, train: np
     starts, pos = {}, 0
     for i, s in enumerate(pre["columns"]):
         starts[i] = pos
-        pos += len(_width(s))
+        pos += len(feature_names(s))
     n_classes = len(classes) if classes else (int(y.max()) + 1 if task == "classification" else 0)
     T = _target_matrix(_standardise(y[train], task), task, n_classes)
     fold = np.random.default_rng(0).permutation(len(train)) % FOLDS
