@@ -296,3 +296,15 @@ def test_a_budgeted_run_explores_then_ships_a_finalist(tmp_path):
     assert finals and all(t["data_fraction"] == 1.0 for t in finals if t["state"] == "COMPLETE")
     card = read_json(tmp_path / "b" / "model" / "card.json")
     assert card["best_trial"] in {t["number"] for t in finals if t["state"] == "COMPLETE"}
+
+
+def test_measuring_a_slow_model_stops_early():
+    info = INFOS["image"]
+    spec, hp = space.to_config(space.default_params(info), info)
+    X = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    y = np.arange(64) % 10
+    t0 = time.perf_counter()
+    cost = budget.measure_step_cost(build_model(spec), X, y, hp, "image", "cpu", max_s=0.0)
+    took = time.perf_counter() - t0
+    full = budget.measure_step_cost(build_model(spec), X, y, hp, "image", "cpu")
+    assert cost > 0 and took < 0.6 * full * 64 * (budget.MEASURE_BATCHES + budget.WARMUP_BATCHES)

@@ -53,6 +53,7 @@ TRIAL_OVERHEAD_S = 2.0  # building, measuring, saving a trial
 VAL_SUBSET = 3000  # validation examples that score exploration trials (SE ~0.5 points at 90 %)
 EVAL_COST = 0.35  # an example's evaluation (forward only, large batches) relative to a training step
 MEASURE_BATCHES = 3  # timed training steps that measure throughput
+MEASURE_SHARE = 0.1  # of a trial's slot, at most, spent measuring (a warm-up step alone when it is slow)
 WARMUP_BATCHES = 2  # untimed first steps: a process's first ones are several times slower
 PLAN_ATTR = "budget_plan"  # study user attribute holding the SearchPlan
 # Measured step cost x this = real cost per example. Trials on digits took
@@ -172,10 +173,14 @@ def validation_subset(n_val: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_val)[:VAL_SUBSET])
 
 
-def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, device) -> float:
+def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, device,
+                      max_s: float = float("inf")) -> float:
     """Seconds per training example of this model at this batch size, from
     a few real optimiser steps (augmentation included) on a copy: the
-    trial's own weights and random state are untouched."""
+    trial's own weights and random state are untouched. After `max_s`
+    seconds the steps so far decide: a model too slow for its slot is
+    found out in one step, not five (a 155k-parameter net took 67 s to
+    measure on a busy machine)."""
     import torch
     from torch import nn
 
@@ -190,8 +195,10 @@ def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, 
     yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
     augment = augment_from_hparams(kind, hp, tuple(xb.shape[1:]))
     with torch.random.fork_rng(devices=[]):
-        times = []
+        times, start = [], time.perf_counter()
         for i in range(MEASURE_BATCHES + WARMUP_BATCHES):
+            if time.perf_counter() - start > max_s and (times or i):
+                break
             t0 = time.perf_counter()
             out = probe(augment(xb) if augment is not None else xb)
             loss = nn.functional.mse_loss(out[:, 0], yb) if regression else nn.functional.cross_entropy(out, yb)
@@ -200,7 +207,8 @@ def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, 
             opt.step()
             if i >= WARMUP_BATCHES:  # the first steps allocate and warm caches
                 times.append(time.perf_counter() - t0)
-    return float(np.median(times)) / bs
+            last = time.perf_counter() - t0
+    return (float(np.median(times)) if times else last) / bs
 
 
 @dataclass

@@ -333,7 +333,8 @@ class Objective:
             trial.set_user_attr("rejected", f"only {slot:.0f} s of the budget left: too little for a trial")
             trial.study.stop()
             raise optuna.TrialPruned(trial.user_attrs["rejected"])
-        step_s = budget.measure_step_cost(model, Xtr, ytr, hp, self.info["kind"], resolve_device(self.config.device))
+        step_s = budget.measure_step_cost(model, Xtr, ytr, hp, self.info["kind"], resolve_device(self.config.device),
+                                          max_s=budget.MEASURE_SHARE * slot)
         calibration = budget.calibration(trial.study)
         cost = step_s * calibration.factor
         val_idx = np.arange(len(yva)) if final else budget.validation_subset(len(yva), self.config.seed)
