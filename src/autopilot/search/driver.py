@@ -29,6 +29,18 @@ def single_worker_threads() -> int:
     return 1 if os.getloadavg()[0] >= cores else cores
 
 
+def trees_floor(rd: RunDir, config: RunConfig, study: optuna.Study, data: dict, info: dict) -> None:
+    """The boosted trees' defaults (the first enqueued trial of a table)
+    run first, here, whatever the deadline: they take seconds and are the
+    floor a table run ships, even when loading, the feature study and the
+    doctor have used the search's share of a short budget on a busy machine."""
+    import torch
+
+    torch.set_num_threads(single_worker_threads())
+    floor = Objective(rd, data, info, config, deadline=float("inf"))
+    study.optimize(floor, n_trials=1, catch=(Exception,), gc_after_trial=False)
+
+
 def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
            quiet: bool, console) -> optuna.Study:
     n_before = 0
@@ -71,6 +83,8 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
         with progress:
             if is_database_url(config.storage):
                 publish_deadline(study, deadline_wall)  # `autopilot worker`s elsewhere stop with the driver
+            if not existing and "gbt" in space.families_for(info["kind"]):
+                trees_floor(rd, config, study, data, info)
             if config.executor == "ray":
                 from .ray_executor import run_ray  # Ray is an optional extra
 
