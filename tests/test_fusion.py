@@ -50,7 +50,8 @@ def test_greedy_selection_improves_on_its_start_by_validation_likelihood(digits_
     best_nll = min(score(torch.softmax(torch.as_tensor(z, dtype=torch.float64), 1).numpy(), yv)[1]
                    for z in val.values())
     assert sel.val_nll <= sel.history[0][1] + 1e-12  # never worse than where it started (the best two)
-    assert sel.history[0][1] >= best_nll - 1e-12 and len(sel.members) >= 2
+    assert len(sel.members) >= 2 and len(sel.temperatures) == len(sel.members)
+    assert sel.val_nll < best_nll  # calibrated and blended: below the best raw member's nll
     assert abs(sum(sel.weights) - 1) < 1e-9 and all(w > 0 for w in sel.weights)
     assert set(sel.members) <= set(models)
 
@@ -68,6 +69,24 @@ def test_a_weak_model_that_flips_one_example_gets_little_weight():
     assert sel.members[0] == "strong" and dict(zip(sel.members, sel.weights)).get("weak", 0.0) < 0.2
 
 
+def test_temperature_scaling_fixes_an_overconfident_model_without_changing_its_classes():
+    """The mnist5k failure of raw likelihood: the more accurate model is
+    overconfident when wrong; calibrated, it leads the ensemble."""
+    from autopilot.fusion.select import fit_temperature
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 400)
+    accurate = np.eye(4)[y] * 30.0  # 90 % right, and sure of every answer
+    wrong = rng.random(400) < 0.10
+    accurate[wrong] = np.eye(4)[(y[wrong] + 1) % 4] * 30.0
+    modest = np.eye(4)[y] * 1.5  # 80 % right, never very sure
+    wrong = rng.random(400) < 0.20
+    modest[wrong] = np.eye(4)[(y[wrong] + 2) % 4] * 1.5
+    assert fit_temperature(accurate, y) > 5  # cooled down
+    sel = greedy_ensemble({"modest": modest, "accurate": accurate}, y)
+    assert sel.members[0] == "accurate" and sel.weights[0] > 0.5
+
+
 def test_selection_prefers_the_model_that_is_right():
     y = np.array([0, 1, 0, 1, 0, 1])
     good = np.eye(2)[y] * 5.0
@@ -81,12 +100,12 @@ def test_the_ensemble_exports_to_one_onnx_graph_with_parity(digits_models, tmp_p
     models, data = digits_models
     Xv, yv = data["val"]
     names = list(models)
-    weights = [0.5, 0.3, 0.2]
-    ens = Ensemble([models[n] for n in names], weights).eval()
+    weights, temps = [0.5, 0.3, 0.2], [1.0, 2.5, 0.4]
+    ens = Ensemble([models[n] for n in names], weights, temps).eval()
     path = export_onnx(ens, list(Xv.shape[1:]), tmp_path / "ensemble.onnx")
     parity = check_parity(ens, path, Xv)
     assert parity["passed"], parity
-    expected = ensemble_log_probs([_logits(models[n], Xv) for n in names], weights)
+    expected = ensemble_log_probs([_logits(models[n], Xv) for n in names], weights, temps)
     assert np.abs(_logits(ens, Xv) - expected).max() < 1e-4
 
 
@@ -129,7 +148,9 @@ def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(f
         assert 0 < f.val_accuracy <= 1 and 0 < f.test_accuracy <= 1 and f.latency_ms_batch1 > 0
     # The ONNX graph against its PyTorch members, rebuilt here from the trial folders.
     members = [load_model_of(rd, n)[0] for n in ens.members]
-    torch_ens = Ensemble(members, ens.weights).eval()
+    temps = [m.temperature for m in res.selection.members]
+    assert [m.trial for m in res.selection.members] == ens.members and all(t > 0 for t in temps)
+    torch_ens = Ensemble(members, ens.weights, temps).eval()
     parity = check_parity(torch_ens, fused_run / "fusion" / "ensemble.onnx", Xv)
     assert parity["passed"], parity
     # --ship accurate never ships something less accurate on validation.

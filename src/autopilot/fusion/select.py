@@ -11,25 +11,34 @@ Accuracy alone moves in steps of one example: on a 750-example mnist1d
 validation split it gave two thirds of the weight to a trial with 65 %
 accuracy because that flipped one example, and the ensemble lost half a
 point on test to the best single model; the likelihood sees how sure every
-prediction is, and gave that trial 4 %. The sorted initialisation takes the
-best two, so there is always a blend to measure beside the single model;
-when the second one hurts, the rounds that follow dilute it.
+prediction is, and gave that trial 4 %. But the likelihood punishes a model
+that is right more often and overconfident when wrong: on mnist5k it gave
+69 % of the weight to an 87 % trial over a 93 % one, and the ensemble lost 2.4
+points on test. So each member is first calibrated by temperature scaling
+(Guo et al. 2017: one T per model, fitted on validation, which never changes
+its predicted classes), the sorted initialisation takes the best two by
+accuracy, and the rounds lower the calibrated likelihood. There is always a
+blend to measure beside the single model; when the second one hurts, the
+rounds that follow dilute it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import softmax
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
 
 ROUNDS = 25  # enough for weights in steps of ~4 %; more overfits small validation sets
-INIT = 2  # sorted initialisation: the best two (by validation nll), so the first round already blends
+INIT = 2  # sorted initialisation: the best two (by validation accuracy), so the first round already blends
+LOG_T_RANGE = (-3.0, 3.0)  # temperatures between e^-3 and e^3
 
 
 @dataclass
 class Selection:
     members: list[str]  # names of the models with a non-zero weight, best first
     weights: list[float]  # same order, summing to 1
+    temperatures: list[float]  # same order: each member's logits are divided by its own before the softmax
     val_accuracy: float
     val_nll: float
     history: list[tuple[float, float]]  # (accuracy, nll) after each addition
@@ -71,6 +80,17 @@ def _additions(probs: np.ndarray, y: np.ndarray, order: list[int], init: int, ro
     return counts, history
 
 
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T that minimises the validation nll of softmax(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64)
+    idx = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(z / np.exp(log_t), axis=1)[idx, y].mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=LOG_T_RANGE, method="bounded").x))
+
+
 def greedy_ensemble(val_logits: dict[str, np.ndarray], y_val: np.ndarray, *, rounds: int = ROUNDS,
                     init: int = INIT) -> Selection:
     """Choose members and weights from each model's validation logits."""
@@ -78,11 +98,12 @@ def greedy_ensemble(val_logits: dict[str, np.ndarray], y_val: np.ndarray, *, rou
         raise ValueError("no models to choose an ensemble from")
     names = list(val_logits)
     y = np.asarray(y_val)
-    probs = np.stack([softmax(np.asarray(val_logits[n], dtype=np.float64), axis=1) for n in names])
-    if probs.shape[1] != len(y):
-        raise ValueError(f"validation predictions have {probs.shape[1]} rows, labels {len(y)}")
+    if any(len(val_logits[n]) != len(y) for n in names):
+        raise ValueError(f"validation predictions and {len(y)} labels differ in length")
+    temps = [fit_temperature(val_logits[n], y) for n in names]
+    probs = np.stack([softmax(np.asarray(val_logits[n], dtype=np.float64) / t, axis=1) for n, t in zip(names, temps)])
     singles = [score(p, y) for p in probs]
-    order = sorted(range(len(names)), key=lambda i: _key(singles[i]), reverse=True)
+    order = sorted(range(len(names)), key=lambda i: (singles[i][0], -singles[i][1]), reverse=True)
     counts, history = _additions(probs, y, order, init, rounds)
     # Additions past the best score only add noise: stop at the best point
     # (selection is deterministic, so replaying to it gives its counts).
@@ -92,10 +113,14 @@ def greedy_ensemble(val_logits: dict[str, np.ndarray], y_val: np.ndarray, *, rou
     weights = counts / counts.sum()
     keep = [int(i) for i in np.argsort(-weights, kind="stable") if weights[i] > 0]
     final = score((weights[:, None, None] * probs).sum(0), y)
-    return Selection([names[i] for i in keep], [float(weights[i]) for i in keep], final[0], final[1], history)
+    return Selection([names[i] for i in keep], [float(weights[i]) for i in keep], [temps[i] for i in keep],
+                     final[0], final[1], history)
 
 
-def ensemble_log_probs(val_logits: list[np.ndarray], weights: list[float]) -> np.ndarray:
+def ensemble_log_probs(val_logits: list[np.ndarray], weights: list[float],
+                       temperatures: list[float] | None = None) -> np.ndarray:
     """log of the weighted mean of the members' softmax: what the ONNX graph outputs."""
-    p = sum(w * softmax(np.asarray(z, dtype=np.float64), axis=1) for z, w in zip(val_logits, weights))
+    temperatures = temperatures or [1.0] * len(weights)
+    p = sum(w * softmax(np.asarray(z, dtype=np.float64) / t, axis=1)
+            for z, w, t in zip(val_logits, weights, temperatures))
     return np.log(np.clip(p, 1e-30, None))

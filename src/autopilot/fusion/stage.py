@@ -165,7 +165,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     if len(trials) < 2:
         log("ensemble", "skipped", f"selection kept one model (trial {trials[0]}): nothing to fuse")
     else:
-        teacher = Ensemble(pool_of.load_members(rd, trials), sel.weights).eval()
+        teacher = Ensemble(pool_of.load_members(rd, trials), sel.weights, sel.temperatures).eval()
         path = export_onnx(teacher, card.input_shape, out / "ensemble.onnx")
         parity = check_parity(teacher, path, Xva)  # validation inputs: the test split is not read yet
         if not parity["passed"]:
@@ -232,9 +232,11 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     results = FusionResults(
         run=rd.name, ship=ship, max_drop=max_drop, seed=seed, budget_s=float(budget_s),
         elapsed_s=round(time.monotonic() - started, 1), pool=pool,
-        selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init",
+        selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init, "
+                             "on temperature-scaled members' validation nll",
                    "rounds": ROUNDS, "init": INIT,
-                   "members": [{"trial": t, "weight": w} for t, w in zip(trials, sel.weights)],
+                   "members": [{"trial": t, "weight": w, "temperature": tt}
+                               for t, w, tt in zip(trials, sel.weights, sel.temperatures)],
                    "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll,
                    "history": [list(h) for h in sel.history]},
         candidates=candidates, chosen=chosen["name"],

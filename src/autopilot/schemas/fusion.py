@@ -26,6 +26,7 @@ class PoolTrial(Part):
 class Member(Part):
     trial: int
     weight: float  # share of the ensemble's additions (counts / total)
+    temperature: float  # its logits are divided by this before the softmax (fitted on validation)
 
 
 class EnsembleSelection(Part):
