@@ -30,6 +30,7 @@ from .schemas.card import (Hyperparameters, ModelCard, ModelFigures, Parity, Reg
 from .schemas.run import read_run
 from .search.select import Selection as SearchSelection, best_trial, describe, score
 
+MAX_RESIDUAL_POINTS = 1000  # test predictions kept in a regression card for the report's residual plot
 LATENCY_BUDGET_S = 1.0  # a first batch-1 reading of the fp32 file; compression re-times it beside its candidates
 
 
@@ -115,8 +116,10 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         if task == "regression":  # R² stands in the accuracy fields (metrics.py); RMSE, MAE, R² in `regression`
             cm = per_class = None
             reg_test = metrics.regression_metrics(onnx_test, yte)
+            keep = np.unique(np.linspace(0, n - 1, min(n, MAX_RESIDUAL_POINTS)).astype(int)) if n else []
             regression = RegressionFigures(test=RegressionMetrics(**reg_test),
-                                           val=RegressionMetrics(**metrics.regression_metrics(onnx_val_out, yva)))
+                                           val=RegressionMetrics(**metrics.regression_metrics(onnx_val_out, yva)),
+                                           test_points=[[float(yte[i]), float(onnx_test[i, 0])] for i in keep])
             acc, acc_se = metrics.score(task, logits, yte), reg_test["r2_se"]
             onnx_acc, onnx_se = reg_test["r2"], reg_test["r2_se"]
             onnx_val = metrics.score(task, onnx_val_out, yva) if len(yva) else float("nan")

@@ -205,6 +205,23 @@ def confusion(cm: np.ndarray, classes: list) -> str:
         return to_svg(fig)
 
 
+def residuals(points: list) -> str:
+    """A regression model on the test split: residual (true - predicted)
+    against the prediction; a pattern around the zero line is error the
+    model left on the table (a bias, a missed curve, a spread that grows)."""
+    p = np.asarray(points, dtype=float).reshape(-1, 2)
+    y, pred = p[:, 0], p[:, 1]
+    with mpl.rc_context(_RC):
+        fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        ax.axhline(0.0, color="#6b7280", lw=1)
+        ax.scatter(pred, y - pred, s=9, alpha=0.6, color="#2563eb", edgecolors="none")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true − predicted")
+        ax.set_title(f"Residuals (test, {len(p)} examples)")
+        return to_svg(fig)
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 

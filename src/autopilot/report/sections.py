@@ -441,7 +441,13 @@ def confusion(run: Run) -> dict:
     if run.card is None:
         return {"missing": missing("The confusion matrix", ["model/card.json"], run)}
     cm = confusion_matrix(run)
-    ctx = {"missing": None, "unusable": cm is None, "names_mismatch": False, "plot": None, "worst": None, "n": 0}
+    ctx = {"missing": None, "unusable": cm is None, "names_mismatch": False, "plot": None, "worst": None, "n": 0,
+           "residuals": None, "regression": None}
+    if get(run.card, "task") == "regression":  # no classes: the residual plot and the error figures instead
+        reg = get(run.card, "regression") or {}
+        ctx.update(unusable=False, regression=reg.get("test"),
+                   residuals=safe_plot(plots.residuals, reg["test_points"]) if reg.get("test_points") else None)
+        return ctx
     if cm is None:
         return ctx
     names = class_names(run, len(cm))

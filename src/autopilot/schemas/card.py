@@ -128,6 +128,9 @@ class RegressionFigures(Part):
     """The shipped ONNX file's errors, as ONNX Runtime computes them."""
     test: RegressionMetrics
     val: RegressionMetrics
+    # [true, predicted] on the test split (at most MAX_RESIDUAL_POINTS, evenly
+    # spaced): what the report's residual plot draws.
+    test_points: list[list[float]] = []
 
 
 class ModelCard(RunFile):
