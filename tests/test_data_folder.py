@@ -184,3 +184,17 @@ def test_uint8_pixels_reach_every_stage_as_the_floats_the_onnx_file_takes(tmp_pa
     ref = build_reference(rd.path, data=data, write=False)
     assert 0 <= min(ref["features"]["mean"]) and max(ref["features"]["mean"]) <= 1
     assert ref["predictions"]["accuracy"] >= 0.9
+
+
+def test_first_load_of_a_large_folder_shows_a_progress_bar_and_the_second_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOPILOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder_mod, "PARALLEL_MIN_FILES", 10)  # "large" from 10 files on
+    monkeypatch.setattr(folder_mod, "CHUNK_FILES", 8)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its bar only on a terminal: be one
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    root = photos(tmp_path / "imgs", per=10)
+    read_image_folder(root)
+    err = capsys.readouterr().err
+    assert "decoding at 9x7" in err and "30/30" in err and f"read 30 images from {root}" in err
+    assert read_image_folder(root).from_cache
+    assert "decoding" not in capsys.readouterr().err  # nothing decoded, nothing to show
