@@ -22,7 +22,7 @@ def list_images(folder: Path) -> list[Path]:
     folders and other extensions are ignored (.DS_Store, notes.txt, ...).
     Symlinked folders are not followed (as Path.rglob). os.scandir, because
     its entries know their type without a stat: 50,000 files list in ~0.2 s."""
-    found: list[Path] = []
+    found: list[str] = []
     todo = [str(folder)]
     while todo:
         with os.scandir(todo.pop()) as entries:
@@ -32,8 +32,10 @@ def list_images(folder: Path) -> list[Path]:
                 if e.is_dir(follow_symlinks=False):
                     todo.append(e.path)
                 elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.is_file():
-                    found.append(Path(e.path))
-    return sorted(found)
+                    found.append(e.path)
+    # Path order (part by part), sorted as strings: comparing Path objects
+    # took most of a cached 50,000-image load.
+    return [Path(p) for p in sorted(found, key=lambda p: p.split(os.sep))]
 
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
