@@ -166,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-budget", default="3m", help="the whole run's --budget (default 3m)")
     ap.add_argument("--no-run", action="store_true", help="measure loading only")
     ap.add_argument("--before", help="a source tree (with src/autopilot) to measure too, e.g. the code before")
+    ap.add_argument("--before-label", help="what --before is, for the JSON (default: its folder name, no path)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--child", choices=LOAD_MODES + (RUN_MODE,), help=argparse.SUPPRESS)
     ap.add_argument("--runs-dir", help=argparse.SUPPRESS)
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result = {"benchmark": "load_images", "images": n, "image_shape": [3, 32, 32], "uint8_mb": uint8_mb,
               "repeats": args.repeats, "run_repeats": 0 if args.no_run else args.run_repeats,
-              "run_budget": args.run_budget, "before": str(before) if before else None,
+              "run_budget": args.run_budget, "before": args.before_label or (before.name if before else None),
               "summary": summary, "ratios": ratios, "acceptance": acceptance,
               "runs": runs, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                         "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
