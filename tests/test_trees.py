@@ -118,6 +118,7 @@ def test_a_table_run_ships_a_booster_checked_skipped_by_compression_and_served(t
     assert card.test_accuracy > 0.75  # the commonest class is 0.6 of these rows
     # refitted on train+validation (--cv is on by default) for the rounds early stopping kept, scaled up
     assert spec.trained_on == "train+validation"
+    assert card.cv.retrained and not card.cv.validation_held_out and not card.cv.finalists  # the card says so
     # what the server loads gives the probabilities of the same booster fitted again (fits are deterministic)
     served = ServedModel.load("v1", rd.model_dir / "model.onnx", rd.model_dir / "card.json")
     data = _arrays(rd)

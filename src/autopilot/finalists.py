@@ -278,6 +278,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
 
     X, y = pooled(data)
     reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
+    refit_by_final = False  # boosted trees: final.py refits them on train+validation with --cv
     cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
     if info.get("task", "classification") != "classification" or np.issubdtype(y.dtype, np.floating):
         cands = []
@@ -286,7 +287,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     elif not (rd.trial_dir(search_best.number) / WEIGHTS).exists():
         # Boosted trees are retrained by their own code: the networks below
         # them must not take their place on a re-scoring they did not enter.
-        cands = []
+        cands, refit_by_final = [], True
         plan = Plan(0, 0.0, False, ["the search's best trial is not a network (gradient-boosted trees): it is refitted "
                                     "on train+validation by its own code; cross-validation covers networks only"])
     elif cands and len(study.directions) > 1:
@@ -354,7 +355,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     finally:
         torch.set_num_threads(threads)
 
-    if model is not None:
+    if model is not None or refit_by_final:
         notes.append("the validation split is part of the shipped model's training data: its validation accuracy is "
                      "not a held-out figure; compression and fusion still judge on that split, which leans their "
                      "gates towards keeping this model (compressed students and ensembles did not see it as "
@@ -363,8 +364,9 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     record = CrossValidation(
         folds=config.cv, examples=len(y), finalists_asked=config.finalists, finalists=finalists,
         fold_share=plan.share if finalists else None, search_best=search_best.number, winner=winner_trial.number,
-        reason=reason, retrained=model is not None, retrain_epochs=winner.planned if model is not None else None,
-        validation_held_out=model is None, reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
+        reason=reason, retrained=model is not None or refit_by_final,
+        retrain_epochs=winner.planned if model is not None else None,
+        validation_held_out=model is None and not refit_by_final, reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
     return Outcome(winner=winner_trial, model=model, training=training, record=record)
 
 
