@@ -58,7 +58,9 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
             from .trees_space import default_params as trees_defaults
 
             study.enqueue_trial(trees_defaults())
-        for params in space.first_trials(config.space, info, config.max_params):  # known-good points first
+        first = space.first_trials(config.space, info, config.max_params)  # known-good points first
+        queued = len(study.get_trials(deepcopy=False))
+        for params in first[:max(0, config.trials - queued)] if config.trials else first:  # --trials N: no more than N
             study.enqueue_trial(params)
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.
@@ -70,9 +72,11 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
     if deadline_wall is None:
         deadline_wall = float("inf")
     n_trials = config.trials
-    # A time budget is planned (budget.py): rung slots, then the finalists;
-    # without one, each trial trains its own epochs on all the data.
-    plan = None if deadline_wall == float("inf") else SearchPlan.make(time.time(), deadline_wall, config.workers)
+    # A time budget is planned (budget.py): rung slots, then the finalists.
+    # Without one, or with --trials N (N trials asked for, not rungs and
+    # finalists), each trial trains its own epochs on all the data.
+    timed = deadline_wall != float("inf") and not n_trials
+    plan = SearchPlan.make(time.time(), deadline_wall, config.workers) if timed else None
     save_plan(study, plan)
 
     def load_trials():
