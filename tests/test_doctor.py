@@ -411,7 +411,8 @@ def test_live_doctor_flags_divergence(digits):
     ds, splits, d = digits
     model, hp = default_model(ds, splits)
     with torch.no_grad():
-        model[-1].weight.fill_(float("nan"))  # a NaN in the weights: the first loss is NaN
+        classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        classifier.weight.fill_(float("nan"))  # a NaN in the weights: the first loss is NaN
     live = LiveDoctor()
     with pytest.raises(TrainingDiverged):
         train(model, d["train"], d["val"], {**hp, "epochs": 1}, kind=ds.kind, callbacks=[live])

@@ -53,7 +53,7 @@ def test_run_digits_end_to_end(tmp_path):
               "compress/results.json", "monitor/reference.json"):
         assert (rd / f).exists(), f
     search = read(SearchFile, rd)  # the writer's own schema
-    assert len(search.trials) == 2
+    assert len([t for t in search.trials if t.state != "WAITING"]) == 2  # --trials 2; a queued final may wait unrun
     best = search.best_trial
     assert search.selection is not None and search.selection.trial == best and search.selection.how == "complete"
     for t in search.trials:  # complete means the planned training ran (or stopped early on validation)
@@ -397,7 +397,7 @@ def test_any_optuna_storage_url(tmp_path):
                   "--name", "s", "--quiet", "--workers", "1", "--no-compress")
     assert res.returncode == 0, res.stderr
     study = optuna.load_study(study_name=None, storage=url)  # the one study in this database (named after the run)
-    assert len(study.trials) == 2
+    assert len([t for t in study.trials if t.state.is_finished()]) == 2  # enqueued first points may wait unrun
     assert not (tmp_path / "runs" / "s" / "study" / "journal.log").exists()
     res = run_cli("report", tmp_path / "runs" / "s")
     assert res.returncode == 0 and (tmp_path / "runs" / "s" / "report.html").exists()

@@ -230,7 +230,7 @@ BAD = [
     (b'{"inputs": []}', 422, "empty"),
     (b'{"inputs": [[1, 2, 3]]}', 422, "expected shape [1, 8, 8]"),
     (b'{"inputs": [[[1, 2], [3]]]}', 422, "not a regular array"),
-    (b'{"inputs": [{"a": 1}]}', 422, "an object"),
+    (b'{"inputs": [{"a": 1}]}', 422, "trained on a CSV table"),
     (b'{"inputs": [null]}', 422, "null"),
     (orjson.dumps({"inputs": [[[["a"] * 8] * 8]]}), 422, "a string where numbers"),
     (orjson.dumps({"inputs": [[[[True] * 8] * 8]]}), 422, "true/false"),

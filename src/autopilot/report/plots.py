@@ -230,7 +230,7 @@ def importances(imp: dict[str, float]) -> str:
     """Optuna's parameter-importance view: one horizontal bar per parameter, largest on top."""
     names, vals = list(imp)[::-1], list(imp.values())[::-1]
     with mpl.rc_context(_RC):
-        fig = Figure(figsize=(6.5, 0.24 * len(names) + 0.9), layout="constrained")
+        fig = Figure(figsize=(6.5, max(1.8, 0.24 * len(names) + 0.9)), layout="constrained")  # a title and an axis label need room even with one bar
         ax = fig.add_subplot()
         bars = ax.barh(range(len(names)), vals, color=VAL, height=0.7)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2, color="#374151")
