@@ -49,7 +49,7 @@ def images_npz(tmp_path):
 
 
 def _run(images_npz, runs, name, *extra):
-    return main(["run", str(images_npz), "--trials", "1", "--workers", "1", "--no-doctor", "--no-compress", "--quiet",
+    return main(["run", str(images_npz), "--trials", "1", "--cv", "0", "--workers", "1", "--no-doctor", "--no-compress", "--quiet",
                  "--runs-dir", str(runs), "--name", name, *extra])
 
 

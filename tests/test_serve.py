@@ -48,7 +48,7 @@ def trained_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.getbasetemp() / "serve-digits"
     run = base / "digits"
     if not (run / "model" / "card.json").exists():
-        res = subprocess.run([*autopilot_command(), "run", "digits", "--trials", "1", "--workers", "1", "--no-doctor",
+        res = subprocess.run([*autopilot_command(), "run", "digits", "--trials", "1", "--cv", "0", "--workers", "1", "--no-doctor",
                               "--no-compress", "--quiet", "--runs-dir", str(base), "--name", "digits", "--overwrite"],
                              capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
