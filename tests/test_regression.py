@@ -149,3 +149,13 @@ def test_drift_of_the_predicted_value_is_watched(regression_run):
     psi_same = compute_metrics(window(same), ref, min_samples=100)[0]["prediction_drift_psi"]
     psi_shifted = compute_metrics(window(shifted), ref, min_samples=100)[0]["prediction_drift_psi"]
     assert psi_shifted > 1.0 > psi_same
+
+
+def test_retraining_a_regression_model_is_refused_in_one_line(regression_run):
+    from tests.conftest import run_cli
+
+    csv = regression_run.path.parent.parent / "prices.csv"
+    res = run_cli("retrain", regression_run.path, "--data", csv, "--budget", "30s")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "retraining covers classification networks" in lines[0], res.stderr
+    assert not (regression_run.path / "retrain").exists()

@@ -244,6 +244,12 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     if not champ_ref.card.exists() or not champ_ref.onnx.exists():
         raise RetrainError(f"no model in {rd.path} (missing {champ_ref.onnx.name}); finish `autopilot run` first")
     card = read_json(champ_ref.card)
+    # The challenger is a network trained like the run's trials and compared by
+    # McNemar's test on class predictions: boosted trees and regression have neither.
+    if card.get("task", "classification") != "classification" or card.get("family") == "gbt":
+        what = "a regression model" if card.get("task") == "regression" else f"a {card.get('family')} model"
+        raise RetrainError(f"retraining covers classification networks; the model of {rd.name} is {what}: "
+                           f"run `autopilot run` again on the old and new data instead")
     classes, shape, kind = list(card["classes"]), tuple(card["input_shape"]), card["kind"]
 
     # 1. the new data, and whether it can decide anything at all
