@@ -86,16 +86,12 @@ def build_data(dataset: str, n: int, seed: int):
 
 def doctor_exclusions(parts: dict, info: dict, seed: int) -> tuple[list[str], str]:
     """The families the doctor's label check leaves out, as `autopilot run` decides them."""
-    import torch
-
     from autopilot.data.policies import FAMILIES
     from autopilot.doctor.augment_check import check_augmentations
-    from autopilot.models import build_model
     from autopilot.search import space
 
-    spec, hp = space.to_config(space.default_params(info), info)
-    torch.manual_seed(seed)
-    findings, result = check_augmentations(build_model(spec), hp, parts["train"], parts["val"], info["n_classes"],
+    _spec, hp = space.to_config(space.default_params(info), info)
+    findings, result = check_augmentations(hp, parts["train"], parts["val"], info["n_classes"],
                                            budget_s=DOCTOR_BUDGET_S, seed=seed)
     if result.status not in ("ok", "found"):  # unmeasured is not harmless (doctor.augment_check.excluded_in)
         return list(FAMILIES), result.status

@@ -59,11 +59,10 @@ def test_excluded_flips_are_never_offered_at_test_time():
     assert "tta" not in spec and hp["aug_exclude"] == ["hflip", "vflip", "rotate"]
 
 
-def test_first_trial_on_colour_photos_is_residual_with_crop_and_flip():
+def test_first_trial_on_colour_photos_trains_with_crop_and_flip():
     p = space.default_params(PHOTO)
     assert p["aug_policy"] == "cropflip"
     spec, hp = space.to_config(p, PHOTO)
-    assert all(stage["skip"] for stage in spec["stages"]), spec  # residual stages
     assert hp["aug_policy"] == "cropflip" and "tta" not in spec
     gray_info = {**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}
     gray = space.default_params(gray_info)

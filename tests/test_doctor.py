@@ -508,7 +508,7 @@ def test_digits_lose_flips_with_the_measured_drop():
     splits = split(ds.y, seed=0)
     model, hp = default_model(ds, splits)
     parts = arrays(ds, splits)
-    findings, result = check_augmentations(model, hp, parts["train"], parts["val"], ds.n_classes, budget_s=8)
+    findings, result = check_augmentations(hp, parts["train"], parts["val"], ds.n_classes, budget_s=8)
     assert result.status == "found"
     by_family = {f.evidence["family"]: f for f in findings}
     assert "hflip" in by_family and "hflip" in excluded(findings)
@@ -524,7 +524,7 @@ def test_a_left_right_symmetric_set_keeps_flips():
     splits = split(ds.y, seed=0)
     model, hp = default_model(ds, splits)
     parts = arrays(ds, splits)
-    findings, result = check_augmentations(model, hp, _mirrored(*parts["train"]), _mirrored(*parts["val"]),
+    findings, result = check_augmentations(hp, _mirrored(*parts["train"]), _mirrored(*parts["val"]),
                                            ds.n_classes, budget_s=10)
     assert "hflip" not in excluded(findings), result.note
     assert "vflip" in excluded(findings)  # mirrored left-right only: upside down still changes digits
@@ -552,7 +552,7 @@ def test_colour_photos_keep_flips_but_not_upside_down(tmp_path):
     splits = split(ds.y, seed=0)
     model, hp = default_model(ds, splits)
     parts = arrays(ds, splits)
-    findings, result = check_augmentations(model, hp, parts["train"], parts["val"], ds.n_classes, budget_s=9)
+    findings, result = check_augmentations(hp, parts["train"], parts["val"], ds.n_classes, budget_s=9)
     assert result.status in ("ok", "found"), result.note
     left_out = excluded(findings)
     assert "hflip" not in left_out, result.note

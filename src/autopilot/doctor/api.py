@@ -286,7 +286,7 @@ def doctor_dataset(
             report.checks += r
         tr = splits["train"] if splits else np.arange(len(ds))
         if ds.kind == "image" and splits and "val" in splits and (only is None or AUGMENT_CHECK in only):
-            f, r = check_augmentations(model, hparams, (ds.X[tr], ds.y[tr]), (ds.X[splits["val"]], ds.y[splits["val"]]),
+            f, r = check_augmentations(hparams, (ds.X[tr], ds.y[tr]), (ds.X[splits["val"]], ds.y[splits["val"]]),
                                        ds.n_classes, budget_s=AUGMENT_SHARE * budget_s, seed=seed)
             report.findings += f
             report.checks.append(r)
