@@ -33,19 +33,28 @@ def counts_mean_std(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(var)
 
 
+def channel_mean_std(X: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of images or signals X[idx] (N, C, ...) on
+    the float scale a model sees; a constant channel gets std 1, so it stays
+    constant rather than infinite after standardising."""
+    if X.dtype == np.uint8:
+        mean, std = counts_mean_std(pixel_counts(X, idx))
+    else:
+        Xs = X if idx is None else X[idx]
+        axes = (0,) + tuple(range(2, Xs.ndim))
+        mean, std = Xs.mean(axes), Xs.std(axes)
+    return mean, np.where(std > 1e-6, std, 1.0)
+
+
 def data_info(ds: Dataset, splits: dict) -> dict:
     """Kind, shape, classes and normalisation statistics; the statistics come
     from the training split only, so nothing of validation or test leaks in."""
-    if ds.X.dtype == np.uint8:
-        mean, std = counts_mean_std(pixel_counts(ds.X, splits["train"]))
-    else:
+    if ds.kind == "table":
         Xtr = ds.X[splits["train"]]
-        if ds.kind == "table":
-            mean, std = Xtr.mean(0), Xtr.std(0)
-        else:
-            axes = (0,) + tuple(range(2, Xtr.ndim))
-            mean, std = Xtr.mean(axes), Xtr.std(axes)
-    std = np.where(std > 1e-6, std, 1.0)  # a constant feature stays constant, not infinite
+        mean, std = Xtr.mean(0), Xtr.std(0)
+        std = np.where(std > 1e-6, std, 1.0)  # a constant feature stays constant, not infinite
+    else:
+        mean, std = channel_mean_std(ds.X, splits["train"])
     return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "task": ds.task}  # regression: one output, R² the score (metrics.py, train.py, models/trees.py)
