@@ -116,6 +116,17 @@ def test_plan_takes_a_share_of_the_data_when_the_slot_is_short():
     assert tiny.n_train == 500 and tiny.epochs == 1  # the minimum that can rank anything, fewer epochs of it
 
 
+def test_an_exploration_trial_that_fits_fewer_than_min_epochs_is_too_slow():
+    """One epoch of the smallest data share in its slot: not trained (it
+    would score near chance); a finalist with the same plan still is."""
+    one_epoch = budget.plan_training(5.0, 2e-3, n_train=3500, n_val=750, max_epochs=20, min_examples=500)
+    assert one_epoch.epochs < budget.MIN_EPOCHS
+    assert "fewer than" in budget.too_slow(one_epoch, max_epochs=20, final=False)
+    assert budget.too_slow(one_epoch, max_epochs=20, final=True) is None
+    fits = budget.plan_training(60.0, 2e-3, n_train=3500, n_val=750, max_epochs=20, min_examples=500)
+    assert fits.epochs >= budget.MIN_EPOCHS and budget.too_slow(fits, max_epochs=20, final=False) is None
+
+
 def test_stratified_subset_keeps_every_class():
     y = np.repeat(np.arange(10), [500] + [100] * 9)
     idx = budget.stratified_subset(y, 140, seed=0)

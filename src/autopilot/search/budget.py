@@ -146,6 +146,22 @@ def plan_training(slot_s: float, s_per_example: float, n_train: int, n_val: int,
     return TrainingPlan(epochs, n / n_train, n, n_val, slot_s, s_per_example)
 
 
+def too_slow(tp: TrainingPlan, max_epochs: int, final: bool) -> str | None:
+    """Why a planned trial should not be trained, or None. A finalist is
+    trained whatever fits; an exploration trial must fit its slot (within
+    TOO_SLOW) and at least MIN_EPOCHS: a single epoch of a one-cycle
+    schedule is mostly warm-up and scores near chance (mnist5k, 10 min
+    budget: four such trials scored 0.10-0.13 and took a quarter of the
+    exploration), which ranks nothing and only teaches the sampler that
+    the region is bad."""
+    if tp.expected_s() > TOO_SLOW * tp.slot_s:
+        return f"too slow for its {tp.slot_s:.0f} s slot: {tp.expected_s():.0f} s planned at the least"
+    if not final and tp.epochs < min(MIN_EPOCHS, max_epochs):
+        return (f"too slow for its {tp.slot_s:.0f} s slot: {tp.epochs} epoch(s) of {tp.n_train} examples fit, "
+                f"fewer than the {MIN_EPOCHS} that rank a configuration")
+    return None
+
+
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n indices of y keeping the class proportions (every class at least
     once when n allows), in random order."""

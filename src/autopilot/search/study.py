@@ -347,8 +347,7 @@ class Objective:
                            ("val_examples", tp.n_val), ("s_per_example", cost),
                            ("predicted_epoch_s", tp.epoch_s() * step_s / cost)):
             trial.set_user_attr(key, value)
-        if tp.expected_s() > budget.TOO_SLOW * slot and something_to_ship:
-            reason = f"too slow for its {slot:.0f} s slot: {tp.expected_s():.0f} s planned at the least"
+        if something_to_ship and (reason := budget.too_slow(tp, max_epochs, final)):
             trial.set_user_attr("rejected", reason)
             trial.set_user_attr("error", f"rejected before training: {reason}")
             raise optuna.TrialPruned(reason)
