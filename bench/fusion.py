@@ -83,7 +83,8 @@ def one_run(name: str, seed: int, budget: str, runs: Path, workers: int | None, 
     best = "fp32" if "fp32" in correct else "single"
     d = correct["ensemble"].astype(float) - correct[best].astype(float)
     out = {"seed": seed, "wall_s": round(wall, 1), "test_examples": int(len(yte)), "chosen": res.chosen,
-           "members": card.ensemble.members, "weights": card.ensemble.weights,
+           "members": card.ensemble.members, "weights": card.ensemble.weights, "pool": res.selection.pool,
+           "models": [m.models for m in res.selection.members], "judged_on": res.judged_on,
            "ens_minus_single": float(d.mean()), "ens_minus_single_se": float(d.std(ddof=1) / np.sqrt(len(d))),
            "load_average": measure.load_average()}
     for c in res.candidates:

@@ -73,7 +73,8 @@ def test_cross_validated_winner_follows_the_rule_and_ships_retrained(tmp_path):
     card = finalize(rd, study, ds, data, info, cfg, started=time.time(), console=console)
     cv = card.cv
     assert cv is not None and cv.folds == 2 and cv.finalists_asked == 2
-    assert cv.examples == len(data["train"][1]) + len(data["val"][1])
+    # train + validation, less the gate slice kept for compression and fusion (data/gate.py)
+    assert cv.gate_examples and cv.examples == len(data["train"][1]) + len(data["val"][1]) - cv.gate_examples
     # The finalists are the search's best two configurations, best first.
     assert [f.trial for f in cv.finalists] == ranked(study, distinct=True)[:2]
     for f in cv.finalists:

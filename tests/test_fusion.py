@@ -146,11 +146,24 @@ def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(f
     assert ens.parity_passed and res.candidate("ensemble").parity.passed
     for f in (ens, single):  # the same fields, so the card alone compares them
         assert 0 < f.val_accuracy <= 1 and 0 < f.test_accuracy <= 1 and f.latency_ms_batch1 > 0
-    # The ONNX graph against its PyTorch members, rebuilt here from the trial folders.
-    members = [load_model_of(rd, n)[0] for n in ens.members]
+    # The ONNX graph against its PyTorch members, rebuilt here from the trial
+    # folders, or from the finalists' fold models when it is a bag.
     temps = [m.temperature for m in res.selection.members]
     assert [m.trial for m in res.selection.members] == ens.members and all(t > 0 for t in temps)
-    torch_ens = Ensemble(members, ens.weights, temps).eval()
+    if res.selection.pool == "bags":
+        from autopilot.models import load_model
+
+        members, weights, temps_each = [], [], []
+        for m in res.selection.members:
+            folds = sorted((fused_run / "finalists" / str(m.trial)).glob("fold*"))
+            assert len(folds) == m.models >= 2
+            members += [load_model(f)[0] for f in folds]
+            weights += [m.weight / m.models] * m.models
+            temps_each += [m.temperature] * m.models
+        torch_ens = Ensemble(members, weights, temps_each).eval()
+    else:
+        members = [load_model_of(rd, n)[0] for n in ens.members]
+        torch_ens = Ensemble(members, ens.weights, temps).eval()
     parity = check_parity(torch_ens, fused_run / "fusion" / "ensemble.onnx", Xv)
     assert parity["passed"], parity
     # --ship accurate never ships something less accurate on validation.

@@ -145,6 +145,12 @@ class RunConfig(BaseModel):
     gpus_per_trial: float = Field(0, ge=0)  # small models train well on CPUs; 0.5 lets two trials share a GPU
     finalists: int = Field(3, ge=1)  # best trials re-scored by cross-validation: one validation split ranks noisily
     cv: int = Field(3, ge=0)  # folds over train+validation; 0: the best trial ships as the search trained it
+    # Share of the validation split kept out of the folds and the retraining on
+    # train+validation (data/gate.py): compression and fusion judge on it, so
+    # their gates see data the shipped model never trained on. Half: the
+    # gate's paired drop bound needs a few hundred examples, and the retraining
+    # loses only that share of validation (7.5 % of the data by default).
+    gate_frac: float = Field(0.5, gt=0, lt=1)
 
     @field_validator("cv")
     @classmethod

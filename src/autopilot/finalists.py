@@ -13,12 +13,21 @@ leave out is said on the console and in the card (`cv.notes`).
 Fold scores are the held-out fold's accuracy at the end of the fold's
 schedule, with early stopping off: choosing each fold's best epoch on the
 fold it is scored on would flatter every finalist.
+
+A gate slice of the validation split (data/gate.py, config.gate_frac) is
+kept out of the folds and the retraining, so the compression and fusion
+stages judge on data the shipped model never trained on. Each fold's model
+(the weights at the end of its schedule) and the out-of-fold logits of every
+finalist are kept in finalists/<trial>/ (safetensors, .npy): a bag of K
+models whose out-of-fold predictions are honest validation predictions for
+ensemble selection (fusion/).
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -28,8 +37,10 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from .compress.measure import torch_logits
 from .config import RunConfig
-from .models import build_model
+from .data.gate import clear_gate, gate_split, pooled, save_gate
+from .models import build_model, save_model
 from .rundir import RunDir
 from .schemas.card import CrossValidation, Finalist
 from .schemas.search import TrialConfig
@@ -44,6 +55,8 @@ MIN_FOLD_EPOCHS = 3  # nor one of fewer epochs (unless planned so): on digits, 1
 #                      network that scored 1.000 on validation below one that scored 0.985
 RETRAIN_VAL_EXAMPLES = 512  # the retraining's per-epoch check; the validation split is training data then
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
+BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy
+OOF_LOGITS = "oof_logits.npy"  # rows in data.gate.pooled order; a row's logits from the fold model that did not train on it
 
 
 @dataclass
@@ -203,11 +216,6 @@ def undertrained_winner(winner: Candidate | None, search_best: Candidate, n_trai
             and winner.trained_on < min(n_train, search_best.trained_on))
 
 
-def pooled(data: dict) -> tuple[np.ndarray, np.ndarray]:
-    (Xtr, ytr), (Xva, yva) = data["train"], data["val"]
-    return np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
-
-
 def folds_of(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedKFold
 
@@ -218,20 +226,45 @@ def _monotonic(deadline_wall: float | None) -> float | None:
     return None if deadline_wall is None else time.monotonic() + (deadline_wall - time.time())
 
 
+def _last_epoch_keeper():
+    """An on_epoch callback keeping the last epoch's weights (train() hands
+    back the best epoch's, chosen on the data passed as validation)."""
+    last: dict = {}
+
+    def keep_last(_m, m) -> None:
+        last["state"] = copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
+
+    return last, keep_last
+
+
 def cross_validate(c: Candidate, X: np.ndarray, y: np.ndarray, splits, epochs: int, *, kind: str, seed: int,
-                   device: str, deadline: float | None) -> Finalist:
+                   device: str, deadline: float | None, keep=None) -> Finalist:
+    """`keep` (a folder): each fold's model at the end of its schedule and
+    the finalist's out-of-fold logits are written there when every fold finished."""
     hp = {**c.hparams, "epochs": epochs, "patience": epochs + 1}  # no early stopping on the scored fold
-    scores, finished = [], True
+    scores, finished, models, oof = [], True, [], None
     for f, (tr, ho) in enumerate(splits):
         fold_seed = seed + c.trial.number + FOLD_SEED_STEP * (f + 1)
         seed_everything(fold_seed)
         model = build_model(c.spec)
+        last, keep_last = _last_epoch_keeper()
         result = train(model, (X[tr], y[tr]), (X[ho], y[ho]), hp, kind=kind, seed=fold_seed, device=device,
-                       deadline=deadline)
-        if not result.history or result.stopped == "deadline":
+                       deadline=deadline, on_epoch=keep_last)
+        if not result.history or result.stopped == "deadline" or "state" not in last:
             finished = False
             break
         scores.append(float(result.history[-1].val_acc))  # the end of the schedule, not the fold's best epoch
+        if keep is not None:
+            model.load_state_dict(last["state"])
+            model = model.cpu().eval()
+            logits = torch_logits(model, X[ho])
+            oof = np.zeros((len(y), logits.shape[1]), np.float32) if oof is None else oof
+            oof[ho] = logits
+            models.append(model)
+    if keep is not None and finished and models:
+        for f, m in enumerate(models):
+            save_model(keep / f"fold{f}", m, c.spec)
+        np.save(keep / OOF_LOGITS, oof, allow_pickle=False)
     return Finalist(trial=c.trial.number, search_val_accuracy=float(score(c.trial)), params=c.params,
                     planned_epochs=c.planned, fold_epochs=epochs, fold_accuracies=scores,
                     mean=float(np.mean(scores)) if scores else None,
@@ -248,13 +281,10 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
     seed = seed + c.trial.number
     seed_everything(seed)
     model = build_model(c.spec)
-    last: dict = {}
-
-    def keep_last(_m, m) -> None:
-        last["state"] = copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
-
-    Xva, yva = data["val"]
-    check = (Xva[:RETRAIN_VAL_EXAMPLES], yva[:RETRAIN_VAL_EXAMPLES])
+    last, keep_last = _last_epoch_keeper()
+    # A display only (the last epoch's weights ship): a sample of its own training data.
+    step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
+    check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
     result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline,
                    on_epoch=keep_last)
     if result.stopped == "deadline" or result.epochs_run < c.planned or "state" not in last:
@@ -268,6 +298,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     """Cross-validate the finalists, pick the winner, retrain it on
     train+validation. Returns an empty Outcome with --cv 0."""
     if not config.cv:
+        clear_gate(rd.data_dir)
         return Outcome()
     started = time.time()
     notes: list[str] = []
@@ -277,6 +308,16 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         console.print(f"[yellow]finalists: {text}[/yellow]", highlight=False)
 
     X, y = pooled(data)
+    gate = None
+    bags = rd.path / BAGS_DIR
+    shutil.rmtree(bags, ignore_errors=True)  # fold models of an earlier final stage describe other folds
+    clear_gate(rd.data_dir)
+    if info.get("task", "classification") == "classification" and not np.issubdtype(y.dtype, np.floating) \
+            and (rd.trial_dir(search_best.number) / WEIGHTS).exists():
+        # Networks are cross-validated and retrained here: keep the gate out of both.
+        gate, rest = gate_split(data["val"][1], config.gate_frac, config.seed)
+        X, y = pooled(data, rest)
+        save_gate(rd.data_dir, gate)
     reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
     refit_by_final = False  # boosted trees: final.py refits them on train+validation with --cv
     cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
@@ -311,7 +352,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     torch.set_num_threads(single_worker_threads())
     try:
         deadline = _monotonic(deadline_wall)
-        finalists = _cross_validate_all(cands[:plan.n], plan, X, y, info, config, deadline, console)
+        finalists = _cross_validate_all(cands[:plan.n], plan, X, y, info, config, deadline, console, bags=bags)
         by_number = {c.trial.number: c for c in cands}
         if any(f.finished for f in finalists):
             i, reason = pick_winner(finalists)
@@ -357,21 +398,23 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
 
     if model is not None or refit_by_final:
         notes.append("the validation split is part of the shipped model's training data: its validation accuracy is "
-                     "not a held-out figure; compression and fusion still judge on that split, which leans their "
-                     "gates towards keeping this model (compressed students and ensembles did not see it as "
-                     "training data); the test split alone is held out")
+                     "not a held-out figure"
+                     + (f"; a gate slice of {len(gate)} validation examples was kept out of the folds and the "
+                        "retraining, and compression and fusion judge on it" if gate is not None else "")
+                     + "; the test split alone is held out")
     winner_trial = search_best if winner is None else winner.trial
     record = CrossValidation(
         folds=config.cv, examples=len(y), finalists_asked=config.finalists, finalists=finalists,
         fold_share=plan.share if finalists else None, search_best=search_best.number, winner=winner_trial.number,
         reason=reason, retrained=model is not None or refit_by_final,
         retrain_epochs=winner.planned if model is not None else None,
-        validation_held_out=model is None and not refit_by_final, reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
+        validation_held_out=model is None and not refit_by_final,
+        gate_examples=None if gate is None else len(gate), reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
     return Outcome(winner=winner_trial, model=model, training=training, record=record)
 
 
 def _cross_validate_all(chosen: list[Candidate], plan: Plan, X: np.ndarray, y: np.ndarray, info: dict,
-                        config: RunConfig, deadline: float | None, console) -> list[Finalist]:
+                        config: RunConfig, deadline: float | None, console, bags=None) -> list[Finalist]:
     """Every chosen finalist, best first, on the same folds. Once the deadline
     cuts one, the rest are recorded as not finished without training."""
     if not chosen:
@@ -392,8 +435,9 @@ def _cross_validate_all(chosen: list[Candidate], plan: Plan, X: np.ndarray, y: n
                                 planned_epochs=c.planned, fold_epochs=epochs, fold_accuracies=[], mean=None, std=None,
                                 finished=False))
             continue
+        keep = None if bags is None else bags / str(c.trial.number)
         f = cross_validate(c, X, y, splits, epochs, kind=info["kind"], seed=config.seed, device=config.device,
-                           deadline=fold_deadline)
+                           deadline=fold_deadline, keep=keep)
         out.append(f)
         summary = f"mean {f.mean:.4f}" + (f" ± {f.std:.4f}" if f.std is not None else "") if f.mean is not None else ""
         console.print(f"  trial {c.trial.number}: folds {' '.join(f'{a:.4f}' for a in f.fold_accuracies) or '-'}"

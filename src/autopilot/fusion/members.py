@@ -1,4 +1,6 @@
-"""The trials ensemble selection may choose from, and their validation logits.
+"""The models ensemble selection may choose from, and their held-out logits:
+the search's trials (validation logits), or, when the finalists were
+cross-validated, each finalist's bag of fold models (out-of-fold logits).
 
 Every trial that trained to the end (or to the deadline) keeps trials/<n>/val_logits.npy (written by
 search.study.save_val_logits whatever family made it: a PyTorch model's
@@ -10,6 +12,7 @@ says so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +67,60 @@ def pool(rd: RunDir, n_val: int) -> tuple[dict[int, np.ndarray], list[str]]:
 
 def load_members(rd: RunDir, trials: list[int]) -> list:
     return [load_model(rd.trial_dir(n))[0].eval() for n in trials]
+
+
+# -- bags: the cross-validated finalists' fold models -------------------------
+
+BAGS_DIR, OOF_LOGITS = "finalists", "oof_logits.npy"  # written by autopilot.finalists (same names there)
+
+
+@dataclass
+class Pool:
+    """What ensemble selection chooses from: each candidate's predictions on
+    examples none of its models trained on (`logits`, rows matching `y`), and
+    the model folders that make it (one trial, or a bag of K fold models)."""
+    logits: dict[int, np.ndarray]  # by trial number
+    y: np.ndarray
+    models: dict[int, list[Path]]
+    kind: str  # "bags" or "trials"
+    selected_on: str  # in words, for results.json
+
+    def load(self, trial: int) -> list:
+        return [load_model(d)[0].eval() for d in self.models[trial]]
+
+
+def bag_pool(rd: RunDir, y_pooled: np.ndarray) -> tuple[Pool | None, list[str]]:
+    """The finalists' bags: K fold models each, with out-of-fold logits over
+    the examples of data.gate.pooled (train + validation outside the gate).
+    None when the finalists stage kept no bag (--cv 0, no time for folds)."""
+    root = rd.path / BAGS_DIR
+    logits, models, left_out = {}, {}, []
+    for d in sorted(root.iterdir() if root.is_dir() else [], key=lambda p: p.name):
+        if not d.name.isdigit():
+            continue
+        folds = sorted((f for f in d.glob("fold*") if all((f / n).exists() for n in TORCH_FILES)), key=lambda p: p.name)
+        if not (d / OOF_LOGITS).exists() or len(folds) < 2:
+            left_out.append(f"bag of trial {d.name}: incomplete (no {OOF_LOGITS} or fewer than two fold models)")
+            continue
+        z = np.load(d / OOF_LOGITS, allow_pickle=False)
+        if z.ndim != 2 or len(z) != len(y_pooled):
+            left_out.append(f"bag of trial {d.name}: {OOF_LOGITS} has shape {list(z.shape)}, expected {len(y_pooled)} rows")
+            continue
+        logits[int(d.name)], models[int(d.name)] = z, folds
+    if not logits:
+        return None, left_out
+    return Pool(logits, np.asarray(y_pooled), models, "bags",
+                f"out-of-fold predictions on {len(y_pooled)} train+validation examples (the gate slice excluded)"), left_out
+
+
+def trial_pool(rd: RunDir, y_val: np.ndarray, rows: np.ndarray | None = None) -> tuple[Pool, list[str]]:
+    """The search's trials, on their stored validation logits; `rows`: only
+    those positions of the validation split (the gate slice is left out of
+    selection, to judge the choice on data selection did not see)."""
+    logits, left_out = pool(rd, len(y_val))
+    if rows is not None:
+        logits = {n: z[rows] for n, z in logits.items()}
+        y_val = np.asarray(y_val)[rows]
+    where = "the validation split" if rows is None else f"{len(y_val)} validation examples outside the gate slice"
+    return Pool(logits, np.asarray(y_val), {n: [rd.trial_dir(n)] for n in logits}, "trials",
+                f"the search trials' predictions on {where}"), left_out

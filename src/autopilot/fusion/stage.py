@@ -2,14 +2,18 @@
 compression: an ensemble of the search's completed trials, a student
 distilled from it, and the choice of what ships among the three.
 
-  1. ensemble selection (select.greedy_ensemble) on the trials' stored
-     validation logits; validation data only;
+  1. ensemble selection (select.greedy_ensemble) on held-out predictions:
+     the cross-validated finalists' bags of fold models on their out-of-fold
+     logits when the run kept them (members.bag_pool), else the search's
+     trials on their stored validation logits (outside the gate slice);
   2. the chosen members as one ONNX graph (ensemble.Ensemble), parity-checked
      against the PyTorch members on the validation inputs: a failed check
      keeps it from shipping unless --force;
   3. a student distilled from the ensemble in what is left of the slice
      (student.py: the single model's architecture, warm-started);
-  4. the single model as it ships now (the compressed file when compression
+  4. (every figure below is on the gate slice, data/gate.py, when the
+     shipped model was retrained on train+validation: data none of the
+     candidates trained on) the single model as it ships now (the compressed file when compression
      chose one), the ensemble and the student, measured together: validation
      accuracy in ONNX Runtime, file size, batch-1 and batch-64 latency
      interleaved (compress.measure);
@@ -30,11 +34,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..compress import measure
 from ..compress.policy import choose_ship
 from ..compress.stage import TRAIN_THREADS
+from ..data.gate import GATED, gated, load_gate, with_gate
 from ..export import check_parity, export_onnx
 from ..models import count_params, load_model, save_model
 from ..rundir import RunDir, write_json
@@ -112,18 +118,19 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
         from ..rundata import load_run_data
 
         _, _, data, _ = load_run_data(rd)
-    Xva, yva = data["val"]
     log = _Log(console)
-    logits, left_out = pool_of.pool(rd, len(yva))
+    sel_pool, left_out = choose_pool(rd, data)
+    data = with_gate(rd.data_dir, data)  # judged on the gate slice when the shipped model trained on validation
     for note in left_out:
         log("pool", "skipped", note)
+    logits = sel_pool.logits
     if card.task != "classification":  # selection and the weighted softmax are for class probabilities
         log("ensemble", "skipped", f"task {card.task}: ensembles are built for classification")
         return None
     if card.family == "gbt":  # models/trees.py: the single model is no PyTorch module to fuse or distil
         log("ensemble", "skipped", "the final model is gradient-boosted trees, not a PyTorch module")
         return None
-    if len(logits) < 2:
+    if sum(len(sel_pool.models[n]) for n in logits) < 2:
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
         return None
 
@@ -132,7 +139,7 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     out.mkdir(parents=True)
     try:
         with _threads(TRAIN_THREADS):  # as compression does: one busy core must not stall the other
-            results, chosen_file = _fuse(rd, out, card, data, logits, log, ship=ship, max_drop=max_drop, seed=seed,
+            results, chosen_file = _fuse(rd, out, card, data, sel_pool, log, ship=ship, max_drop=max_drop, seed=seed,
                                          force=force, deadline=deadline, device=device, started=started,
                                          budget_s=budget_s)
     except BaseException:
@@ -148,13 +155,29 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     return results.model_dump(mode="json")
 
 
-def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, max_drop, seed, force, deadline,
-          device, started, budget_s):
+def choose_pool(rd: RunDir, data: dict) -> tuple[pool_of.Pool, list[str]]:
+    """The finalists' bags when the run kept them (selection on out-of-fold
+    predictions), else the search's trials (on validation outside the gate)."""
+    gate = load_gate(rd.data_dir)
+    notes: list[str] = []
+    if gate is not None:
+        bags, notes = pool_of.bag_pool(rd, gated(data, gate)["train"][1])
+        if bags is not None:
+            return bags, notes
+    rows = None if gate is None else np.setdiff1d(np.arange(len(data["val"][1])), gate)
+    trials, more = pool_of.trial_pool(rd, data["val"][1], rows)
+    return trials, notes + more
+
+
+def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, ship, max_drop, seed, force,
+          deadline, device, started, budget_s):
     Xva, yva = data["val"]
-    sel = greedy_ensemble({str(n): z for n, z in logits.items()}, yva)
+    logits = sel_pool.logits
+    sel = greedy_ensemble({str(n): z for n, z in logits.items()}, sel_pool.y)
     trials = [int(m) for m in sel.members]
-    log("selection", "done", f"{len(trials)} of {len(logits)} trials, weights "
-        + ", ".join(f"{t}:{w:.2f}" for t, w in zip(trials, sel.weights)) + f"; val {sel.val_accuracy:.4f}")
+    what = "bags of fold models" if sel_pool.kind == "bags" else "trials"
+    log("selection", "done", f"{len(trials)} of {len(logits)} {what}, weights "
+        + ", ".join(f"{t}:{w:.2f}" for t, w in zip(trials, sel.weights)) + f"; selection accuracy {sel.val_accuracy:.4f}")
     single_model, spec = load_model(rd.model_dir)
     single_file = _single_file(card)
     candidates = [{"name": "single", "file": single_file, "method": card.shipped.method if card.shipped and
@@ -162,10 +185,18 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     if single_file != FP32:
         candidates.append({"name": "fp32", "file": FP32, "method": "fp32", "params": candidates[0]["params"]})
     teacher, forced = None, False
-    if len(trials) < 2:
+    n_models = sum(len(sel_pool.models[t]) for t in trials)
+    if n_models < 2:
         log("ensemble", "skipped", f"selection kept one model (trial {trials[0]}): nothing to fuse")
     else:
-        teacher = Ensemble(pool_of.load_members(rd, trials), sel.weights, sel.temperatures).eval()
+        # A bag's weight is shared by its fold models, each with the bag's temperature.
+        models, weights, temps = [], [], []
+        for t, w, tt in zip(trials, sel.weights, sel.temperatures):
+            loaded = sel_pool.load(t)
+            models += loaded
+            weights += [w / len(loaded)] * len(loaded)
+            temps += [tt] * len(loaded)
+        teacher = Ensemble(models, weights, temps).eval()
         path = export_onnx(teacher, card.input_shape, out / "ensemble.onnx")
         parity = check_parity(teacher, path, Xva)  # validation inputs: the test split is not read yet
         if not parity["passed"]:
@@ -176,7 +207,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
                 f"{parity['argmax_agree']:.4f})" + ("; kept as a candidate because of --force" if force else
                                                     "; not shipped (--force ships it anyway)"))
         else:
-            log("ensemble", "done", f"one ONNX graph of {len(trials)} members, parity passed "
+            log("ensemble", "done", f"one ONNX graph of {n_models} models, parity passed "
                                     f"(max abs diff {parity['max_abs_diff']:.1e})")
         candidates.append({"name": "ensemble", "file": "fusion/ensemble.onnx", "method": "ensemble",
                            "params": count_params(teacher), "parity": parity, "members": trials})
@@ -228,18 +259,22 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, logits: dict, log, *, ship, m
     for c in candidates:
         c["test_acc"] = float((measure.onnx_logits(abs_path(c), Xte).argmax(1) == yte).mean())
 
-    pool = [{"trial": n, "val_accuracy": float((z.argmax(1) == yva).mean())} for n, z in sorted(logits.items())]
+    pool = [{"trial": n, "val_accuracy": float((z.argmax(1) == sel_pool.y).mean()), "models": len(sel_pool.models[n])}
+            for n, z in sorted(logits.items())]
     results = FusionResults(
         run=rd.name, ship=ship, max_drop=max_drop, seed=seed, budget_s=float(budget_s),
         elapsed_s=round(time.monotonic() - started, 1), pool=pool,
         selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init, "
                              "on temperature-scaled members' validation nll",
                    "rounds": ROUNDS, "init": INIT,
-                   "members": [{"trial": t, "weight": w, "temperature": tt}
+                   "pool": sel_pool.kind, "selected_on": sel_pool.selected_on,
+                   "members": [{"trial": t, "weight": w, "temperature": tt, "models": len(sel_pool.models[t])}
                                for t, w, tt in zip(trials, sel.weights, sel.temperatures)],
                    "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll,
                    "history": [list(h) for h in sel.history]},
         candidates=candidates, chosen=chosen["name"],
+        judged_on=(f"the gate slice: {len(yva)} validation examples no shipped or candidate model trained on "
+                   "(data/gate.py)" if data.get(GATED) else f"the validation split ({len(yva)} examples)"),
         chosen_path=single_file if chosen["name"] == "single" else SHIPPED,
         reason=reason, forced=forced and chosen["name"] == "ensemble", load_average=measure.load_average(),
         plan=log.steps)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..compress.distill import distill, distill_loss
+from ..data.gate import check_split
 from ..train import as_inputs, float_batch
 
 LR_SCALE = 0.2  # of the search's peak lr: a warm start needs less than training from scratch (on one mnist1d run 0.1-0.5 all kept the single model's accuracy; one digits-table run at 0.5 lost 1.5 points)
@@ -46,7 +47,7 @@ def epoch_seconds(teacher, student, data: dict, hp: dict) -> float:
         if i:
             times.append(time.perf_counter() - t)
     step = float(np.median(times))
-    return step * max(1, len(Xtr) // bs) * 1.15 + 0.3 * step * len(data["val"][0]) / bs
+    return step * max(1, len(Xtr) // bs) * 1.15 + 0.3 * step * len(check_split(data)[0]) / bs
 
 
 def distil_student(teacher, single, spec: dict, hp: dict, data: dict, *, kind: str, seed: int, slice_s: float,
@@ -62,7 +63,7 @@ def distil_student(teacher, single, spec: dict, hp: dict, data: dict, *, kind: s
         return None
     hp = {**hp, "epochs": epochs, "patience": epochs + 1}
     t_train = time.monotonic()
-    res = distill(teacher, student, data["train"], data["val"], hp, kind=kind, seed=seed, device=device,
+    res = distill(teacher, student, data["train"], check_split(data), hp, kind=kind, seed=seed, device=device,
                   deadline=t0 + 1.5 * slice_s)
     student = student.cpu().eval()
     info = {"epochs": epochs, "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "stopped": res.stopped,

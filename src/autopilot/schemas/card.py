@@ -108,6 +108,9 @@ class CrossValidation(Part):
     retrained: bool  # the shipped weights were trained on train+validation, not the search's
     retrain_epochs: int | None
     validation_held_out: bool  # False once retrained: the validation split is in the shipped model's training data
+    # Validation examples kept out of the folds and the retraining (data/gate.py):
+    # compression and fusion judge on them; None: no gate (the plain validation split)
+    gate_examples: int | None = None
     reserved_s: float | None  # seconds this stage had; None: no time budget
     elapsed_s: float
     notes: list[str] = []  # what was done short of what was asked, and why; what the validation split means now

@@ -18,20 +18,24 @@ from .compress import Latency, TrainInfo
 
 
 class PoolTrial(Part):
-    """A completed trial that ensemble selection could choose."""
+    """A completed trial (or a finalist's bag of fold models) that ensemble selection could choose."""
     trial: int
-    val_accuracy: float  # from its stored validation logits
+    val_accuracy: float  # on the predictions selection used (a bag's: out-of-fold)
+    models: int = 1  # a bag: its K fold models
 
 
 class Member(Part):
     trial: int
     weight: float  # share of the ensemble's additions (counts / total)
     temperature: float  # its logits are divided by this before the softmax (fitted on validation)
+    models: int = 1  # a bag: its K fold models share the weight equally
 
 
 class EnsembleSelection(Part):
     """Greedy selection with replacement (Caruana et al. 2004) on validation logits."""
     method: str
+    pool: Literal["trials", "bags"] = "trials"  # bags: each cross-validated finalist's fold models
+    selected_on: str | None = None  # the predictions selection used, in words
     rounds: int
     init: int
     members: list[Member]  # largest weight first; weights sum to 1
@@ -78,6 +82,7 @@ class FusionResults(RunFile):
     selection: EnsembleSelection | None  # None: fewer than two trials to choose from
     candidates: list[ShipCandidate]
     chosen: Literal["single", "ensemble", "student"]
+    judged_on: str | None = None  # the data every candidate's validation accuracy is measured on (the gate slice)
     chosen_path: str  # the file predict and serve load after this choice
     reason: str
     forced: bool = False  # the ensemble failed parity and shipped anyway (--force)
