@@ -193,6 +193,10 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert need_retrain == pytest.approx(26.0)
     tight = make_plan(cands, folds, n, 26 + 40)
     assert tight.n == 2 and tight.retrain and 0.2 <= tight.share < 1 and "shortened" in tight.notes[0]
+    # 56 s: both would get 38 % of their schedules; one finalist gets all of
+    # its own (fold models are the fusion stage's bags: long folds first).
+    longer = make_plan(cands, folds, n, 26 + 30)
+    assert longer.n == 1 and longer.share == 1.0 and longer.retrain
     # 30 s: one finalist fewer, the retraining kept.
     fewer = make_plan(cands, folds, n, 30)
     assert fewer.n == 1 and fewer.retrain and "only 1 of 2 finalists fit" in fewer.notes[0]

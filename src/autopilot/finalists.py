@@ -25,6 +25,7 @@ ensemble selection (fusion/).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -51,9 +52,15 @@ from .train import seed_everything, train
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
 MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
 MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
+# The fold models are also the fusion stage's bags: folds trained for half
+# their schedule or more are tried first (fewer finalists, longer folds);
+# only when none fits does the plan shorten them down to MIN_FOLD_SHARE.
+BAG_FOLD_SHARE = 0.5
 MIN_FOLD_EPOCHS = 3  # nor one of fewer epochs (unless planned so): on digits, 1-epoch folds ranked a
 #                      network that scored 1.000 on validation below one that scored 0.985
 RETRAIN_VAL_EXAMPLES = 512  # the retraining's per-epoch check; the validation split is training data then
+PROBE_STEPS = 3  # timed training steps of the pace probe
+PROBE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
 BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy
 OOF_LOGITS = "oof_logits.npy"  # rows in data.gate.pooled order; a row's logits from the fold model that did not train on it
@@ -66,7 +73,7 @@ class Candidate:
     spec: dict
     hparams: dict
     params: int | None
-    epoch_s_per_example: float | None  # seconds per training example per epoch, as measured in the search
+    epoch_s_per_example: float | None  # seconds per training example per epoch: the search's, or probe_pace's
     trained_on: int  # training examples the search trained it on (a share of them under a time budget)
 
     @property
@@ -125,6 +132,53 @@ def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:
     return Candidate(t, cfg.spec, hparams, int(params) if params is not None else None, per_example, trained_on)
 
 
+def probe_pace(c: Candidate, X: np.ndarray, y: np.ndarray, kind: str) -> float | None:
+    """Seconds per training example per epoch, timed here on a few steps
+    (after an untimed warm-up) as this stage will train: one process, its
+    own threads. The search's pace came from parallel workers on a shared
+    machine and overstated this stage's by about 2x on mnist1d (a retraining
+    planned at 49 s took 22 s), which left no time for any fold."""
+    from .data.augment import augment_from_hparams
+    from .train import as_inputs, float_batch
+
+    try:
+        bs = int(min(int(c.hparams.get("batch_size", 64)), len(X)))
+        model = build_model(c.spec).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        augment = augment_from_hparams(kind, c.hparams, tuple(X.shape[1:]))
+        xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
+        times = []
+        for i in range(PROBE_STEPS + 1):
+            t = time.perf_counter()
+            x = augment(xb) if augment is not None else xb
+            loss = torch.nn.functional.cross_entropy(model(x), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:
+                times.append(time.perf_counter() - t)
+        return float(np.median(times)) / bs * PROBE_OVERHEAD
+    except Exception:  # a model the probe cannot step keeps the search's pace
+        return None
+
+
+def paced(cands: list[Candidate], X: np.ndarray, y: np.ndarray, kind: str, seconds: float | None) -> list[Candidate]:
+    """The candidates with this stage's own measured pace (probe_pace) when
+    a time limit makes the plan depend on it."""
+    if seconds is None:
+        return cands
+    threads = torch.get_num_threads()
+    torch.set_num_threads(single_worker_threads())
+    try:
+        out = []
+        for c in cands:
+            pace = probe_pace(c, X, y, kind)
+            out.append(c if pace is None else dataclasses.replace(c, epoch_s_per_example=pace))
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
 def fold_seconds(c: Candidate, epochs: int, n_examples: int, folds: int) -> float:
     """Estimated seconds of all `folds` fold trainings of one finalist."""
     if c.epoch_s_per_example is None:
@@ -151,12 +205,17 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
     retraining alone (of the search's best), then all finalists without the
     retraining, ..., one finalist without it. The retraining comes first:
     without it the shipped weights are the search's, and under a time budget
-    the search trains most trials briefly on a share of the data."""
+    the search trains most trials briefly on a share of the data. Each
+    option with the retraining is first tried with fold schedules of at
+    least BAG_FOLD_SHARE, then all down to MIN_FOLD_SHARE.
+
+    The seconds per example come from probe_pace when a limit is set."""
     if seconds is None:
         return Plan(len(cands), 1.0, True)
     seconds = max(0.0, seconds)
     options = [(n, True) for n in range(len(cands), -1, -1)] + [(n, False) for n in range(len(cands), 0, -1)]
-    for n, retrain in options:
+    floors = [(BAG_FOLD_SHARE, n, r) for n, r in options if n > 0 and r] + [(MIN_FOLD_SHARE, n, r) for n, r in options]
+    for floor, n, retrain in floors:
         chosen = cands[:n]
         # The winner is not known yet: keep the dearest retraining free.
         keep = max((retrain_seconds(c, n_examples) for c in (chosen or cands[:1])), default=0.0) if retrain else 0.0
@@ -168,7 +227,7 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
                                        "the search's best trial is retrained on train+validation without it"])
         full = sum(fold_seconds(c, c.planned, n_examples, folds) for c in chosen)
         share = min(1.0, left / full) if full > 0 else 1.0
-        if share < MIN_FOLD_SHARE or any(fold_epochs(c, share) < min(c.planned, MIN_FOLD_EPOCHS) for c in chosen):
+        if share < floor or any(fold_epochs(c, share) < min(c.planned, MIN_FOLD_EPOCHS) for c in chosen):
             continue
         if sum(fold_seconds(c, fold_epochs(c, share), n_examples, folds) for c in chosen) > left:
             continue
@@ -338,10 +397,12 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
             [candidate(rd, search_best, len(data["train"][1]))]
         note(f"--objective pareto: only trial {search_best.number}, chosen on the accuracy-latency front, "
              "is cross-validated")
+        cands = paced(cands, X, y, info["kind"], reserved)
         plan = make_plan(cands, config.cv, len(y), reserved)
     elif cands:
         if len(cands) < config.finalists:
             note(f"{len(cands)} completed trial(s) for the {config.finalists} finalists asked")
+        cands = paced(cands, X, y, info["kind"], reserved)
         plan = make_plan(cands, config.cv, len(y), reserved)
     else:
         plan = Plan(0, 0.0, False, ["no trial completed: nothing to cross-validate; the search's choice ships as trained"])
