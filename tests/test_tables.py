@@ -96,6 +96,23 @@ def test_column_types_missing_cells_and_dropped_columns(tmp_path):
     assert np.array_equal(again.X, ready.X)
 
 
+def test_numeric_ids_that_are_not_row_numbers_are_dropped_and_quantities_kept():
+    from autopilot.data.table_types import infer_column
+
+    rng = random.Random(1)
+    scattered = [str(v) for v in rng.sample(range(10 ** 6, 2 * 10 ** 6), 200)]  # random keys, no order, no pattern
+    for name in ("customer_id", "PassengerId", "orderID", "ticket no", "ID"):
+        col = infer_column(name, scattered)
+        assert col.type == "id" and "identifier" in col.reason, name
+    auto_increment = [str(v) for v in sorted(rng.sample(range(10 ** 6), 200))]  # gaps, but in row order
+    col = infer_column("ref", auto_increment)
+    assert col.type == "id" and "row order" in col.reason
+    # the same scattered integers under a quantity's name are a number; repeated values never identify rows
+    assert infer_column("price_cents", scattered).type == "number"
+    assert infer_column("visitor_id", scattered[:150] + scattered[:50]).type == "number"
+    assert infer_column("paid", scattered).type == "number"  # "id" inside a word is not the word "id"
+
+
 def test_fitted_on_training_rows_only(tmp_path):
     ds = load(str(passengers(tmp_path / "p.csv")), label="Survived")
     splits = split(ds.y)

@@ -23,7 +23,8 @@ from .export import INPUT_NAME, OUTPUT_NAME, ParityError, compare_logits, export
 from . import metrics
 from .finalists import run_finalists
 from .metrics import binomial_se
-from .models import count_params, load_model, save_model, trees
+from .models import count_params, load_model, save_model
+from .models.estimators import is_estimator_dir
 from .rundir import RunDir, write_json
 from .schemas.card import (Hyperparameters, ModelCard, ModelFigures, Parity, RegressionFigures, RegressionMetrics,
                            Selection, TrialCounts)
@@ -80,7 +81,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         best = finalists.winner
         selection = SearchSelection(best, describe(best))
     src = rd.trial_dir(best.number)
-    is_trees = trees.is_trees_dir(src)
+    is_trees = is_estimator_dir(src)  # boosted trees or a linear model (models/estimators.py)
     if not is_trees:
         model, spec = load_model(src)
         if finalists.model is not None:  # retrained on train+validation: these weights ship
@@ -91,7 +92,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     tmp.mkdir()
     try:
         Xte, yte = data["test"]
-        if is_trees:  # boosted trees: the trial's ONNX file is the model (models/trees.py)
+        if is_trees:  # boosted trees, linear models: the trial's ONNX file is the model (models/estimators.py)
             from .search.trees_trial import trees_final
 
             from .search.study import VAL_LOGITS

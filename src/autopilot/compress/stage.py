@@ -49,7 +49,7 @@ from ..config import RunConfig, check_max_drop, compress_budget_s
 from ..data.gate import GATED, check_split, with_gate
 from ..export import export_onnx
 from ..models import build_model, count_params, load_model, save_model
-from ..models.trees import FAMILY as TREES_FAMILY
+from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..rundir import RunDir, write_json
 from ..schemas import SchemaError
 from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
@@ -364,9 +364,9 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
         card = read_card(rd.path)
     except SchemaError as e:
         raise FileNotFoundError(f"unusable model card: {e}") from None
-    if card.family == TREES_FAMILY or card.task == "regression":
-        why = ("gradient-boosted trees are not pruned, distilled or quantised (their ONNX file is a tree ensemble, "
-               "not a network); model/model.onnx ships as it is" if card.family == TREES_FAMILY else
+    if card.family in ESTIMATOR_FAMILIES or card.task == "regression":
+        why = (f"{card.family} models are not pruned, distilled or quantised (their ONNX file is a tree ensemble or "
+               "a linear model, not a network); model/model.onnx ships as it is" if card.family in ESTIMATOR_FAMILIES else
                "its accuracy checks compare predicted classes; a regression model's model/model.onnx ships as it is")
         (console or Console(stderr=True)).print(f"compress: skipped: {why}", highlight=False)
         return {"chosen": "fp32", "reason": why, "skipped": True}

@@ -57,7 +57,8 @@ def data_info(ds: Dataset, splits: dict) -> dict:
         mean, std = channel_mean_std(ds.X, splits["train"])
     return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "task": ds.task}  # regression: one output, R² the score (metrics.py, train.py, models/trees.py)
+            "task": ds.task,  # regression: one output, R² the score (metrics.py, train.py, models/trees.py)
+            "train_val_rows": int(len(splits["train"]) + len(splits["val"]))}  # small tables: search/table_families.py
 
 
 def arrays(ds: Dataset, splits: dict) -> dict:

@@ -28,6 +28,9 @@ MIN_ROWS_FOR_ID = 20  # below this, "all distinct" says nothing
 HIGH_CARDINALITY = 20  # more categories than this are target-encoded rather than one-hot by default
 FREE_TEXT_WORDS = 4  # a median of this many words per cell reads as prose, not a category
 
+# Names that say "identifier": a last word (snake_case, camelCase, spaces) like these.
+ID_WORDS = frozenset({"id", "ids", "key", "uuid", "guid", "index", "idx", "no", "nr", "num", "number"})
+
 TYPES = ("number", "category", "boolean", "datetime", "id", "text", "constant", "empty")
 USED = ("number", "category", "boolean", "datetime")
 
@@ -103,6 +106,19 @@ def category_key(cell) -> str:
     return str(cell).strip()
 
 
+def id_like_name(name: str) -> bool:
+    """customer_id, PassengerId, "order no", ID: the last word names an identifier."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)
+    return bool(words) and words[-1].lower() in ID_WORDS
+
+
+def is_monotone(values: list[float]) -> bool:
+    """Strictly increasing or decreasing in row order: an auto-increment key
+    or a row number with gaps. A measured quantity is not sorted by row."""
+    d = [b - a for a, b in zip(values, values[1:])]
+    return all(x > 0 for x in d) or all(x < 0 for x in d)
+
+
 @dataclass
 class Column:
     """One column as inferred; `reason` says why it is dropped (empty when used)."""
@@ -147,6 +163,9 @@ def infer_column(name: str, cells: list[str | None]) -> Column:
             col.type = "category"
         elif integral and n >= MIN_ROWS_FOR_ID and len(distinct) == n and (max(numbers) - min(numbers) + 1) <= 1.5 * n:
             col.type, col.reason = "id", f"distinct consecutive integers in every row ({examples[0]}, {examples[1]}, ...): a row number or ID"
+        elif integral and n >= MIN_ROWS_FOR_ID and len(distinct) == n and (id_like_name(name) or is_monotone(numbers)):
+            why = "named like an identifier" if id_like_name(name) else "increasing with the row order"
+            col.type, col.reason = "id", f"a distinct integer in every row ({examples[0]}, {examples[1]}, ...), {why}: an ID"
         else:
             col.type = "number"
         return col

@@ -43,6 +43,7 @@ from ..compress.stage import TRAIN_THREADS
 from ..data.gate import GATED, gated, load_gate, with_gate
 from ..export import check_parity, export_onnx
 from ..models import count_params, load_model, save_model
+from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..rundir import RunDir, write_json
 from ..schemas.card import FusedFigures, ModelFigures, read_card, write_card
 from ..schemas.fusion import FusionResults
@@ -127,8 +128,8 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     if card.task != "classification":  # selection and the weighted softmax are for class probabilities
         log("ensemble", "skipped", f"task {card.task}: ensembles are built for classification")
         return None
-    if card.family == "gbt":  # models/trees.py: the single model is no PyTorch module to fuse or distil
-        log("ensemble", "skipped", "the final model is gradient-boosted trees, not a PyTorch module")
+    if card.family in ESTIMATOR_FAMILIES:  # models/estimators.py: the single model is no PyTorch module to fuse or distil
+        log("ensemble", "skipped", f"the final model is fitted by scikit-learn ({card.family}), not a PyTorch module")
         return None
     if sum(len(sel_pool.models[n]) for n in logits) < 2:
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")

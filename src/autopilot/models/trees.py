@@ -113,9 +113,10 @@ def _threshold32(t: np.ndarray) -> np.ndarray:
     return t32
 
 
-def to_onnx(est, n_features: int, path: str | Path, *, input_name: str = "input", output_name: str = "logits") -> Path:
-    """Write the fitted booster as one ONNX graph with a dynamic batch axis."""
-    import onnx
+def tree_nodes(est, input_name: str, output_name: str) -> tuple[list, list]:
+    """ONNX nodes and initialisers that compute the booster's raw scores
+    (`raw_scores`) from `input_name` into `output_name`: one
+    TreeEnsembleRegressor node (+ a MatMul to two logits for a binary classifier)."""
     from onnx import TensorProto, helper
 
     if any(p.nodes["is_categorical"].any() for it in est._predictors for p in it):
@@ -147,18 +148,27 @@ def to_onnx(est, n_features: int, path: str | Path, *, input_name: str = "input"
             attrs["target_weights"] += nodes["value"][leaf].astype(np.float32).tolist()
             tree += 1
     base = np.asarray(est._baseline_prediction, dtype=np.float64).ravel()
-    scores = output_name if k > 1 or not hasattr(est, "classes_") else "score"
+    scores = output_name if k > 1 or not hasattr(est, "classes_") else output_name + "_score"
     nodes = [helper.make_node("TreeEnsembleRegressor", [input_name], [scores], domain="ai.onnx.ml", n_targets=k,
                               aggregate_function="SUM", post_transform="NONE",
                               base_values=base.astype(np.float32).tolist(), **attrs)]
     initializers = []
     if scores != output_name:  # binary: logits [0, r] = r @ [[0, 1]]
-        initializers.append(helper.make_tensor("to_two_logits", TensorProto.FLOAT, [1, 2], [0.0, 1.0]))
-        nodes.append(helper.make_node("MatMul", [scores, "to_two_logits"], [output_name]))
+        initializers.append(helper.make_tensor(output_name + "_to_two", TensorProto.FLOAT, [1, 2], [0.0, 1.0]))
+        nodes.append(helper.make_node("MatMul", [scores, output_name + "_to_two"], [output_name]))
+    return nodes, initializers
+
+
+def write_graph(nodes: list, initializers: list, n_features: int, n_out: int, path: str | Path, *,
+                input_name: str, output_name: str, name: str) -> Path:
+    """One checked ONNX file with a dynamic batch axis, written atomically."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
-        nodes, "gbt",
+        nodes, name,
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", n_features])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_outputs(est)])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_out])],
         initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
                                                     helper.make_opsetid("ai.onnx.ml", ONNX_ML_OPSET)],
@@ -169,6 +179,13 @@ def to_onnx(est, n_features: int, path: str | Path, *, input_name: str = "input"
     tmp.write_bytes(model.SerializeToString())
     tmp.replace(path)
     return path
+
+
+def to_onnx(est, n_features: int, path: str | Path, *, input_name: str = "input", output_name: str = "logits") -> Path:
+    """Write the fitted booster as one ONNX graph with a dynamic batch axis."""
+    nodes, initializers = tree_nodes(est, input_name, output_name)
+    return write_graph(nodes, initializers, n_features, n_outputs(est), path, input_name=input_name,
+                       output_name=output_name, name="gbt")
 
 
 def describe(est) -> dict:

@@ -27,9 +27,11 @@ class TemplateSpec(Part):
 
 
 class TreesSpec(Part):
-    """spec.json of a gradient-boosted trees model (trials/<n>/, model/): what
-    was fitted and what it became. The model itself is model.onnx beside it."""
-    family: Literal["gbt"]
+    """spec.json of a model fitted by scikit-learn (trials/<n>/, model/):
+    gradient-boosted trees, or a linear model alone or averaged with trees
+    (models/linear.py): what was fitted and what it became. The model
+    itself is model.onnx beside it."""
+    family: Literal["gbt", "linear"]
     task: Literal["classification", "regression"]
     input_shape: list[int]  # [n_features]
     n_outputs: int  # ONNX output width: one logit per class (2 for binary), 1 for regression
@@ -38,4 +40,5 @@ class TreesSpec(Part):
     n_iter: int  # boosting rounds kept by early stopping
     n_trees: int
     n_leaves: int
+    n_coefficients: int = 0  # linear family: weights and biases of its linear model
     trained_on: Literal["train", "train+validation"] = "train"  # the final model is refitted on both with --cv

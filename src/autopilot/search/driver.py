@@ -30,15 +30,18 @@ def single_worker_threads() -> int:
 
 
 def trees_floor(rd: RunDir, config: RunConfig, study: optuna.Study, data: dict, info: dict) -> None:
-    """The boosted trees' defaults (the first enqueued trial of a table)
-    run first, here, whatever the deadline: they take seconds and are the
+    """The boosted trees' and linear models' defaults (the first enqueued
+    trials of a table) run first, here, whatever the deadline: they take seconds and are the
     floor a table run ships, even when loading, the feature study and the
     doctor have used the search's share of a short budget on a busy machine."""
     import torch
 
+    from .table_families import first_trials
+
     torch.set_num_threads(single_worker_threads())
+    n = len(first_trials(info))
     floor = Objective(rd, data, info, config, deadline=float("inf"))
-    study.optimize(floor, n_trials=1, catch=(Exception,), gc_after_trial=False)
+    study.optimize(floor, n_trials=min(n, config.trials) if config.trials else n, catch=(Exception,), gc_after_trial=False)
 
 
 def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
@@ -54,11 +57,13 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
         console.print(f"resuming study: {done} completed trial(s) kept"
                       + (f", {retried} interrupted trial(s) queued again" if retried else ""), highlight=False)
     elif config.sampler != "grid":
-        if "gbt" in space.families_for(info["kind"]):  # boosted trees' defaults: the bar on any table, in seconds
-            from .trees_space import default_params as trees_defaults
+        if info["kind"] == "table":  # boosted trees' and linear models' defaults: the bar on any table, in seconds
+            from .table_families import first_trials as table_first_trials
 
-            study.enqueue_trial(trees_defaults())
+            for params in table_first_trials(info)[:config.trials or None]:
+                study.enqueue_trial(params)
         first = space.first_trials(config.space, info, config.max_params)  # known-good points first
+        first = [p for p in first if p.get("family") in space.searched_families(info)]  # small tables: no networks
         queued = len(study.get_trials(deepcopy=False))
         for params in first[:max(0, config.trials - queued)] if config.trials else first:  # --trials N: no more than N
             study.enqueue_trial(params)
@@ -87,7 +92,7 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
         with progress:
             if is_database_url(config.storage):
                 publish_deadline(study, deadline_wall)  # `autopilot worker`s elsewhere stop with the driver
-            if not existing and "gbt" in space.families_for(info["kind"]):
+            if not existing and info["kind"] == "table":
                 trees_floor(rd, config, study, data, info)
             if config.executor == "ray":
                 from .ray_executor import run_ray  # Ray is an optional extra

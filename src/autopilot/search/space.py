@@ -46,8 +46,18 @@ TEMPLATE_KERNELS = {"cnn2d": [3, 5], "cnn1d": [3, 5, 7]}
 def families_for(kind: str) -> list[str]:
     """Model families the search chooses among for a kind of data. A new
     network family is added here and in FAMILY_SPACES below; gbt (gradient-
-    boosted trees) samples and trains through search/trees_space.py."""
-    return {"image": ["cnn2d", "mlp"], "signal": ["cnn1d", "mlp"], "table": ["mlp", "gbt"]}[kind]
+    boosted trees) and linear (models/linear.py) sample and train through
+    search/table_families.py, which also says which of these a table searches."""
+    return {"image": ["cnn2d", "mlp"], "signal": ["cnn1d", "mlp"], "table": ["mlp", "gbt", "linear"]}[kind]
+
+
+def searched_families(info: dict) -> list[str]:
+    """The families this data set's search chooses among: a small table's leaves networks out."""
+    if info["kind"] == "table":
+        from .table_families import families
+
+        return families(info)
+    return families_for(info["kind"])
 
 
 def min_depth(family: str, input_shape: list[int]) -> int:
@@ -207,11 +217,11 @@ def suggest(trial: optuna.Trial, info: dict) -> dict:
         return suggest_template(trial, info)
     kind = info["kind"]
     p: dict = {}
-    p["family"] = family = trial.suggest_categorical("family", families_for(kind))
-    if family == "gbt":
-        from .trees_space import suggest as suggest_trees
+    p["family"] = family = trial.suggest_categorical("family", searched_families(info))
+    if family in ("gbt", "linear"):
+        from .table_families import suggest as suggest_estimator
 
-        return suggest_trees(trial)
+        return suggest_estimator(trial, family, info)
     p.update(FAMILY_SPACES[family][0](trial, family, info))
     p["activation"] = trial.suggest_categorical("activation", list(ACTIVATIONS))
     p["norm"] = trial.suggest_categorical("norm", NORMS)
@@ -279,11 +289,11 @@ def suggest_template(trial: optuna.Trial, info: dict) -> dict:
     benchmark that compares it with the component space."""
     kind, shape = info["kind"], info["input_shape"]
     p: dict = {}
-    p["family"] = family = trial.suggest_categorical("family", families_for(kind))
-    if family == "gbt":
-        from .trees_space import suggest as suggest_trees
+    p["family"] = family = trial.suggest_categorical("family", searched_families(info))
+    if family in ("gbt", "linear"):
+        from .table_families import suggest as suggest_estimator
 
-        return suggest_trees(trial)
+        return suggest_estimator(trial, family, info)
     p[f"{family}_width"] = trial.suggest_categorical(f"{family}_width", TEMPLATE_WIDTHS[family])
     p[f"{family}_depth"] = trial.suggest_int(f"{family}_depth", min_depth(family, shape), max_depth(family, shape))
     p["residual"] = trial.suggest_categorical("residual", [False, True])

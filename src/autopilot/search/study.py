@@ -27,7 +27,8 @@ from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
-from . import budget, limits, space, trees_space
+from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
+from . import budget, limits, space
 from .select import accuracy, best_trial, rank_trial, score
 from .storage import database_storage, study_name
 
@@ -177,7 +178,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             params = space.sampler_of(self.config.space, self.config.sampler == "grid")(trial, self.info)
-            if trees_space.is_trees(params):  # gradient-boosted trees: fitted by their own module
+            if params.get("family") in ESTIMATOR_FAMILIES:  # boosted trees, linear models: fitted by scikit-learn
                 return self._trees_trial(trial, params)
             spec, hp = space.to_config(params, self.info)
             hparams = TrainingHparams.model_validate(hp)  # hparams.json's schema, checked before training
@@ -278,7 +279,7 @@ class Objective:
         try:  # the torch threads this process was given are its share of the cores
             value, val_outputs = trees_trial.run_trial(trial, params, run=self.run, data=self.data, info=self.info,
                                                        seed=self.config.seed + trial.number,
-                                                       threads=torch.get_num_threads())
+                                                       threads=torch.get_num_threads(), folds_seed=self.config.seed)
         except KeyboardInterrupt:
             trial.set_user_attr("error", INTERRUPTED)
             raise

@@ -1,0 +1,42 @@
+"""Which model families a table's search chooses among, and how their
+trials are scored.
+
+Small tables (at most SMALL_TABLE_ROWS training + validation rows): boosted
+trees and linear models only, every trial scored by CV_FOLDS-fold
+cross-validation on train+validation, on the same folds. Why: a validation
+split of a few dozen rows ranks by luck (diabetes, 442 rows: a network
+chosen for its 0.63 validation R² scored 0.51 on test, below the linear
+model it beat on validation), and a network's score is the best of its
+epochs on that split, an optimistic pick that cross-validated trees cannot
+be compared with. Larger tables: networks too, every family scored on the
+validation split.
+"""
+from __future__ import annotations
+
+from ..models import linear, trees
+from . import linear_space, trees_space
+
+SMALL_TABLE_ROWS = 1000
+CV_FOLDS = 5
+
+
+def is_small(info: dict) -> bool:
+    return info.get("kind") == "table" and info.get("train_val_rows", SMALL_TABLE_ROWS + 1) <= SMALL_TABLE_ROWS
+
+
+def families(info: dict) -> list[str]:
+    return [trees.FAMILY, linear.FAMILY] if is_small(info) else ["mlp", trees.FAMILY, linear.FAMILY]
+
+
+def first_trials(info: dict) -> list[dict]:
+    """Seconds each, queued first on any table: the bar the search must clear."""
+    return [trees_space.default_params(), *linear_space.default_params(info.get("task", "classification"))]
+
+
+def suggest(trial, family: str, info: dict) -> dict:
+    return trees_space.suggest(trial) if family == trees.FAMILY else linear_space.suggest(trial, info)
+
+
+def to_params(params: dict) -> dict:
+    """A trial's parameters -> its estimator module's parameters."""
+    return (trees_space.to_params if params["family"] == trees.FAMILY else linear_space.to_params)(params)

@@ -1,0 +1,108 @@
+"""The linear family (logistic / ridge regression, alone or averaged with
+boosted trees): its ONNX file against the fitted scikit-learn models (ONNX
+Runtime, real fits), the small-table rule of the search, and cross-validated
+trial scores."""
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.preprocessing import StandardScaler
+
+from autopilot.export import onnx_session, run_onnx
+from autopilot.models import estimators, linear, trees
+from autopilot.search import linear_space, space, table_families
+
+
+def standardised_split(load):
+    X, y = load(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)  # what data.preprocess hands every family
+    val = np.arange(len(y)) % 4 == 0
+    return (X[~val], y[~val]), (X[val], y[val])
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+@pytest.mark.parametrize("load,task,width", [(load_breast_cancer, "classification", 2),
+                                             (load_wine, "classification", 3),
+                                             (load_diabetes, "regression", 1)])
+def test_onnx_computes_what_the_fitted_models_compute(tmp_path, load, task, width, share):
+    train, val = standardised_split(load)
+    strength = {"alpha": 1.0} if task == "regression" else {"C": 1.0}
+    model = linear.fit({**strength, "trees_share": share}, train, val, task=task, seed=0, threads=1)
+    assert (model.trees is None) == (share == 0)
+    path = linear.to_onnx(model, train[0].shape[1], tmp_path / "m.onnx")
+    X = np.concatenate([train[0], val[0]])
+    ref, got = linear.raw_scores(model, X), run_onnx(onnx_session(path), X)
+    assert got.shape == (len(X), width) == ref.shape
+    scale = max(1.0, float(np.abs(ref).max()))
+    assert np.abs(ref - got).max() <= 1e-4 * scale
+    if task == "regression":
+        expected = model.linear.predict(X) if share == 0 else \
+            (1 - share) * model.linear.predict(X) + share * model.trees.predict(X)
+        assert np.allclose(got[:, 0], expected, atol=1e-3 * scale)
+    else:
+        p = np.exp(got - got.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        expected = model.linear.predict_proba(X) if share == 0 else \
+            (1 - share) * model.linear.predict_proba(X) + share * model.trees.predict_proba(X)
+        assert np.allclose(p, expected, atol=1e-4)  # softmax of the logits: the averaged probabilities
+
+
+def test_refit_keeps_the_blend_and_fixes_the_trees_rounds():
+    train, val = standardised_split(load_wine)
+    X, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    model = linear.refit({"C": 0.5, "trees_share": 0.25}, X, y, rounds=7, task="classification", seed=0, threads=1)
+    shape = linear.describe(model)
+    assert shape["n_iter"] == 7 and shape["n_coefficients"] == 13 * 3 + 3 and model.share == 0.25
+
+
+def test_small_tables_search_trees_and_linear_models_larger_ones_networks_too():
+    small = {"kind": "table", "input_shape": [4], "n_classes": 2, "task": "classification", "train_val_rows": 300}
+    large = {**small, "train_val_rows": 5000}
+    assert table_families.is_small(small) and not table_families.is_small(large)
+    assert not table_families.is_small({"kind": "image", "train_val_rows": 10})
+    for info, expected in ((small, {"gbt", "linear"}), (large, {"mlp", "gbt", "linear"})):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        seen = set()
+        for _ in range(20):
+            t = study.ask()
+            p = space.suggest(t, {**info, "mean": [0.0] * 4, "std": [1.0] * 4})
+            seen.add(p["family"])
+            if p["family"] == "linear":
+                lp = linear_space.to_params(p)
+                assert set(lp) == {"C", "trees_share"} and 1e-3 <= lp["C"] <= 1e2
+            study.tell(t, 0.5)
+        assert seen == expected
+    regression = linear_space.default_params("regression")
+    assert [p["lin_trees_share"] for p in regression] == [0.0, 0.5] and all("lin_alpha" in p for p in regression)
+    assert [p["family"] for p in table_families.first_trials(small)] == ["gbt", "linear", "linear"]
+
+
+def test_estimator_folders_are_told_by_their_spec(tmp_path):
+    import json
+
+    for family in ("gbt", "linear"):
+        (tmp_path / "spec.json").write_text(json.dumps({"family": family}))
+        assert estimators.family_of_dir(tmp_path) == family and estimators.module_for(family).FAMILY == family
+    (tmp_path / "spec.json").write_text(json.dumps({"family": "mlp"}))
+    assert not estimators.is_estimator_dir(tmp_path) and not estimators.is_estimator_dir(tmp_path / "none")
+
+
+def test_cross_validated_score_is_the_mean_over_the_same_folds():
+    from autopilot.search.trees_trial import cv_score
+
+    train, val = standardised_split(load_diabetes)
+    data = {"train": train, "val": val}
+    params = {"alpha": 1.0, "trees_share": 0.0}
+    a = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    b = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    assert a == b and 0.3 < a < 0.6  # ridge on diabetes: R² about 0.48 (scikit-learn's example)
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold, cross_val_score
+
+    X, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    ref = cross_val_score(Ridge(alpha=1.0), X, y, cv=KFold(5, shuffle=True, random_state=3), scoring="r2").mean()
+    assert abs(a - ref) < 1e-3
+    gbt = cv_score(trees, {**linear.BLEND_TREES}, data, task="regression", rounds=20, folds_seed=3, threads=1)
+    assert np.isfinite(gbt) and gbt != a
