@@ -58,10 +58,13 @@ def test_refit_keeps_the_blend_and_fixes_the_trees_rounds():
 
 
 def test_small_tables_search_trees_and_linear_models_larger_ones_networks_too():
-    small = {"kind": "table", "input_shape": [4], "n_classes": 2, "task": "classification", "train_val_rows": 300}
-    large = {**small, "train_val_rows": 5000}
+    small = {"kind": "table", "input_shape": [4], "n_classes": 2, "task": "classification", "csv_rows": 300}
+    large = {**small, "csv_rows": 5000}
+    array = {k: v for k, v in small.items() if k != "csv_rows"}  # an NPZ's X: networks and trees, as before
+    assert not table_families.is_small(array) and table_families.families(array) == ["mlp", "gbt"]
+    assert [p["family"] for p in table_families.first_trials(array)] == ["gbt"]
     assert table_families.is_small(small) and not table_families.is_small(large)
-    assert not table_families.is_small({"kind": "image", "train_val_rows": 10})
+    assert not table_families.is_small({"kind": "image", "csv_rows": 10})
     for info, expected in ((small, {"gbt", "linear"}), (large, {"mlp", "gbt", "linear"})):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         seen = set()

@@ -73,13 +73,14 @@ def test_folding_the_target_scale_is_checked():
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reg")
-    X, y = _linear_table(300, seed=1)
+    X, y = _linear_table(3600, seed=1)  # above search.table_families.SMALL_TABLE_ROWS: networks are searched too
     lines = ["a,b,c,d,colour,price"]
     colours = np.random.default_rng(1).choice(["red", "blue"], len(y))
     lines += [",".join([f"{v:.5f}" for v in row] + [str(c), f"{t:.3f}"]) for row, c, t in zip(X, colours, y)]
     (tmp / "prices.csv").write_text("\n".join(lines) + "\n")
-    # two trials: the boosted trees' defaults, then the network's (a trial count, not a time: the machine may be busy)
-    return autopilot.run(str(tmp / "prices.csv"), label="price", trials=2, budget="10m", runs_dir=tmp / "runs",
+    # four trials: the boosted trees' and linear models' defaults, then the network's (a trial count, not a time:
+    # the machine may be busy)
+    return autopilot.run(str(tmp / "prices.csv"), label="price", trials=4, budget="10m", runs_dir=tmp / "runs",
                          name="p", quiet=True, workers=1)
 
 

@@ -35,6 +35,10 @@ def test_every_sampled_config_builds_and_runs(sampler, data):
             make_estimator(to_params(params), task="classification", seed=0)
             study.tell(trial, float(i) / 10)
             continue
+        if params["family"] == "linear":  # scikit-learn's linear models (tests/test_linear.py)
+            assert 1e-3 <= params["lin_C"] <= 1e2 and params["lin_trees_share"] in (0.0, 0.25, 0.5, 0.75)
+            study.tell(trial, float(i) / 10)
+            continue
         spec, hp = space.to_config(params, info)
         assert spec["family"] in space.families_for(info["kind"])
         model = build_model(spec).eval()

@@ -58,7 +58,8 @@ def data_info(ds: Dataset, splits: dict) -> dict:
     return {"kind": ds.kind, "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "task": ds.task,  # regression: one output, R² the score (metrics.py, train.py, models/trees.py)
-            "train_val_rows": int(len(splits["train"]) + len(splits["val"]))}  # small tables: search/table_families.py
+            # a CSV's typed columns (search/table_families.py: small ones search trees and linear models only)
+            **({"csv_rows": int(len(splits["train"]) + len(splits["val"]))} if ds.table is not None else {})}
 
 
 def arrays(ds: Dataset, splits: dict) -> dict:
