@@ -150,20 +150,19 @@ def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(f
     # folders, or from the finalists' fold models when it is a bag.
     temps = [m.temperature for m in res.selection.members]
     assert [m.trial for m in res.selection.members] == ens.members and all(t > 0 for t in temps)
-    if res.selection.pool == "bags":
-        from autopilot.models import load_model
+    from autopilot.models import load_model
 
-        members, weights, temps_each = [], [], []
-        for m in res.selection.members:
+    members, weights, temps_each = [], [], []
+    for m in res.selection.members:
+        if m.models > 1:  # a finalist's bag of fold models
             folds = sorted((fused_run / "finalists" / str(m.trial)).glob("fold*"))
-            assert len(folds) == m.models >= 2
-            members += [load_model(f)[0] for f in folds]
-            weights += [m.weight / m.models] * m.models
-            temps_each += [m.temperature] * m.models
-        torch_ens = Ensemble(members, weights, temps_each).eval()
-    else:
-        members = [load_model_of(rd, n)[0] for n in ens.members]
-        torch_ens = Ensemble(members, ens.weights, temps).eval()
+            assert len(folds) == m.models
+        else:  # a trial's model, or the shipped model standing in for its trial
+            folds = [fused_run / (m.file or f"trials/{m.trial}")]
+        members += [load_model(f)[0] for f in folds]
+        weights += [m.weight / m.models] * m.models
+        temps_each += [m.temperature] * m.models
+    torch_ens = Ensemble(members, weights, temps_each).eval()
     parity = check_parity(torch_ens, fused_run / "fusion" / "ensemble.onnx", Xv)
     assert parity["passed"], parity
     # --ship accurate never ships something less accurate on validation.

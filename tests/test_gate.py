@@ -118,11 +118,16 @@ def test_after_the_retraining_compression_and_fusion_judge_on_the_gate(tmp_path)
 
     fuse_run(rd.path, budget_s=15, ship="accurate", max_drop=0.5, data=data, console=quiet_console())
     res = read_fusion(rd.path)
-    assert res.selection.pool == "bags" and "out-of-fold" in res.selection.selected_on
+    assert res.selection.pool == "mixed" and "out-of-fold" in res.selection.selected_on
+    assert f"{n_val - len(gate)} validation examples outside the gate" in res.selection.selected_on
     assert res.judged_on.startswith("the gate slice") and str(len(gate)) in res.judged_on
-    assert sum(m.models for m in res.selection.members) >= 2 and all(m.models == 2 for m in res.selection.members)
+    bags = {p.trial for p in res.pool if p.models == 2}  # each finalist's 2 fold models
+    assert bags == {f.trial for f in card.cv.finalists}
+    assert sum(m.models for m in res.selection.members) >= 2 and all(m.models in (1, 2) for m in res.selection.members)
+    for m in res.selection.members:  # the retrained model stands in for its own trial; other trials are themselves
+        if m.models == 1:
+            assert m.file == ("model" if m.trial == card.best_trial else f"trials/{m.trial}")
     assert res.candidate("ensemble").parity.passed
-    assert {p.trial for p in res.pool} == {f.trial for f in card.cv.finalists}
     final = read_card(rd.path)
     assert final.ensemble is not None and final.ensemble.members == [m.trial for m in res.selection.members]
     chosen = res.candidate(res.chosen)  # --ship accurate: nothing less accurate on the gate

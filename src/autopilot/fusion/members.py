@@ -78,23 +78,25 @@ BAGS_DIR, OOF_LOGITS = "finalists", "oof_logits.npy"  # written by autopilot.fin
 class Pool:
     """What ensemble selection chooses from: each candidate's predictions on
     examples none of its models trained on (`logits`, rows matching `y`), and
-    the model folders that make it (one trial, or a bag of K fold models)."""
-    logits: dict[int, np.ndarray]  # by trial number
+    the model folders that make it (one trial's model, or a bag of K fold
+    models). Keys are names ("trial 4", "bag 20"); `trial` gives their trial."""
+    logits: dict[str, np.ndarray]
     y: np.ndarray
-    models: dict[int, list[Path]]
-    kind: str  # "bags" or "trials"
+    models: dict[str, list[Path]]
+    trial: dict[str, int]
+    kind: str  # "trials", "bags" or "mixed"
     selected_on: str  # in words, for results.json
+    notes: list[str]
 
-    def load(self, trial: int) -> list:
-        return [load_model(d)[0].eval() for d in self.models[trial]]
+    def load(self, name: str) -> list:
+        return [load_model(d)[0].eval() for d in self.models[name]]
 
 
-def bag_pool(rd: RunDir, y_pooled: np.ndarray) -> tuple[Pool | None, list[str]]:
-    """The finalists' bags: K fold models each, with out-of-fold logits over
-    the examples of data.gate.pooled (train + validation outside the gate).
-    None when the finalists stage kept no bag (--cv 0, no time for folds)."""
+def bags(rd: RunDir, n_pooled: int) -> tuple[dict[int, tuple[np.ndarray, list[Path]]], list[str]]:
+    """{trial: (out-of-fold logits, fold model folders)} of the finalists'
+    bags (rows in data.gate.pooled order), and a note for each left out."""
     root = rd.path / BAGS_DIR
-    logits, models, left_out = {}, {}, []
+    out, left_out = {}, []
     for d in sorted(root.iterdir() if root.is_dir() else [], key=lambda p: p.name):
         if not d.name.isdigit():
             continue
@@ -103,24 +105,44 @@ def bag_pool(rd: RunDir, y_pooled: np.ndarray) -> tuple[Pool | None, list[str]]:
             left_out.append(f"bag of trial {d.name}: incomplete (no {OOF_LOGITS} or fewer than two fold models)")
             continue
         z = np.load(d / OOF_LOGITS, allow_pickle=False)
-        if z.ndim != 2 or len(z) != len(y_pooled):
-            left_out.append(f"bag of trial {d.name}: {OOF_LOGITS} has shape {list(z.shape)}, expected {len(y_pooled)} rows")
+        if z.ndim != 2 or len(z) != n_pooled:
+            left_out.append(f"bag of trial {d.name}: {OOF_LOGITS} has shape {list(z.shape)}, expected {n_pooled} rows")
             continue
-        logits[int(d.name)], models[int(d.name)] = z, folds
-    if not logits:
-        return None, left_out
-    return Pool(logits, np.asarray(y_pooled), models, "bags",
-                f"out-of-fold predictions on {len(y_pooled)} train+validation examples (the gate slice excluded)"), left_out
+        out[int(d.name)] = (z, folds)
+    return out, left_out
 
 
-def trial_pool(rd: RunDir, y_val: np.ndarray, rows: np.ndarray | None = None) -> tuple[Pool, list[str]]:
-    """The search's trials, on their stored validation logits; `rows`: only
-    those positions of the validation split (the gate slice is left out of
-    selection, to judge the choice on data selection did not see)."""
-    logits, left_out = pool(rd, len(y_val))
-    if rows is not None:
-        logits = {n: z[rows] for n, z in logits.items()}
-        y_val = np.asarray(y_val)[rows]
-    where = "the validation split" if rows is None else f"{len(y_val)} validation examples outside the gate slice"
-    return Pool(logits, np.asarray(y_val), {n: [rd.trial_dir(n)] for n in logits}, "trials",
-                f"the search trials' predictions on {where}"), left_out
+def selection_pool(rd: RunDir, y_val: np.ndarray, gate: np.ndarray | None, n_train: int, *,
+                   shipped_trial: int | None = None, shipped_dir: Path | None = None) -> Pool:
+    """The search's trials and the finalists' bags, on the validation
+    examples outside the gate slice: none of their models trained on those
+    (trials trained on the training split, each bag's row comes from the
+    fold model that held it out). Selection needs one set of rows for all.
+
+    `shipped_dir`: the shipped model, retrained on train+validation, stands
+    in for its own search trial `shipped_trial` (the same configuration
+    trained on more data), as AutoGluon's refit_full keeps the weights
+    chosen on held-out predictions and refits the members: without it the
+    ensemble could never contain the model it is compared with."""
+    rows = np.arange(len(y_val)) if gate is None else np.setdiff1d(np.arange(len(y_val)), gate)
+    trial_logits, notes = pool(rd, len(y_val))
+    logits, models, trial = {}, {}, {}
+    for n, z in trial_logits.items():
+        key = f"trial {n}"
+        logits[key], trial[key] = z[rows], n
+        models[key] = [shipped_dir] if shipped_dir is not None and n == shipped_trial else [rd.trial_dir(n)]
+    if shipped_dir is not None and shipped_trial in trial_logits:
+        notes.append(f"trial {shipped_trial}: the shipped model (its configuration retrained on train+validation) "
+                     "stands in for it in the ensemble; selection used the trial's own predictions")
+    if gate is not None:
+        found, more = bags(rd, n_train + len(rows))
+        notes += more
+        for n, (z, folds) in found.items():  # validation rows come last in the pooled order
+            key = f"bag {n}"
+            logits[key], models[key], trial[key] = z[n_train:], folds, n
+    kinds = {k.split()[0] for k in logits}
+    kind = "mixed" if len(kinds) > 1 else ("bags" if kinds == {"bag"} else "trials")
+    where = "the validation split" if gate is None else f"{len(rows)} validation examples outside the gate slice"
+    what = {"mixed": "the search trials' predictions and the finalists' bags' out-of-fold predictions",
+            "bags": "the finalists' bags' out-of-fold predictions", "trials": "the search trials' predictions"}[kind]
+    return Pool(logits, np.asarray(y_val)[rows], models, trial, kind, f"{what} on {where}", notes)

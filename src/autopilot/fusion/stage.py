@@ -2,10 +2,11 @@
 compression: an ensemble of the search's completed trials, a student
 distilled from it, and the choice of what ships among the three.
 
-  1. ensemble selection (select.greedy_ensemble) on held-out predictions:
-     the cross-validated finalists' bags of fold models on their out-of-fold
-     logits when the run kept them (members.bag_pool), else the search's
-     trials on their stored validation logits (outside the gate slice);
+  1. ensemble selection (select.greedy_ensemble) on held-out predictions
+     (members.selection_pool): the search's trials' stored validation logits
+     and the cross-validated finalists' bags' out-of-fold logits, on the
+     validation examples outside the gate slice; the shipped model, when
+     retrained, stands in for its own trial;
   2. the chosen members as one ONNX graph (ensemble.Ensemble), parity-checked
      against the PyTorch members on the validation inputs: a failed check
      keeps it from shipping unless --force;
@@ -34,13 +35,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..compress import measure
 from ..compress.policy import choose_ship
 from ..compress.stage import TRAIN_THREADS
-from ..data.gate import GATED, gated, load_gate, with_gate
+from ..data.gate import GATED, load_gate, with_gate
 from ..export import check_parity, export_onnx
 from ..models import count_params, load_model, save_model
 from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
@@ -120,9 +120,13 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
 
         _, _, data, _ = load_run_data(rd)
     log = _Log(console)
-    sel_pool, left_out = choose_pool(rd, data)
+    gate = load_gate(rd.data_dir)
+    retrained = card.cv is not None and card.cv.retrained and card.family != "gbt"
+    sel_pool = pool_of.selection_pool(rd, data["val"][1], gate, len(data["train"][1]),
+                                      shipped_trial=card.best_trial if retrained else None,
+                                      shipped_dir=rd.model_dir if retrained else None)
     data = with_gate(rd.data_dir, data)  # judged on the gate slice when the shipped model trained on validation
-    for note in left_out:
+    for note in sel_pool.notes:
         log("pool", "skipped", note)
     logits = sel_pool.logits
     if card.task != "classification":  # selection and the weighted softmax are for class probabilities
@@ -156,29 +160,15 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     return results.model_dump(mode="json")
 
 
-def choose_pool(rd: RunDir, data: dict) -> tuple[pool_of.Pool, list[str]]:
-    """The finalists' bags when the run kept them (selection on out-of-fold
-    predictions), else the search's trials (on validation outside the gate)."""
-    gate = load_gate(rd.data_dir)
-    notes: list[str] = []
-    if gate is not None:
-        bags, notes = pool_of.bag_pool(rd, gated(data, gate)["train"][1])
-        if bags is not None:
-            return bags, notes
-    rows = None if gate is None else np.setdiff1d(np.arange(len(data["val"][1])), gate)
-    trials, more = pool_of.trial_pool(rd, data["val"][1], rows)
-    return trials, notes + more
-
-
 def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, ship, max_drop, seed, force,
           deadline, device, started, budget_s):
     Xva, yva = data["val"]
     logits = sel_pool.logits
-    sel = greedy_ensemble({str(n): z for n, z in logits.items()}, sel_pool.y)
-    trials = [int(m) for m in sel.members]
-    what = "bags of fold models" if sel_pool.kind == "bags" else "trials"
-    log("selection", "done", f"{len(trials)} of {len(logits)} {what}, weights "
-        + ", ".join(f"{t}:{w:.2f}" for t, w in zip(trials, sel.weights)) + f"; selection accuracy {sel.val_accuracy:.4f}")
+    sel = greedy_ensemble(logits, sel_pool.y)
+    names = list(sel.members)
+    trials = [sel_pool.trial[m] for m in names]
+    log("selection", "done", f"{len(names)} of {len(logits)} ({sel_pool.kind}), weights "
+        + ", ".join(f"{m}:{w:.2f}" for m, w in zip(names, sel.weights)) + f"; selection accuracy {sel.val_accuracy:.4f}")
     single_model, spec = load_model(rd.model_dir)
     single_file = _single_file(card)
     candidates = [{"name": "single", "file": single_file, "method": card.shipped.method if card.shipped and
@@ -186,14 +176,14 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
     if single_file != FP32:
         candidates.append({"name": "fp32", "file": FP32, "method": "fp32", "params": candidates[0]["params"]})
     teacher, forced = None, False
-    n_models = sum(len(sel_pool.models[t]) for t in trials)
+    n_models = sum(len(sel_pool.models[m]) for m in names)
     if n_models < 2:
-        log("ensemble", "skipped", f"selection kept one model (trial {trials[0]}): nothing to fuse")
+        log("ensemble", "skipped", f"selection kept one model ({names[0]}): nothing to fuse")
     else:
         # A bag's weight is shared by its fold models, each with the bag's temperature.
         models, weights, temps = [], [], []
-        for t, w, tt in zip(trials, sel.weights, sel.temperatures):
-            loaded = sel_pool.load(t)
+        for m, w, tt in zip(names, sel.weights, sel.temperatures):
+            loaded = sel_pool.load(m)
             models += loaded
             weights += [w / len(loaded)] * len(loaded)
             temps += [tt] * len(loaded)
@@ -260,8 +250,8 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
     for c in candidates:
         c["test_acc"] = float((measure.onnx_logits(abs_path(c), Xte).argmax(1) == yte).mean())
 
-    pool = [{"trial": n, "val_accuracy": float((z.argmax(1) == sel_pool.y).mean()), "models": len(sel_pool.models[n])}
-            for n, z in sorted(logits.items())]
+    pool = [{"trial": sel_pool.trial[m], "val_accuracy": float((z.argmax(1) == sel_pool.y).mean()),
+             "models": len(sel_pool.models[m]), "name": m} for m, z in logits.items()]
     results = FusionResults(
         run=rd.name, ship=ship, max_drop=max_drop, seed=seed, budget_s=float(budget_s),
         elapsed_s=round(time.monotonic() - started, 1), pool=pool,
@@ -269,8 +259,11 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
                              "on temperature-scaled members' validation nll",
                    "rounds": ROUNDS, "init": INIT,
                    "pool": sel_pool.kind, "selected_on": sel_pool.selected_on,
-                   "members": [{"trial": t, "weight": w, "temperature": tt, "models": len(sel_pool.models[t])}
-                               for t, w, tt in zip(trials, sel.weights, sel.temperatures)],
+                   "members": [{"trial": sel_pool.trial[m], "weight": w, "temperature": tt,
+                                "models": len(sel_pool.models[m]), "name": m,
+                                "file": str(sel_pool.models[m][0].relative_to(rd.path)) if len(sel_pool.models[m]) == 1
+                                else None}
+                               for m, w, tt in zip(names, sel.weights, sel.temperatures)],
                    "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll,
                    "history": [list(h) for h in sel.history]},
         candidates=candidates, chosen=chosen["name"],

@@ -573,11 +573,12 @@ def fusion(run: Run) -> dict | None:
                      "vs_single": p50 / base if p50 is not None and base else None,
                      "parity": get(c, "parity", "passed"), "members": ", ".join(map(str, as_list(c.get("members"))))})
     sel = as_dict(res.get("selection"))
-    members = [(get(m, "trial"), num(get(m, "weight"))) for m in as_list(sel.get("members"))]
+    members = [(get(m, "trial"), num(get(m, "weight")), get(m, "models") or 1) for m in as_list(sel.get("members"))]
     return {"chosen": res.get("chosen"), "reason": res.get("reason", ""), "ship": res.get("ship", ""),
             "elapsed": num(res.get("elapsed_s")), "rows": rows, "members": members,
             "sel_val": num(sel.get("val_accuracy")), "pool": len(as_list(res.get("pool"))),
-            "plan": [p for p in as_list(res.get("plan")) if isinstance(p, dict)]}
+            "plan": [p for p in as_list(res.get("plan")) if isinstance(p, dict)],
+            "bags": sel.get("pool") == "bags", "selected_on": sel.get("selected_on"), "judged_on": res.get("judged_on")}
 
 
 # ---- footer -----------------------------------------------------------------

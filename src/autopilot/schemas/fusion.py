@@ -22,6 +22,7 @@ class PoolTrial(Part):
     trial: int
     val_accuracy: float  # on the predictions selection used (a bag's: out-of-fold)
     models: int = 1  # a bag: its K fold models
+    name: str | None = None  # "trial 4" or "bag 20"
 
 
 class Member(Part):
@@ -29,12 +30,14 @@ class Member(Part):
     weight: float  # share of the ensemble's additions (counts / total)
     temperature: float  # its logits are divided by this before the softmax (fitted on validation)
     models: int = 1  # a bag: its K fold models share the weight equally
+    name: str | None = None  # "trial 4" or "bag 20"
+    file: str | None = None  # a single model's folder: trials/<n>, or model when the shipped model stands in for its trial
 
 
 class EnsembleSelection(Part):
     """Greedy selection with replacement (Caruana et al. 2004) on validation logits."""
     method: str
-    pool: Literal["trials", "bags"] = "trials"  # bags: each cross-validated finalist's fold models
+    pool: Literal["trials", "bags", "mixed"] = "trials"  # bags: cross-validated finalists' fold models; mixed: both
     selected_on: str | None = None  # the predictions selection used, in words
     rounds: int
     init: int
