@@ -255,6 +255,24 @@ def test_compress_run_end_to_end(digits_run, target):
     assert float((pred == data["test"][1]).mean()) == pytest.approx(card.shipped.test_accuracy, abs=1e-12)
 
 
+@pytest.mark.slow
+def test_a_component_spec_run_is_distilled(tmp_path):
+    """A run whose model is a version-2 (component) spec: the distillation
+    ladder names and trains its students (it once failed on every such run
+    with KeyError 'width', a version-1 field)."""
+    from tests.finished_run import SMALL_MLP
+
+    v2 = {k: v for k, v in SMALL_MLP.items() if k not in ("mlp_width", "mlp_depth", "residual")}
+    v2.update({"mlp_layers": 2, "mlp_l1_width": 64, "mlp_l2_width": 64, "mlp_l2_residual": False})
+    rd, _, data, _ = finished_run(tmp_path, "v2", params=v2)
+    assert load_model(rd.model_dir)[1]["version"] == 2
+    res = compress_run(rd.path, budget_s=30.0, target="size", max_drop=0.5, data=data, console=quiet_console())
+    assert not [p for p in res["plan"] if p["status"] == "failed"], res["plan"]
+    students = [c for c in res["candidates"] if c["method"] == "distill"]
+    assert students and all(c["name"].startswith("distill-d") for c in students), res["plan"]
+    assert all(c["params"] < res["candidates"][0]["params"] for c in students)
+
+
 def test_distill_loss_matches_reference():
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g) * 3

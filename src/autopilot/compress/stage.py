@@ -244,13 +244,13 @@ class _Stage:
                 self.log(f"distill 1/{round(1 / arg)}", "skipped", "no smaller student of this family fits")
                 return None
             tried = {c["name"] for c in self.candidates}
-            while sspec is not None and f"distill-w{sspec['width']}d{sspec['depth']}" in tried:
+            while sspec is not None and students.student_name(sspec) in tried:
                 # Backing off (a bigger share) must mean a bigger student.
                 sspec = students.wider(sspec, self.spec) if arg > STUDENT_FIRST else None
             if sspec is None:
                 self.log(f"distill 1/{round(1 / arg)}", "skipped", "no untried student of this size")
                 return None
-            name = f"distill-w{sspec['width']}d{sspec['depth']}"
+            name = students.student_name(sspec)
             torch.manual_seed(self.seed)
             model = build_model(sspec)
             # Soft targets carry the teacher's smoothing already.

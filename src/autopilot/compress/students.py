@@ -61,6 +61,19 @@ def candidates(teacher_spec: dict):
                     yield s
 
 
+def student_name(spec: dict) -> str:
+    """A candidate's name in the compression table: its depth and widths
+    (a template student has one width; a component student one per stage
+    or layer, the stem's first)."""
+    if spec_version(spec) == 1:
+        return f"distill-w{spec['width']}d{spec['depth']}"
+    if spec["family"] == "mlp":
+        widths = [layer["width"] for layer in spec["layers"]]
+    else:
+        widths = [spec["stem"]["width"]] + [stage["width"] for stage in spec["stages"]]
+    return f"distill-d{_depth(spec)}w{'-'.join(str(w) for w in widths)}"
+
+
 def student_spec(teacher_spec: dict, share: float) -> dict | None:
     """The largest same-family student with at most `share` of the teacher's
     parameters, or None when none fits."""
