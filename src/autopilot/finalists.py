@@ -39,6 +39,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .compress.measure import torch_logits
+from .compress.stage import step_seconds
 from .config import RunConfig
 from .data.gate import clear_gate, gate_split, pooled, save_gate
 from .models import build_model, save_model
@@ -138,26 +139,9 @@ def probe_pace(c: Candidate, X: np.ndarray, y: np.ndarray, kind: str) -> float |
     own threads. The search's pace came from parallel workers on a shared
     machine and overstated this stage's by about 2x on mnist1d (a retraining
     planned at 49 s took 22 s), which left no time for any fold."""
-    from .data.augment import augment_from_hparams
-    from .train import as_inputs, float_batch
-
     try:
         bs = int(min(int(c.hparams.get("batch_size", 64)), len(X)))
-        model = build_model(c.spec).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        augment = augment_from_hparams(kind, c.hparams, tuple(X.shape[1:]))
-        xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
-        times = []
-        for i in range(PROBE_STEPS + 1):
-            t = time.perf_counter()
-            x = augment(xb) if augment is not None else xb
-            loss = torch.nn.functional.cross_entropy(model(x), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i:
-                times.append(time.perf_counter() - t)
-        return float(np.median(times)) / bs * PROBE_OVERHEAD
+        return step_seconds(build_model(c.spec), X, y, c.hparams, kind, steps=PROBE_STEPS) / bs * PROBE_OVERHEAD
     except Exception:  # a model the probe cannot step keeps the search's pace
         return None
 

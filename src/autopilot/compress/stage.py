@@ -83,6 +83,34 @@ MIN_JOB_S = 1.0              # below this, nothing; above, the epoch probe decid
 TRAIN_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
+def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, teacher=None, steps: int = 3) -> float:
+    """Median seconds of one training step (augmentation, the teacher's
+    forward pass when given, the model's forward and backward) on a batch of
+    hp["batch_size"], after an untimed warm-up step; `model` is stepped with
+    a zero learning rate (pass a copy to keep its statistics)."""
+    from ..data.augment import augment_from_hparams
+
+    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    augment = augment_from_hparams(kind, hp, tuple(X.shape[1:]))
+    xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        x = augment(xb) if augment is not None else xb
+        if teacher is not None:
+            with torch.no_grad():
+                teacher(x)
+        loss = torch.nn.functional.cross_entropy(model(x), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 class _Stage:
     """State of one compress_run: the candidates so far and the clock."""
 
@@ -202,30 +230,12 @@ class _Stage:
     def _epochs_for(self, slice_s: float, model, hp: dict, teacher=None) -> tuple[int, float]:
         """Fit the epoch count to the slice from a timed probe: 3 steps on
         a copy, after one untimed warm-up step."""
-        from ..data.augment import augment_from_hparams
-
         Xtr, ytr = self.data["train"]
         bs = int(min(hp["batch_size"], len(Xtr)))
         steps = max(1, len(Xtr) // bs)
-        probe = copy.deepcopy(model).train()
-        opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-        augment = augment_from_hparams(self.kind, hp, tuple(Xtr.shape[1:]))
-        xb, yb = float_batch(as_inputs(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
-        times = []
-        for i in range(4):
-            t = time.perf_counter()
-            x = augment(xb) if augment is not None else xb
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher(x)
-            loss = torch.nn.functional.cross_entropy(probe(x), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i:
-                times.append(time.perf_counter() - t)
+        step = step_seconds(copy.deepcopy(model), Xtr, ytr, hp, self.kind, teacher=teacher)
         # + validation pass each epoch, roughly one forward per example
-        epoch_s = float(np.median(times)) * steps * 1.15 + 0.3 * float(np.median(times)) * len(check_split(self.data)[0]) / bs
+        epoch_s = step * steps * 1.15 + 0.3 * step * len(check_split(self.data)[0]) / bs
         return int(slice_s // max(epoch_s, 1e-3)), epoch_s
 
     def train_job(self, job: str, arg: float, slice_s: float) -> dict | str | None:
