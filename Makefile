@@ -22,11 +22,17 @@ $(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-cluster.txt
 	touch $(CLUSTER_STAMP)
 
+# Two pytest-xdist workers: most tests wait on a subprocess, a server or a
+# budget, so two at a time fill two cores. --dist loadgroup keeps each file
+# that trains a module-scoped run on one worker (its xdist_group mark); runs
+# that several files read are built once per session (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(CLUSTER_STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not cluster"
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py

@@ -1,9 +1,12 @@
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +22,52 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "autopilot", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def session_root(tmp_path_factory) -> Path:
+    """The folder one test session shares: its base temp folder, or with
+    pytest-xdist (-n N) the parent that every worker's base temp shares, so
+    a run built for the session is built once, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """build(folder) runs once per test session, whichever worker asks first;
+    the others wait on the lock and read what it built. A build that failed
+    leaves no marker, so the next test to ask tries again (and shows why)."""
+    root = session_root(tmp_path_factory)
+    folder, marker = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if not marker.exists():
+            build(folder)
+            marker.touch()
+    return folder
+
+
+# The budgeted acceptance run, `autopilot run digits --budget 60s` with every
+# default stage (doctor, search, cross-validated finalists, fusion, final,
+# compression, report). Tests that only read a finished budgeted run share it:
+# the budget, the deadline's cut trials and every JSON file's schema.
+BUDGET_RUN_S = 60
+
+
+@pytest.fixture(scope="session")
+def budget_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, {"returncode", "stdout", "stderr", "wall_s", "startup_s"} of the command)."""
+
+    def build(folder: Path) -> None:
+        # What starting the interpreter and importing costs before the run's
+        # clock starts, measured at the machine's present load.
+        started = time.time()
+        subprocess.run([sys.executable, "-c", "import torch, autopilot.cli, autopilot.runner"], check=True, timeout=300)
+        startup_s = time.time() - started
+        started = time.time()
+        res = run_cli("run", "digits", "--budget", f"{BUDGET_RUN_S}s", "--runs-dir", folder, "--name", "s", "--quiet")
+        result = {"returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
+                  "wall_s": time.time() - started, "startup_s": startup_s}
+        # Beside the run directory, not in it: every JSON file inside must be one the run writes.
+        (folder / "command.json").write_text(json.dumps(result))
+
+    folder = built_once(tmp_path_factory, "budget-run", build)
+    return folder / "s", json.loads((folder / "command.json").read_text())

@@ -96,8 +96,9 @@ def test_a_dead_ray_node_loses_no_trial(ray_cluster, tmp_path):
     runs = tmp_path / "runs"
     driver = subprocess.Popen(
         ray_cluster.netns.cmd(sys.executable, "-m", "autopilot", "run", "digits", "--executor", "ray",
-                              "--ray-address", ray_cluster.address, "--trials", "5", "--pruner", "none",
-                              "--no-doctor", "--no-compress", "--quiet", "--name", "r", "--runs-dir", runs),
+                              "--ray-address", ray_cluster.address, "--trials", "4", "--max-params", "20000",
+                              "--pruner", "none", "--cv", "0", "--no-fusion", "--no-doctor", "--no-compress", "--quiet",
+                              "--name", "r", "--runs-dir", runs),
         env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run = runs / "r"
@@ -135,7 +136,7 @@ def test_a_dead_ray_node_loses_no_trial(ray_cluster, tmp_path):
     assert {n: after.get(n) for n in before} == before, "a trial completed before the kill changed"
     assert not [x for x in trials.values() if x.state == TrialState.RUNNING]
     finished = [x for x in trials.values() if x.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) >= 5
+    assert len(finished) >= 4
     for x in finished:  # the files of every trial came back from its node
         tdir = run / "trials" / str(x.number)
         assert (tdir / "metrics.jsonl").read_text().count("\n") == len(x.intermediate_values) or x.state != TrialState.COMPLETE
@@ -177,8 +178,9 @@ def test_workers_on_postgres_leave_no_trial_running(postgres, tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "autopilot"]
-    driver = subprocess.Popen([*cmd, "run", "digits", "--storage", postgres.url, "--workers", "1", "--budget", "150s",
-                               "--pruner", "none", "--no-doctor", "--no-compress", "--quiet", "--name", "pg",
+    driver = subprocess.Popen([*cmd, "run", "digits", "--storage", postgres.url, "--workers", "1", "--budget", "120s",
+                               "--pruner", "none", "--no-doctor", "--no-compress", "--cv", "0", "--no-fusion", "--quiet",
+                               "--name", "pg",
                                "--runs-dir", runs], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers = []
     try:

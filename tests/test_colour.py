@@ -18,7 +18,9 @@ from autopilot.data.synthetic import CLASSES, write_folder
 from autopilot.rundir import read_json
 from autopilot.serve.client import ServerProcess
 
-pytestmark = pytest.mark.slow
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("colour")]
 
 
 @pytest.fixture(scope="module")

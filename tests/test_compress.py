@@ -32,6 +32,10 @@ from autopilot.train import train
 
 from .finished_run import finished_run, quiet_console
 
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = pytest.mark.xdist_group("compress")
+
 HP = {"epochs": 12, "lr": 3e-3, "batch_size": 64, "aug_strength": 0.0}
 
 

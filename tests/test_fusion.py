@@ -15,6 +15,10 @@ from autopilot.models import build_model
 from autopilot.search import space
 from autopilot.train import train
 
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = pytest.mark.xdist_group("fusion")
+
 
 @pytest.fixture(scope="module")
 def digits_models():

@@ -15,6 +15,10 @@ from autopilot import metrics
 from autopilot.models import build_model
 from autopilot.train import fold_target_scale, train
 
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = pytest.mark.xdist_group("regression")
+
 
 def test_regression_metrics_match_scikit_learn_and_carry_a_standard_error():
     rng = np.random.default_rng(0)

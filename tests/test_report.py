@@ -17,6 +17,10 @@ import pytest
 import autopilot
 from autopilot.report import write_report
 
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = pytest.mark.xdist_group("report")
+
 CHROMIUM = shutil.which("chromium")
 
 

@@ -1,5 +1,6 @@
 """Every JSON file a real run writes validates against its one schema, and
-no file is written without one. The run is real: `autopilot.run` on digits."""
+no file is written without one. The run is real: the session's
+`autopilot run digits --budget 60s` (tests/conftest.py budget_run)."""
 from __future__ import annotations
 
 import importlib
@@ -7,8 +8,6 @@ import json
 from fnmatch import fnmatch
 
 import pytest
-
-import autopilot
 
 # file pattern inside the run directory -> "module:Class" under autopilot.schemas
 SCHEMA_OF = {
@@ -53,9 +52,13 @@ def check_spec(spec: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return autopilot.run("digits", budget="40s", runs_dir=root, name="schemas", quiet=True, workers=1)
+def real_run(budget_run):
+    """The session's `autopilot run digits --budget 60s` (tests/conftest.py): every stage ran."""
+    from autopilot.rundir import RunDir
+
+    path, res = budget_run
+    assert res["returncode"] == 0, res["stderr"][-3000:]
+    return RunDir(path)
 
 
 def test_every_json_file_of_a_run_has_a_schema_and_validates(real_run):
@@ -78,18 +81,18 @@ def test_every_json_file_of_a_run_has_a_schema_and_validates(real_run):
     assert {"run.json", "doctor.json", "data/profile.json", "model/card.json", "search.json"} <= set(checked)
 
 
-def test_the_schemas_refuse_what_no_run_writes(real_run):
+def test_the_schemas_refuse_what_no_run_writes(real_run, tmp_path):
     from autopilot.schemas import SchemaError, read
     from autopilot.schemas.run import RunInfo
 
     info = json.loads((real_run.path / "run.json").read_text())
     info["config"]["max_drop"] = 50  # a typo for half a point must not pass
-    (real_run.path / "broken").mkdir()
-    (real_run.path / "broken" / "run.json").write_text(json.dumps(info))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text(json.dumps(info))
     with pytest.raises(Exception, match="max_drop"):
-        read(RunInfo, real_run.path / "broken")
+        read(RunInfo, tmp_path / "broken")
     info["config"]["max_drop"] = 0.5
     info["surprise"] = 1
-    (real_run.path / "broken" / "run.json").write_text(json.dumps(info))
+    (tmp_path / "broken" / "run.json").write_text(json.dumps(info))
     with pytest.raises(SchemaError, match="surprise"):
-        read(RunInfo, real_run.path / "broken")
+        read(RunInfo, tmp_path / "broken")

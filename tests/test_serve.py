@@ -25,6 +25,8 @@ from autopilot.rundata import load_run_data
 from autopilot.runtime.model import ServedModel
 from autopilot.serve.client import HOST, ServerProcess, free_port, load
 
+from .conftest import built_once
+
 
 # -- shared fixtures and helpers (test_monitor.py imports these) --------------
 
@@ -44,14 +46,14 @@ def autopilot_command() -> list[str]:
 def trained_run(tmp_path_factory) -> Path:
     """One digits model for the whole session, made by `autopilot run` as a
     user makes it (one trial, no time limit: the trial always finishes).
-    test_monitor.py shares it through the session's base temp folder."""
-    base = tmp_path_factory.getbasetemp() / "serve-digits"
-    run = base / "digits"
-    if not (run / "model" / "card.json").exists():
+    test_monitor.py and every xdist worker share it (conftest.built_once)."""
+    def build(base: Path) -> None:
         res = subprocess.run([*autopilot_command(), "run", "digits", "--trials", "1", "--cv", "0", "--workers", "1", "--no-doctor",
                               "--no-compress", "--quiet", "--runs-dir", str(base), "--name", "digits", "--overwrite"],
                              capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+    run = built_once(tmp_path_factory, "serve-digits", build) / "digits"
     assert (run / "monitor" / "reference.json").exists()  # `autopilot run` writes the drift reference last
     return run
 

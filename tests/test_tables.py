@@ -20,6 +20,10 @@ from autopilot.data.tables import prepare
 
 from .conftest import run_cli
 
+# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
+# worker, so its module-scoped real run is trained once.
+pytestmark = pytest.mark.xdist_group("tables")
+
 
 def write(path, header, rows):
     with open(path, "w", newline="") as f:
