@@ -178,7 +178,7 @@ def test_workers_on_postgres_leave_no_trial_running(postgres, tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "autopilot"]
-    driver = subprocess.Popen([*cmd, "run", "digits", "--storage", postgres.url, "--workers", "1", "--budget", "120s",
+    driver = subprocess.Popen([*cmd, "run", "digits", "--storage", postgres.url, "--workers", "1", "--budget", "150s",
                                "--pruner", "none", "--no-doctor", "--no-compress", "--cv", "0", "--no-fusion", "--quiet",
                                "--name", "pg",
                                "--runs-dir", runs], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
