@@ -11,7 +11,7 @@ import torch
 
 from autopilot.compress.policy import keeps_accuracy
 from autopilot.data import load, split
-from autopilot.data.gate import GATE_FILE, gate_split, gated, load_gate, pooled
+from autopilot.data.gate import GATE_FILE, check_split, gate_split, gated, load_gate, pooled
 from autopilot.data.stats import arrays, data_info
 from autopilot.models import build_model
 from autopilot.search import space
@@ -47,6 +47,16 @@ def test_the_gated_view_trains_on_everything_but_the_gate():
     assert np.array_equal(view["train"][0], pooled(data, rest)[0])  # the folds' and the retraining's examples
     assert len(np.intersect1d(view["check"][0][:, 0], judged)) == 0  # a stage's own epoch checks: training data
     assert view["test"] is data["test"] and gated(view, gate) is view
+
+
+def test_without_a_gate_the_epoch_checks_are_training_data_too():
+    """--cv 0 (or a finalists stage that fell back): validation judges the
+    compression candidates, so their trainings pick best epochs elsewhere."""
+    y = np.arange(100) % 4
+    X = np.arange(100, dtype=np.float32)[:, None]
+    data = {"train": (X[:60], y[:60]), "val": (X[60:85], y[60:85]), "test": (X[85:], y[85:])}
+    checked = check_split(data)[0][:, 0]
+    assert len(checked) > 0 and set(checked) <= set(range(60))
 
 
 def test_a_candidate_that_lost_accuracy_on_unseen_data_is_refused_on_the_gate():

@@ -64,10 +64,15 @@ def gated(data: dict, gate: np.ndarray) -> dict:
     gate = np.asarray(gate, dtype=np.int64)
     rest = np.setdiff1d(np.arange(len(data["val"][1])), gate)
     X, y = pooled(data, rest)
-    step = max(1, len(y) // CHECK_EXAMPLES)
     Xva, yva = data["val"]
-    return {"train": (X, y), "val": (Xva[gate], yva[gate]), "check": (X[::step][:CHECK_EXAMPLES], y[::step][:CHECK_EXAMPLES]),
+    return {"train": (X, y), "val": (Xva[gate], yva[gate]), "check": training_sample(X, y),
             "test": data["test"], GATED: True}
+
+
+def training_sample(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CHECK_EXAMPLES training examples, evenly spaced."""
+    step = max(1, len(y) // CHECK_EXAMPLES)
+    return X[::step][:CHECK_EXAMPLES], y[::step][:CHECK_EXAMPLES]
 
 
 def save_gate(data_dir: str | Path, gate: np.ndarray) -> Path:
@@ -92,7 +97,10 @@ def with_gate(data_dir: str | Path, data: dict) -> dict:
 
 
 def check_split(data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """What a stage's own training checks each epoch: the gated view's
-    training sample, else (no gate: the shipped model never saw validation)
-    the validation split as before."""
-    return data.get("check", data["val"])
+    """What a stage's own training checks each epoch and picks its best
+    epoch on: a sample of its training data, never the split that then
+    judges it. Without a gate too: a pruned model whose best epoch was
+    picked on validation and then judged there was flattered (mnist5k:
+    prune50 at validation 0.9973 against the fp32 model's 0.9907 shipped,
+    and scored 0.9787 against 0.9880 on test)."""
+    return data["check"] if "check" in data else training_sample(*data["train"])
