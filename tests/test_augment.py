@@ -59,10 +59,11 @@ def test_excluded_flips_are_never_offered_at_test_time():
     assert "tta" not in spec and hp["aug_exclude"] == ["hflip", "vflip", "rotate"]
 
 
-def test_first_trial_on_colour_photos_trains_with_crop_and_flip():
+def test_first_trial_on_colour_photos_is_residual_with_crop_and_flip():
     p = space.default_params(PHOTO)
     assert p["aug_policy"] == "cropflip"
     spec, hp = space.to_config(p, PHOTO)
+    assert all(stage["skip"] for stage in spec["stages"]), spec  # residual stages
     assert hp["aug_policy"] == "cropflip" and "tta" not in spec
     gray_info = {**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}
     gray = space.default_params(gray_info)
@@ -73,6 +74,28 @@ def test_first_trial_on_colour_photos_trains_with_crop_and_flip():
     study.enqueue_trial(p)
     assert space.suggest(study.ask(), PHOTO) == {k: v for k, v in p.items() if k in study.trials[0].params}
     assert set(study.trials[0].params) == set(p)
+
+
+@pytest.mark.parametrize("info, other", [(PHOTO, "affine"), (DIGITS, "cropflip")])
+def test_the_first_network_is_also_enqueued_without_augmentation_and_with_the_other_policy(info, other):
+    first = space.first_params(info)
+    default = first[0]
+    tail = first[-2:]
+    assert [p["aug_policy"] for p in tail] == ["none", other]
+    for p in tail:  # the first network, only the augmentation differs
+        assert {k: v for k, v in p.items() if k not in augment_space.PARAMS} == \
+            {k: v for k, v in default.items() if k not in augment_space.PARAMS}
+        assert p["cutout"] == 0.0 and p["mix"] == "none"
+    assert "aug_strength" not in tail[0] and ("aug_strength" in tail[1]) == (other == "affine")
+    # Enqueued, each draws nothing at random and leaves no stray parameter behind.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for p in first:
+        study.enqueue_trial(p)
+    for p in first:
+        assert space.suggest(study.ask(), info) == p
+    # The former knob and no augmentation are compared as they were: nothing added.
+    assert augment_space.first_variants({**info, "augment_search": "affine"}) == []
+    assert augment_space.first_variants({**info, "kind": "signal", "input_shape": [1, 40]}) == []
 
 
 def test_trials_stored_before_policies_still_mean_the_affine_knob():
@@ -186,3 +209,28 @@ def test_the_former_and_the_empty_augmentation_spaces_for_comparison():
     assert augment_from_hparams("image", hp, (3, 32, 32)) is None and "mix" not in hp
     with pytest.raises(ValueError, match="unknown augmentation search"):
         space.default_params({**PHOTO, "augment_search": "autoaugment"})
+
+
+@pytest.mark.slow
+def test_the_residual_photo_default_passes_the_pre_flight_and_shuffled_labels_still_fail_it(tmp_path):
+    """The doctor probes the first trial before the search: on the colour
+    photos the tests build, the residual default must learn within the
+    probes (it did not while its skip branches started at zero), and the
+    same probe must still catch labels that carry no signal."""
+    from autopilot.data.synthetic import make_shapes
+    from autopilot.doctor import doctor_dataset
+
+    X, y, _ = make_shapes(1200, 32, seed=0)
+    np.savez(tmp_path / "shapes.npz", X=X, y=y)
+    ds = load(str(tmp_path / "shapes.npz"))
+    splits = split(ds.y, seed=0)
+    model, hp = space.default_model(ds, splits)
+    assert any(getattr(m, "shortcut", None) is not None for m in model.modules())  # residual blocks
+    probes = ["no-signal", "cannot-overfit"]
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20, checks=probes)
+    status = {c.id: c.status for c in report.checks}
+    assert status == {"no-signal": "ok", "cannot-overfit": "ok"}, report.checks
+    shuffled = np.random.default_rng(0).permutation(ds.y)
+    ds.y[:] = shuffled
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20, checks=["no-signal"])
+    assert [f.id for f in report.findings if f.severity == "error"] == ["no-signal"], report.checks

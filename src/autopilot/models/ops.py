@@ -118,11 +118,14 @@ class Block(nn.Module):
             same = stride == 1 and c_in == c_out
             self.shortcut = nn.Identity() if same else nn.Sequential(
                 conv_nd(dims, c_in, c_out, 1, stride, bias=norm == "none"), normalization(norm, dims, c_out))
-            # The branch's last norm starts at zero: the block begins as its
-            # shortcut, which keeps deep stacks trainable from step one.
-            last = self.body[-1]
-            if isinstance(last, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.zeros_(last.weight)
+            # The branch keeps its default init (torchvision's ResNet default,
+            # zero_init_residual=False). Zeroing its last norm made every block
+            # start as its shortcut: a net of one-conv blocks then starts as
+            # the stem plus 1x1 projections, too small a receptive field to
+            # see a shape, and on 32x32 photos it learnt nothing in the
+            # doctor's probes and reached 63 % validation accuracy in 20
+            # epochs where the same net without the zeroing reached 100 %.
+            # Our stacks (at most 12 blocks, normalised) need no zeroing.
         # MBConv ends linear (its output is a bottleneck); the others end
         # with the activation, after the add as in ResNet.
         self.act = nn.Identity() if op.startswith("mbconv") else activation(act)

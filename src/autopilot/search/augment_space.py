@@ -33,6 +33,8 @@ MIX_ALPHA = (0.1, 1.0)  # Beta(alpha, alpha); 0.2 (mixup) and 1.0 (CutMix) are t
 RANDAUGMENT_N = (1, 3)
 RANDAUGMENT_M = (0.1, 0.9)  # share of each operation's range: the paper's M=9..15 of 30 is 0.3-0.5
 SEARCHES = ("searched", "affine", "none")
+# Every parameter `suggest` may ask for: what a first-trial variant replaces.
+PARAMS = ("aug_policy", "aug_strength", "randaugment_n", "randaugment_m", "cutout", "mix", "mix_alpha", "tta_hflip")
 MIN_PHOTO_SIDE = 24  # colour images at least this wide get photo defaults (crop+flip)
 
 
@@ -94,6 +96,29 @@ def default_params(info: dict) -> dict:
     if flip_allowed(info):
         p["tta_hflip"] = False
     return p
+
+
+def first_variants(info: dict) -> list[dict]:
+    """The augmentation of the known-good trials enqueued after the first
+    (each on the first trial's network, see `with_augmentation`): no
+    augmentation at all, the recipe's baseline, and the other known-good
+    policy of the data kind (affine on photos, crop+flip on other images).
+    On little data or a short budget augmentation can cost more than it
+    gives (bench/augment.py: at 700 images and 8 epochs none won), and TPE's
+    first draws are random (often RandAugment at a strong magnitude, or
+    CutMix): the search should measure both ends before it explores."""
+    if not _is_2d_image(info) or _search(info) != "searched":
+        return []
+    tail = {"cutout": 0.0, "mix": "none", **({"tta_hflip": False} if flip_allowed(info) else {})}
+    other = {"aug_policy": "affine", "aug_strength": 0.5} if is_colour_photo(info) else {"aug_policy": "cropflip"}
+    return [{"aug_policy": "none", **tail}, {**other, **tail}]
+
+
+def with_augmentation(params: dict, augmentation: dict) -> dict:
+    """`params` with its augmentation replaced by `augmentation`: no
+    parameter of the former policy is left behind (an enqueued parameter
+    that is never asked for would be stored as a stray value)."""
+    return {**{k: v for k, v in params.items() if k not in PARAMS}, **augmentation}
 
 
 def to_hparams(params: dict, info: dict) -> dict:

@@ -93,10 +93,8 @@ def _template_defaults(info: dict) -> tuple[dict, dict]:
     if kind == "image":
         # Narrow on large images: a 28x28 CNN of width 32 costs ~4x width 16
         # per epoch, and the first trial has to finish early in a short budget.
-        # Colour photos start from this plain stack with crop+flip
-        # (augment_space). Not a residual network: with skips (zero-initialised
-        # branches) it did not learn within the doctor's brief probes on
-        # 32x32 photos, and the pre-flight stopped the run (no-signal).
+        # Colour photos add skips to this stack (default_params) and train
+        # with crop+flip (augment_space).
         width = 16 if min(shape[1:]) >= 16 else 32
         v1 = {"family": "cnn2d", "cnn2d_width": width, "cnn2d_depth": min(3, max_depth("cnn2d", shape)),
               "cnn2d_kernel": 3, "residual": False, "pool": "max", "head": "gap"}
@@ -114,14 +112,23 @@ def default_params(info: dict) -> dict:
     the search starts from a known-good point and TPE improves on it."""
     v1, training = _template_defaults(info)
     twin = from_template(_template_spec(v1, info))
-    return {**params_from_spec(twin), **training}
+    p = {**params_from_spec(twin), **training}
+    if augment_space.is_colour_photo(info):
+        # A small residual network, the CIFAR recipe's shape: the plain
+        # stack's stages with skip connections, at about its cost per epoch
+        # (76k parameters at 32x32). It learnt 32x32 photos as well as the
+        # plain stack in 20 epochs, and passes the doctor's probes.
+        p.update({f"cnn2d_s{i}_skip": True for i in range(1, int(p["cnn2d_stages"]) + 1)})
+    return p
 
 
 def first_params(info: dict) -> list[dict]:
     """The trials enqueued before the sampler takes over: the default, then
     a second known-good point of another shape (images: two stages with a
     flatten head, cheaper per epoch and strong on 28x28 grey images;
-    signals: a light two-stage net; tables: a wider residual MLP)."""
+    signals: a light two-stage net; tables: a wider residual MLP); images
+    then add the first network with other augmentations
+    (augment_space.first_variants)."""
     first = default_params(info)
     fam = first["family"]
     if fam == "cnn2d" and first.get("cnn2d_stages", 0) >= 3:
@@ -136,7 +143,9 @@ def first_params(info: dict) -> list[dict]:
     else:
         second = {**first, "mlp_layers": 3, "mlp_l1_width": 512, "mlp_l2_width": 512, "mlp_l3_width": 512,
                   "mlp_l2_residual": True, "mlp_l3_residual": True}
-    return [first, second] if second != first else [first]
+    firsts = [first, second] if second != first else [first]
+    # Then the first network with the data kind's other known-good augmentations (none among them).
+    return firsts + [augment_space.with_augmentation(first, a) for a in augment_space.first_variants(info)]
 
 
 def params_from_spec(spec: dict) -> dict:
