@@ -14,7 +14,9 @@ epochs fixed by --epochs), three searches of --trials trials each:
 
 Only augmentation differs between the arms: same trial count, same epochs,
 same TPE sampler as autopilot's (multivariate, 5 random start-up trials)
-with the first-trial defaults enqueued. The families the doctor measures to
+with the arm's known-good first trials enqueued as `autopilot run` enqueues
+them on its first network (searched: the data kind's default policy, no
+augmentation, the other known-good policy; affine: strength 0.5). The families the doctor measures to
 change labels on the data (doctor.augment_check, as `autopilot run` does
 before its search) are left out of the searched space. The trial with the
 best validation accuracy (first on ties) is the one shipped, and its test
@@ -23,10 +25,11 @@ searched arm's difference to each other arm.
 
 Data sets: `fashion` (Fashion-MNIST from Debian's files; --n images drawn
 stratified by the seed), `mnist5k`, and `shapes` (data.synthetic: coloured
-shapes on textured backgrounds, classes left-right symmetric, --n images).
+shapes on textured backgrounds, classes left-right symmetric, --n images);
+each with --n-test more images as its test split.
 
-    .venv/bin/python bench/augment.py                          # full: fashion + shapes, 3 seeds, 8 trials
-    .venv/bin/python bench/augment.py --trials 3 --epochs 10 --n 2000 --seeds 0  # smoke test
+    .venv/bin/python bench/augment.py --jobs 2                 # full: fashion + shapes, 3 seeds, 4 trials of 15 epochs
+    .venv/bin/python bench/augment.py --trials 4 --epochs 2 --n 300 --n-test 300 --seeds 0  # smoke test
     .venv/bin/python bench/augment.py --throughput-only       # policies' images/s only
 
 Writes bench/results/augment-<UTC time>.json and augment-latest.json.
@@ -60,27 +63,32 @@ THROUGHPUT_CASES = [
 ]
 
 
-def build_data(dataset: str, n: int, seed: int):
-    """(arrays by split, data facts) for one data set and seed."""
+def build_data(dataset: str, n: int, seed: int, n_test: int):
+    """(arrays by split, data facts) for one data set and seed: n images for
+    training and validation (85/15), and n_test more for the test split,
+    drawn with them (stratified): a test set larger than the training set
+    measures the shipped model to about a point, where 15 % of n did not."""
     import numpy as np
 
     from autopilot.data import load, split
     from autopilot.data.dataset import Dataset
     from autopilot.data.stats import arrays, data_info
 
+    total = n + n_test
     if dataset == "shapes":
         from autopilot.data.synthetic import make_shapes
 
-        X, y, classes = make_shapes(n, 32, seed=1000 + seed)
+        X, y, classes = make_shapes(total, 32, seed=1000 + seed)
         ds = Dataset("shapes", "image", X.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, y, classes)
     else:
         ds = load(dataset)
-        if n and n < len(ds.y):  # a stratified subset: the same share of every class
-            keep = split(ds.y, seed=seed, val=0.0, test=n / len(ds.y))["test"]
+        if total < len(ds.y):  # a stratified subset: the same share of every class
+            keep = split(ds.y, seed=seed, val=0.0, test=total / len(ds.y))["test"]
             ds = Dataset(ds.name, ds.kind, ds.X[keep], ds.y[keep], ds.classes)
     X = ds.X if ds.X.dtype != np.uint8 else ds.X.astype(np.float32) / 255.0
     ds = Dataset(ds.name, ds.kind, X, ds.y, ds.classes)
-    splits = split(ds.y, seed=seed, val=0.15, test=0.15)
+    share = n_test / len(ds.y)
+    splits = split(ds.y, seed=seed, val=0.15 * (1 - share), test=share)
     return arrays(ds, splits), data_info(ds, splits)
 
 
@@ -109,12 +117,16 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
 
     info = {**info, "augment_search": arm}
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed, info))
-    study.enqueue_trial(space.default_params(info))
+    default = space.default_params(info)
+    # The arm's known-good first trials, as `autopilot run` enqueues them on its first network.
+    for aug in [default, *augment_space.first_variants(info)]:
+        study.enqueue_trial(augment_space.with_augmentation(default, {k: v for k, v in aug.items()
+                                                                      if k in augment_space.PARAMS}))
     records = []
     t_cpu, t_wall = time.process_time(), time.perf_counter()
     for k in range(trials):
         trial = study.ask()
-        params = {**space.default_params(info), **augment_space.suggest(trial, info), "epochs": epochs}
+        params = {**augment_space.with_augmentation(default, augment_space.suggest(trial, info)), "epochs": epochs}
         spec, hp = space.to_config(params, info)
         hp["patience"] = epochs + 1  # every trial runs its planned epochs
         trial_seed = 1000 * seed + k
@@ -132,11 +144,11 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
 
 
 def run_case(case: tuple) -> dict:
-    dataset, seed, n, trials, epochs, arms = case
+    dataset, seed, n, n_test, trials, epochs, arms = case
     import torch
 
     torch.set_num_threads(1)  # one core per job: jobs run side by side
-    parts, info = build_data(dataset, n, seed)
+    parts, info = build_data(dataset, n, seed, n_test)
     excluded, status = doctor_exclusions(parts, info, seed)
     info = {**info, "augment_exclude": excluded}
     out = {"dataset": dataset, "seed": seed, "n": len(parts["train"][1]) + len(parts["val"][1]) + len(parts["test"][1]),
@@ -205,11 +217,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion", "shapes"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--trials", type=int, default=8, help="trials per search, the same for every arm (default 8)")
+    # Defaults: the full bench in about 30 minutes with --jobs 2 on 2 cores
+    # (it took 43 minutes at load average 5.5-7.4, the machine shared).
+    p.add_argument("--trials", type=int, default=4, help="trials per search, the same for every arm (default 4)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of every trial (default 15)")
     p.add_argument("--budget", type=int, default=None,
                    help="shorthand for an equal budget in trial-epochs per search: trials = budget // epochs")
-    p.add_argument("--n", type=int, default=4000, help="images per data set (fashion: a stratified subset; default 4000)")
+    p.add_argument("--n", type=int, default=600,
+                   help="training + validation images per data set (fashion: a stratified subset; default 600)")
+    p.add_argument("--n-test", type=int, default=2000, help="test images per data set, drawn besides --n (default 2000)")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--jobs", type=int, default=1, help="data set x seed cases run side by side, one thread each")
     p.add_argument("--throughput-only", action="store_true")
@@ -236,7 +252,7 @@ def main(argv=None) -> int:
         print(f"{name:<22} " + " ".join(f"{got[s]:>14,}" if got[s] else f"{'no cost':>14}" for s in ((3, 32, 32), (1, 28, 28))))
     cases = []
     if not args.throughput_only:
-        todo = [(d, s, args.n, args.trials, args.epochs, args.arms) for d in args.datasets for s in args.seeds]
+        todo = [(d, s, args.n, args.n_test, args.trials, args.epochs, args.arms) for d in args.datasets for s in args.seeds]
         if args.jobs > 1:
             with mp.get_context("spawn").Pool(args.jobs) as pool:
                 cases = pool.map(run_case, todo, chunksize=1)
