@@ -59,11 +59,10 @@ def test_excluded_flips_are_never_offered_at_test_time():
     assert "tta" not in spec and hp["aug_exclude"] == ["hflip", "vflip", "rotate"]
 
 
-def test_first_trial_on_colour_photos_is_residual_with_crop_and_flip():
+def test_first_trial_on_colour_photos_trains_with_crop_and_flip():
     p = space.default_params(PHOTO)
     assert p["aug_policy"] == "cropflip"
     spec, hp = space.to_config(p, PHOTO)
-    assert all(stage["skip"] for stage in spec["stages"]), spec  # residual stages
     assert hp["aug_policy"] == "cropflip" and "tta" not in spec
     gray_info = {**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}
     gray = space.default_params(gray_info)
@@ -212,11 +211,10 @@ def test_the_former_and_the_empty_augmentation_spaces_for_comparison():
 
 
 @pytest.mark.slow
-def test_the_residual_photo_default_passes_the_pre_flight_and_shuffled_labels_still_fail_it(tmp_path):
+def test_the_photo_default_passes_the_pre_flight_and_shuffled_labels_still_fail_it(tmp_path):
     """The doctor probes the first trial before the search: on the colour
-    photos the tests build, the residual default must learn within the
-    probes (it did not while its skip branches started at zero), and the
-    same probe must still catch labels that carry no signal."""
+    photos the tests build, the default must learn within the probes, and
+    the same probe must still catch labels that carry no signal."""
     from autopilot.data.synthetic import make_shapes
     from autopilot.doctor import doctor_dataset
 
@@ -225,7 +223,6 @@ def test_the_residual_photo_default_passes_the_pre_flight_and_shuffled_labels_st
     ds = load(str(tmp_path / "shapes.npz"))
     splits = split(ds.y, seed=0)
     model, hp = space.default_model(ds, splits)
-    assert any(getattr(m, "shortcut", None) is not None for m in model.modules())  # residual blocks
     probes = ["no-signal", "cannot-overfit"]
     report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=20, checks=probes)
     status = {c.id: c.status for c in report.checks}
