@@ -14,9 +14,10 @@ epochs fixed by --epochs), three searches of --trials trials each:
 
 Only augmentation differs between the arms: same trial count, same epochs,
 same TPE sampler as autopilot's (multivariate, 5 random start-up trials)
-with the arm's known-good first trials enqueued as `autopilot run` enqueues
-them on its first network (searched: the data kind's default policy, no
-augmentation, the other known-good policy; affine: strength 0.5). The families the doctor measures to
+with the arm's known-good first trials enqueued on the first network
+(searched: the data kind's default policy, then augment_space.first_variants:
+no augmentation and the other known-good policy, which `autopilot run` does
+not enqueue yet; affine: strength 0.5). The families the doctor measures to
 change labels on the data (doctor.augment_check, as `autopilot run` does
 before its search) are left out of the searched space. The trial with the
 best validation accuracy (first on ties) is the one shipped, and its test
@@ -118,7 +119,7 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
     info = {**info, "augment_search": arm}
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed, info))
     default = space.default_params(info)
-    # The arm's known-good first trials, as `autopilot run` enqueues them on its first network.
+    # The arm's known-good first trials on the first network (the variants: not yet in `autopilot run`).
     for aug in [default, *augment_space.first_variants(info)]:
         study.enqueue_trial(augment_space.with_augmentation(default, {k: v for k, v in aug.items()
                                                                       if k in augment_space.PARAMS}))

@@ -76,10 +76,10 @@ def test_first_trial_on_colour_photos_trains_with_crop_and_flip():
 
 
 @pytest.mark.parametrize("info, other", [(PHOTO, "affine"), (DIGITS, "cropflip")])
-def test_the_first_network_is_also_enqueued_without_augmentation_and_with_the_other_policy(info, other):
-    first = space.first_params(info)
-    default = first[0]
-    tail = first[-2:]
+def test_the_first_network_without_augmentation_and_with_the_other_policy(info, other):
+    default = space.default_params(info)
+    tail = [augment_space.with_augmentation(default, a) for a in augment_space.first_variants(info)]
+    first = [default, *tail]
     assert [p["aug_policy"] for p in tail] == ["none", other]
     for p in tail:  # the first network, only the augmentation differs
         assert {k: v for k, v in p.items() if k not in augment_space.PARAMS} == \

@@ -99,8 +99,10 @@ def default_params(info: dict) -> dict:
 
 
 def first_variants(info: dict) -> list[dict]:
-    """The augmentation of the known-good trials enqueued after the first
-    (each on the first trial's network, see `with_augmentation`): no
+    """The augmentation of known-good trials to run after the first (each
+    on the first trial's network, see `with_augmentation`; bench/augment.py
+    enqueues them, `autopilot run` not yet: in a short budget they took
+    the slots of the rung promotions): no
     augmentation at all, the recipe's baseline, and the other known-good
     policy of the data kind (affine on photos, crop+flip on other images).
     On little data or a short budget augmentation can cost more than it
