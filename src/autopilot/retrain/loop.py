@@ -40,7 +40,6 @@ import numpy as np
 
 from ..config import COMPRESS_SHARE, MIN_COMPRESS_S, check_max_drop, parse_duration, search_reserve
 from ..data.dataset import as_float
-from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..registry import versions
 from ..rundir import RunDir, read_json, write_json
 from ..schemas.base import write
@@ -247,6 +246,8 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     card = read_json(champ_ref.card)
     # The challenger is a network trained like the run's trials and compared by
     # McNemar's test on class predictions: boosted trees and regression have neither.
+    from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES  # here: models imports torch, `serve` must not
+
     if card.get("task", "classification") != "classification" or card.get("family") in ESTIMATOR_FAMILIES:
         what = "a regression model" if card.get("task") == "regression" else f"a {card.get('family')} model"
         raise RetrainError(f"retraining covers classification networks; the model of {rd.name} is {what}: "
