@@ -22,11 +22,12 @@ $(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-cluster.txt
 	touch $(CLUSTER_STAMP)
 
-# Two pytest-xdist workers: most tests wait on a subprocess, a server or a
-# budget, so two at a time fill two cores. --dist loadgroup keeps each file
-# that trains a module-scoped run on one worker (its xdist_group mark); runs
-# that several files read are built once per session (tests/conftest.py).
-TEST_WORKERS ?= 2
+# pytest-xdist workers: 0 runs the suite in one process. With 2, budgeted
+# runs get half the CPU and on a loaded 2-core machine the end-to-end run
+# was cut by its deadline, so the default stays 0 until that is solved.
+# --dist loadgroup keeps each file that trains a module-scoped run on one
+# worker; runs several files read are built once per session (tests/conftest.py).
+TEST_WORKERS ?= 0
 
 test: $(STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup
