@@ -234,21 +234,36 @@ def test_the_ensemble_onnx_is_served_and_predicted_unchanged(fused_run, tmp_path
 def test_ship_rules_on_the_runs_real_measurements(fused_run):
     """compress.policy.choose_ship, a pure function, on the candidates the
     stage measured: each mode's promise holds for each mode."""
-    from autopilot.compress.policy import BALANCED_LATENCY, choose_ship
+    from autopilot.compress.policy import BALANCED_LATENCY, choose_ship, significantly_better
     from autopilot.schemas.fusion import read_fusion
 
     cands = [c.model_dump(mode="json") for c in read_fusion(fused_run).candidates if c.name != "fp32"]
+    assert all(c["val_paired"]["n"] == cands[0]["val_paired"]["n"] for c in cands)  # the same examples
     lat = {c["name"]: c["latency_ms"]["1"]["p50"] for c in cands}
     acc = {c["name"]: c["val_acc"] for c in cands}
+    proven = {c["name"] for c in cands if c["name"] == "single" or significantly_better(c)}
     for max_drop in (0.0, 0.5, 5.0):
         best, why = choose_ship(cands, "accurate", max_drop)
-        assert acc[best["name"]] == max(acc.values()) and why.startswith("--ship accurate")
+        assert acc[best["name"]] == max(acc[n] for n in proven) and why.startswith("--ship accurate")
+        assert acc[best["name"]] >= acc["single"]
         fast, _ = choose_ship(cands, "fast", max_drop)
         assert lat[fast["name"]] <= lat["single"]
         assert acc[fast["name"]] >= max(acc.values()) - max_drop / 100 - 1e-9 or fast["name"] == "single"
         bal, _ = choose_ship(cands, "balanced", max_drop)
         assert lat[bal["name"]] <= BALANCED_LATENCY * lat["single"]
-        assert acc[bal["name"]] == max(a for n, a in acc.items() if lat[n] <= BALANCED_LATENCY * lat["single"])
+        assert acc[bal["name"]] == max(a for n, a in acc.items()
+                                       if n in proven and lat[n] <= BALANCED_LATENCY * lat["single"])
+    # A challenger right on one example more than the single model is not evidence; on ten more, it is.
+    single = next(c for c in cands if c["name"] == "single")
+    n = single["val_paired"]["n"]
+    for b_only, ships in ((1, False), (10, True)):
+        better = [dict(c, val_acc=single["val_acc"] + b_only / n, latency_ms=single["latency_ms"],
+                       parity={"passed": True, "max_abs_diff": 0.0, "argmax_agree": 1.0},
+                       val_paired={"n": n, "b_only": b_only, "a_only": 0, "diff": b_only / n})
+                  if c["name"] == "ensemble" else c for c in cands]
+        chosen, why = choose_ship(better, "accurate", 0.5)
+        assert (chosen["name"] == "ensemble") is ships, why
+        assert ships or "not significantly more accurate" in why
     # The same measurements with the ensemble made 10 % slower than allowed: balanced drops it.
     slow = [dict(c, latency_ms={**c["latency_ms"], "1": {**c["latency_ms"]["1"], "p50": 2.2 * lat["single"]}})
             if c["name"] == "ensemble" else c for c in cands]

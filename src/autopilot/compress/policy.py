@@ -22,7 +22,7 @@ When nothing qualifies, the baseline is kept and the reason says why.
 from __future__ import annotations
 
 from ..config import check_max_drop
-from ..stats import Paired, drop_upper_bound
+from ..stats import Paired, drop_upper_bound, mcnemar_p
 
 TARGETS = ("latency", "size", "throughput")
 CONFIDENCE = 0.95  # of the one-sided upper bound on the validation drop
@@ -171,6 +171,15 @@ def _batch1(c: dict) -> float:
     return float(c["latency_ms"]["1"]["p50"])
 
 
+def significantly_better(c: dict, confidence: float = CONFIDENCE) -> bool:
+    """The candidate beats the single model on its paired validation counts
+    (exact one-sided McNemar test); without counts, on accuracy alone."""
+    p = paired_of(c)
+    if p is None:
+        return True
+    return p.b_only > p.a_only and mcnemar_p(p, "greater") < 1 - confidence
+
+
 def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dict, str]:
     """(chosen, reason) among the best single model (name "single"), an
     ensemble and a distilled student, on validation accuracy and batch-1
@@ -182,7 +191,14 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
                 and never slower than the single model.
     The single model is always eligible, so `accurate` never ships something
     less accurate on validation and `fast` nothing slower than it. A file
-    whose parity check failed is not eligible unless it was forced."""
+    whose parity check failed is not eligible unless it was forced.
+
+    For `accurate` and `balanced`, an ensemble or student replaces the single
+    model only when it is significantly more accurate on the validation
+    examples they share (exact one-sided McNemar test, p < 1 - CONFIDENCE,
+    from its `val_paired` counts): on a 380-example gate a student right on
+    one example more was shipped in place of a model 0.27 points better on
+    test. A candidate without paired counts is judged on accuracy alone."""
     max_drop = check_max_drop(max_drop)
     if ship not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {ship!r}; expected one of {', '.join(SHIP_MODES)}")
@@ -198,15 +214,19 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
 
     excluded = f"; not eligible, parity failed: {', '.join(failed)}" if failed else ""
     most_accurate = max(pool, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
-    if ship == "accurate":
-        return most_accurate, f"--ship accurate: the most accurate on validation, {desc(most_accurate)}{excluded}"
-    if ship == "balanced":
-        within = [c for c in pool if _batch1(c) <= BALANCED_LATENCY * base]
-        best = max(within, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
+    if ship in ("accurate", "balanced"):
+        within = pool if ship == "accurate" else [c for c in pool if _batch1(c) <= BALANCED_LATENCY * base]
+        unproven = [c["name"] for c in within if c is not single and not significantly_better(c)]
+        eligible = [c for c in within if c["name"] not in unproven]
+        best = max(eligible, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
+        notes = excluded + (f"; not significantly more accurate than the single model (McNemar p >= "
+                            f"{1 - CONFIDENCE:.2f}): {', '.join(unproven)}" if unproven else "")
+        if ship == "accurate":
+            return best, f"--ship accurate: the most accurate on validation, {desc(best)}{notes}"
         slow = [c["name"] for c in pool if c not in within]
         return best, (f"--ship balanced: the most accurate on validation within {BALANCED_LATENCY:g}x the single "
-                      f"model's batch-1 latency, {desc(best)}"
-                      + (f"; too slow: {', '.join(slow)}" if slow else "") + excluded)
+                      f"model's batch-1 latency, {desc(best)}" + (f"; too slow: {', '.join(slow)}" if slow else "")
+                      + notes)
     floor = most_accurate["val_acc"] - max_drop / 100.0 - _EPS
     fast = [c for c in pool if c["val_acc"] >= floor and _batch1(c) <= base]
     if not fast:

@@ -47,6 +47,7 @@ from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..rundir import RunDir, write_json
 from ..schemas.card import FusedFigures, ModelFigures, read_card, write_card
 from ..schemas.fusion import FusionResults
+from ..stats import paired
 from ..train import DEFAULTS
 from . import members as pool_of
 from .ensemble import Ensemble
@@ -233,9 +234,14 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         return out / Path(rel).name if rel.startswith("fusion/") else rd.path / rel
 
     # Validation accuracy and latency, measured the same way for every file.
+    correct = {}
     for c in candidates:
         c["file_bytes"] = abs_path(c).stat().st_size
-        c["val_acc"] = float((measure.onnx_logits(abs_path(c), Xva).argmax(1) == yva).mean())
+        correct[c["name"]] = measure.onnx_logits(abs_path(c), Xva).argmax(1) == yva
+        c["val_acc"] = float(correct[c["name"]].mean())
+    for c in candidates:  # the evidence choose_ship weighs: the same examples, against the single model
+        p = paired(correct["single"], correct[c["name"]])
+        c["val_paired"] = {"n": p.n, "b_only": p.b_only, "a_only": p.a_only, "diff": p.diff}
     lat_s = min(LATENCY_S[1], max(LATENCY_S[0], deadline - time.monotonic() - 2.0))
     lat = measure.measure_latency({c["name"]: abs_path(c) for c in candidates}, Xva, budget_s=lat_s)
     for c in candidates:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from .base import Part, RunFile, read
 from .card import Parity
-from .compress import Latency, TrainInfo
+from .compress import Latency, TrainInfo, ValPaired
 
 
 class PoolTrial(Part):
@@ -58,6 +58,7 @@ class ShipCandidate(Part):
     params: int
     file_bytes: int
     val_acc: float
+    val_paired: ValPaired | None = None  # against "single", on the same validation examples (B = this file)
     test_acc: float | None  # read once, after the choice; never used to choose
     latency_ms: dict[str, Latency]  # by batch size: "1", "64"
     throughput_per_s: dict[str, float]
