@@ -196,9 +196,9 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
     For `accurate` and `balanced`, an ensemble or student replaces the single
     model only when it is significantly more accurate on the validation
     examples they share (exact one-sided McNemar test, p < 1 - CONFIDENCE,
-    from its `val_paired` counts): on a 380-example gate a student right on
-    one example more was shipped in place of a model 0.27 points better on
-    test. A candidate without paired counts is judged on accuracy alone."""
+    from its `val_paired` counts): on a 380-example gate a student was
+    chosen for being right on one example more, which is noise. A candidate
+    without paired counts is judged on accuracy alone."""
     max_drop = check_max_drop(max_drop)
     if ship not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {ship!r}; expected one of {', '.join(SHIP_MODES)}")
