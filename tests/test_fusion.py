@@ -244,8 +244,7 @@ def test_ship_rules_on_the_runs_real_measurements(fused_run):
     proven = {c["name"] for c in cands if c["name"] == "single" or significantly_better(c)}
     for max_drop in (0.0, 0.5, 5.0):
         best, why = choose_ship(cands, "accurate", max_drop)
-        assert acc[best["name"]] == max(acc[n] for n in proven) and why.startswith("--ship accurate")
-        assert acc[best["name"]] >= acc["single"]
+        assert acc[best["name"]] == max(acc.values()) and why.startswith("--ship accurate")
         fast, _ = choose_ship(cands, "fast", max_drop)
         assert lat[fast["name"]] <= lat["single"]
         assert acc[fast["name"]] >= max(acc.values()) - max_drop / 100 - 1e-9 or fast["name"] == "single"
@@ -261,8 +260,9 @@ def test_ship_rules_on_the_runs_real_measurements(fused_run):
                        parity={"passed": True, "max_abs_diff": 0.0, "argmax_agree": 1.0},
                        val_paired={"n": n, "b_only": b_only, "a_only": 0, "diff": b_only / n})
                   if c["name"] == "ensemble" else c for c in cands]
-        chosen, why = choose_ship(better, "accurate", 0.5)
+        chosen, why = choose_ship(better, "balanced", 0.5)
         assert (chosen["name"] == "ensemble") is ships, why
+        assert choose_ship(better, "accurate", 0.5)[0]["name"] == "ensemble"  # the most accurate, whatever it costs
         assert ships or "not significantly more accurate" in why
     # The same measurements with the ensemble made 10 % slower than allowed: balanced drops it.
     slow = [dict(c, latency_ms={**c["latency_ms"], "1": {**c["latency_ms"]["1"], "p50": 2.2 * lat["single"]}})

@@ -193,9 +193,10 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
     less accurate on validation and `fast` nothing slower than it. A file
     whose parity check failed is not eligible unless it was forced.
 
-    For `accurate` and `balanced`, an ensemble or student replaces the single
-    model only when it is significantly more accurate on the validation
-    examples they share (exact one-sided McNemar test, p < 1 - CONFIDENCE,
+    `accurate` is the user's word that latency does not matter: the most
+    accurate file ships. With `balanced`, the default, an ensemble or student
+    costs latency, and it replaces the single model only when it is
+    significantly more accurate on the validation examples they share (exact one-sided McNemar test, p < 1 - CONFIDENCE,
     from its `val_paired` counts): on a 380-example gate a student was
     chosen for being right on one example more, which is noise. A candidate
     without paired counts is judged on accuracy alone."""
@@ -214,15 +215,15 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
 
     excluded = f"; not eligible, parity failed: {', '.join(failed)}" if failed else ""
     most_accurate = max(pool, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
-    if ship in ("accurate", "balanced"):
-        within = pool if ship == "accurate" else [c for c in pool if _batch1(c) <= BALANCED_LATENCY * base]
+    if ship == "accurate":
+        return most_accurate, f"--ship accurate: the most accurate on validation, {desc(most_accurate)}{excluded}"
+    if ship == "balanced":
+        within = [c for c in pool if _batch1(c) <= BALANCED_LATENCY * base]
         unproven = [c["name"] for c in within if c is not single and not significantly_better(c)]
         eligible = [c for c in within if c["name"] not in unproven]
         best = max(eligible, key=lambda c: (c["val_acc"] + _EPS * (c is single), -_batch1(c)))
         notes = excluded + (f"; not significantly more accurate than the single model (McNemar p >= "
                             f"{1 - CONFIDENCE:.2f}): {', '.join(unproven)}" if unproven else "")
-        if ship == "accurate":
-            return best, f"--ship accurate: the most accurate on validation, {desc(best)}{notes}"
         slow = [c["name"] for c in pool if c not in within]
         return best, (f"--ship balanced: the most accurate on validation within {BALANCED_LATENCY:g}x the single "
                       f"model's batch-1 latency, {desc(best)}" + (f"; too slow: {', '.join(slow)}" if slow else "")
