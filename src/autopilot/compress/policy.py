@@ -186,7 +186,8 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
     latency measured together. Pure: reads the dicts, changes nothing.
 
       accurate  the most accurate on validation (ties: the faster);
-      balanced  the most accurate within BALANCED_LATENCY x the single's latency;
+      balanced  the most accurate within BALANCED_LATENCY x the single's latency
+                (a challenger must be significantly better, below);
       fast      the fastest within `max_drop` points of the most accurate,
                 and never slower than the single model.
     The single model is always eligible, so `accurate` never ships something
@@ -196,10 +197,11 @@ def choose_ship(candidates: list[dict], ship: str, max_drop: float) -> tuple[dic
     `accurate` is the user's word that latency does not matter: the most
     accurate file ships. With `balanced`, the default, an ensemble or student
     costs latency, and it replaces the single model only when it is
-    significantly more accurate on the validation examples they share (exact one-sided McNemar test, p < 1 - CONFIDENCE,
-    from its `val_paired` counts): on a 380-example gate a student was
-    chosen for being right on one example more, which is noise. A candidate
-    without paired counts is judged on accuracy alone."""
+    significantly more accurate on the validation examples they share
+    (exact one-sided McNemar test, p < 1 - CONFIDENCE, from its `val_paired`
+    counts): on a 380-example gate a student was chosen for being right on
+    one example more, which is noise. A candidate without paired counts is
+    judged on accuracy alone."""
     max_drop = check_max_drop(max_drop)
     if ship not in SHIP_MODES:
         raise ValueError(f"unknown ship mode {ship!r}; expected one of {', '.join(SHIP_MODES)}")
