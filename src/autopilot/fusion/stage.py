@@ -240,8 +240,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         correct[c["name"]] = measure.onnx_logits(abs_path(c), Xva).argmax(1) == yva
         c["val_acc"] = float(correct[c["name"]].mean())
     for c in candidates:  # the evidence choose_ship weighs: the same examples, against the single model
-        p = paired(correct["single"], correct[c["name"]])
-        c["val_paired"] = {"n": p.n, "b_only": p.b_only, "a_only": p.a_only, "diff": p.diff}
+        c["val_paired"] = paired(correct["single"], correct[c["name"]]).to_dict()
     lat_s = min(LATENCY_S[1], max(LATENCY_S[0], deadline - time.monotonic() - 2.0))
     lat = measure.measure_latency({c["name"]: abs_path(c) for c in candidates}, Xva, budget_s=lat_s)
     for c in candidates:
