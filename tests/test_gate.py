@@ -86,7 +86,7 @@ def test_a_candidate_that_lost_accuracy_on_unseen_data_is_refused_on_the_gate():
     def correct_candidate(X, y):
         return np.array([x.tobytes() in seen for x in X])
 
-    max_drop = 0.5
+    max_drop = 5.0  # points: ~135 examples on each side cannot vouch for less, even with no disagreement
     old_val = data["val"][0][rest], data["val"][1][rest]  # validation the shipped model trained on: the blind gate
     before = {"val_paired": paired(correct_shipped(*old_val), correct_candidate(*old_val)).to_dict()}
     assert keeps_accuracy(before, max_drop)

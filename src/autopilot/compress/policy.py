@@ -4,10 +4,14 @@ Rules, in order:
   1. only candidates whose ONNX file passed its parity check;
   2. only candidates whose validation accuracy is, with 95 % confidence, at
      most `max_drop` points below the baseline's: the one-sided upper bound
-     on the paired drop (autopilot.stats.drop_upper_bound, exact on the
-     examples where the two disagree) must not exceed the limit. One
-     example of 269 is a third of a point; a point estimate would accept a
-     drop that is noise, the bound grows with the disagreements behind it.
+     on the paired drop (autopilot.stats.drop_upper_bound_unconditional,
+     exact bounds on how often each model alone is right) must not exceed
+     the limit. A point estimate would accept a drop that is noise; a bound
+     that takes the number of disagreements as given would accept one lost
+     example of 380 as a drop of at most 0.26 points. This one also says how
+     small a validation split is: with no disagreement at all it is ~3.7/n,
+     so fewer than ~740 examples cannot vouch for half a point, and the
+     baseline is kept unless the user accepts more (--max-drop).
      Validation, not test: test accuracy is reported, never used to
      choose, or it would stop being an honest estimate;
   3. only candidates that beat the baseline on the target by at least
@@ -21,8 +25,10 @@ When nothing qualifies, the baseline is kept and the reason says why.
 """
 from __future__ import annotations
 
+import math
+
 from ..config import check_max_drop
-from ..stats import Paired, drop_upper_bound, mcnemar_p
+from ..stats import Paired, drop_upper_bound_unconditional, mcnemar_p
 
 TARGETS = ("latency", "size", "throughput")
 CONFIDENCE = 0.95  # of the one-sided upper bound on the validation drop
@@ -87,7 +93,22 @@ def drop_upper_points(c: dict, confidence: float = CONFIDENCE) -> float:
     p = paired_of(c)
     if p is None:
         raise ValueError(f"candidate {c.get('name')!r} has no paired validation counts (val_paired)")
-    return 100.0 * drop_upper_bound(p, confidence)
+    return 100.0 * drop_upper_bound_unconditional(p, confidence)
+
+
+def smallest_provable_drop(n: int, confidence: float = CONFIDENCE) -> float:
+    """The bound, in points, for a candidate that agrees with the baseline on
+    all n validation examples: no candidate can show a smaller drop."""
+    return 100.0 * drop_upper_bound_unconditional(Paired(n=n, b_only=0, a_only=0), confidence)
+
+
+def too_few_to_vouch(n: int, max_drop: float, confidence: float = CONFIDENCE) -> str | None:
+    """Why no candidate can pass rule 2 on n validation examples, or None."""
+    floor = smallest_provable_drop(n, confidence)
+    if floor <= max_drop + _EPS:
+        return None
+    return (f"{n} validation examples bound even a perfect match at {floor:.2f} points, above the "
+            f"{max_drop:.2f}-point limit (--max-drop {math.ceil(floor * 10) / 10:g} would accept one)")
 
 
 def keeps_accuracy(c: dict, max_drop: float, confidence: float = CONFIDENCE) -> bool:
@@ -132,6 +153,8 @@ def choose(candidates: list[dict], target: str, max_drop: float, *, min_gain: fl
             eligible.append(c)
     if not eligible:
         why = "; ".join(f"{k}: {', '.join(v)}" for k, v in rejected.items() if v) or "no candidates"
+        if rejected["accuracy"] and (small := too_few_to_vouch(int(base["val_paired"]["n"]), max_drop, confidence)):
+            why += f"; {small}"
         return base, (f"kept the baseline ({base['name']}, {describe_target(base, target)}, val acc {base['val_acc']:.4f}): "
                       f"no candidate was >= {min_gain:.0%}{' and 10 us' if target == 'latency' else ''} better on {target} with a {confidence:.0%} upper bound on its "
                       f"paired validation drop within {max_drop:.2f} points and parity passed ({why})")

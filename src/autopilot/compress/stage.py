@@ -58,7 +58,8 @@ from ..schemas.run import read_run
 from ..train import DEFAULTS, as_inputs, float_batch, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
-from .policy import CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front
+from .policy import (CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front,
+                     too_few_to_vouch)
 from .prune import prune_channels
 from .quantize import calibration_samples, quantize_dynamic_int8, quantize_static_int8
 from .students import student_spec
@@ -431,7 +432,13 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
         int8 = next((c for c in st.candidates if c["name"] == "int8s"), None)
         if int8 is not None:
             st.note_int8_gain(base, int8)
-        st.ladders()
+        small = too_few_to_vouch(len(data["val"][1]), max_drop)
+        if small:
+            # No trained candidate could pass the accuracy rule: do not spend
+            # the budget training them. The cheap int8 files stay measured.
+            st.log("prune and distill", "skipped", small)
+        else:
+            st.ladders()
 
         # Every candidate timed together (see measure.py), in what is left.
         lat_budget = max(2.0, deadline - time.monotonic() - 2.0)
