@@ -15,7 +15,8 @@ from safetensors.numpy import load_file
 from autopilot.config import RunConfig
 from autopilot.data.stats import arrays, data_info
 from autopilot.final import finalize
-from autopilot.finalists import TIE, Candidate, make_plan, pick_winner, retrain_seconds, undertrained_winner
+from autopilot.finalists import (RESERVE_RELEASE, TIE, Candidate, cheapest_option_s, make_plan, pick_winner,
+                                 reserve_too_small, retrain_seconds, undertrained_winner)
 from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
@@ -239,3 +240,22 @@ def test_a_budgeted_run_cross_validates_within_its_budget(tmp_path):
     for note in cv.notes:
         if "validation split is part" not in note:
             assert " ".join(note.split())[:50] in said  # every fallback was said on the console
+
+
+def test_a_reserve_that_buys_nothing_goes_back_to_the_search():
+    """The first network's pace, probed for real: a reserve far below the
+    cheapest option (fashion's case) is released with the figures; one that
+    covers it is kept; tables and --cv 0 keep theirs."""
+    from autopilot.data import load, split
+
+    ds = load("digits")
+    sp = split(ds.y, seed=0)
+    data, info = arrays(ds, sp), data_info(ds, sp)
+    cfg = RunConfig(data="digits", budget_s=60)
+    why = reserve_too_small(data, info, cfg, 0.01)
+    assert why and "the search's final phase trains on that time instead" in why and f"{RESERVE_RELEASE:g}x" in why
+    assert reserve_too_small(data, info, cfg, 1e6) is None
+    assert reserve_too_small(data, info, cfg, 0.0) is None  # nothing reserved (--cv 0, no budget)
+    # The cheapest option: one finalist's shortest folds when that is below a full retraining.
+    c = Candidate(trial=None, spec={}, hparams={"epochs": 20}, params=None, epoch_s_per_example=1e-3, trained_on=0)
+    assert cheapest_option_s(c, 3, 1000) == pytest.approx(min(retrain_seconds(c, 1000), 3 * 4 * 1000 * 2 / 3 * 1e-3 * 1.3))

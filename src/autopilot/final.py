@@ -52,14 +52,16 @@ class NoModelError(RuntimeError):
 
 
 def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config: RunConfig, *, started: float,
-             console, force: bool = False, deadline_wall: float | None = None) -> ModelCard:
+             console, force: bool = False, deadline_wall: float | None = None,
+             reserve_note: str | None = None) -> ModelCard:
     """Write model/ (spec, weights, model.onnx, card.json) for the selected
     trial. Raises ParityError, leaving model/ as it was, when the ONNX file
     disagrees with PyTorch and `force` is off.
 
     With config.cv, the best config.finalists trials are first re-scored by
     cross-validation and the winner retrained on train+validation
-    (autopilot.finalists), by `deadline_wall` (time.time(); None: no limit)."""
+    (autopilot.finalists), by `deadline_wall` (time.time(); None: no limit).
+    `reserve_note`: why the search kept the finalists' reserve, for the card."""
     selection = best_trial(study, rd)
     if selection is None:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
@@ -76,7 +78,8 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
                 "give a larger --budget, then --resume")
         console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
-    finalists = run_finalists(rd, study, data, info, config, best, deadline_wall=deadline_wall, console=console)
+    finalists = run_finalists(rd, study, data, info, config, best, deadline_wall=deadline_wall, console=console,
+                              reserve_note=reserve_note)
     if finalists.winner is not None and finalists.winner.number != best.number:
         best = finalists.winner
         selection = SearchSelection(best, describe(best))

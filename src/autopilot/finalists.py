@@ -46,10 +46,12 @@ from .models import build_model, save_model
 from .rundir import RunDir
 from .schemas.card import CrossValidation, Finalist
 from .schemas.search import TrialConfig
+from .search import space
 from .search.driver import single_worker_threads
 from .search.select import WEIGHTS, rank_trial, score
 from .train import seed_everything, train
 
+RESERVE_RELEASE = 2.0  # the reserve goes back to the search when the cheapest option needs more than this many times it
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
 MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
 MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
@@ -70,7 +72,7 @@ OOF_LOGITS = "oof_logits.npy"  # rows in data.gate.pooled order; a row's logits 
 @dataclass
 class Candidate:
     """A finalist before cross-validation: its configuration and measured cost."""
-    trial: FrozenTrial
+    trial: FrozenTrial | None  # None: a configuration the study did not train (reserve_too_small)
     spec: dict
     hparams: dict
     params: int | None
@@ -229,6 +231,46 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
                                 "for this stage): the search's best trial ships as the search trained it"])
 
 
+def cheapest_option_s(c: Candidate, folds: int, n_examples: int) -> float:
+    """Seconds of the cheapest thing make_plan can choose: retraining one
+    candidate alone, or one finalist's folds at the shortest schedule."""
+    share_epochs = max(min(c.planned, MIN_FOLD_EPOCHS), fold_epochs(c, MIN_FOLD_SHARE))
+    return min(retrain_seconds(c, n_examples), fold_seconds(c, share_epochs, n_examples, folds))
+
+
+def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: float) -> str | None:
+    """Why the search should keep the finalists' reserve, or None.
+
+    Measured on Fashion-MNIST with --budget 10m: the stage was left 107 s,
+    while retraining the search's CNN alone needed about 2000 s, so nothing
+    was cross-validated or retrained and the time went to compression,
+    while the search's final phase had given its best CNN 3 epochs. Before
+    the search, the first-trial network's pace (probe_pace, as this stage
+    would train it) tells whether the reserve can buy even the cheapest
+    option; when it falls short by more than RESERVE_RELEASE times, the
+    search's final phase trains on that time instead."""
+    if not reserve_s or info.get("task", "classification") != "classification" or info.get("kind") == "table":
+        return None
+    spec, hp = space.to_config(space.default_params(info), info)
+    c = Candidate(trial=None, spec=spec, hparams=hp, params=None, epoch_s_per_example=None, trained_on=0)
+    X, y = data["train"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(single_worker_threads())
+    try:
+        pace = probe_pace(c, X, y, info["kind"])
+    finally:
+        torch.set_num_threads(threads)
+    if pace is None:
+        return None
+    n_examples = len(y) + round(len(data["val"][1]) * (1 - config.gate_frac))
+    need = cheapest_option_s(dataclasses.replace(c, epoch_s_per_example=pace), config.cv, n_examples)
+    if need <= RESERVE_RELEASE * reserve_s:
+        return None
+    return (f"cross-validating even one finalist or retraining the first network on train+validation would take "
+            f"about {need:.0f} s, more than {RESERVE_RELEASE:g}x the {reserve_s:.0f} s reserved for it: the search's "
+            "final phase trains on that time instead")
+
+
 def pick_winner(finalists: list[Finalist]) -> tuple[int, str]:
     """(index of the winner, why). The highest mean CV accuracy among the
     finished finalists; means within TIE of it are a tie, and a tie goes to
@@ -337,14 +379,16 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
 
 
 def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, config: RunConfig, search_best: FrozenTrial,
-                  *, deadline_wall: float | None, console) -> Outcome:
+                  *, deadline_wall: float | None, console, reserve_note: str | None = None) -> Outcome:
     """Cross-validate the finalists, pick the winner, retrain it on
-    train+validation. Returns an empty Outcome with --cv 0."""
+    train+validation. Returns an empty Outcome with --cv 0. `reserve_note`:
+    why the search kept this stage's reserve (reserve_too_small), said
+    before the search and kept for the card here."""
     if not config.cv:
         clear_gate(rd.data_dir)
         return Outcome()
     started = time.time()
-    notes: list[str] = []
+    notes: list[str] = [reserve_note] if reserve_note else []
 
     def note(text: str) -> None:  # a fallback is said where it happens and kept for the card
         notes.append(text)

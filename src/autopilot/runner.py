@@ -24,6 +24,7 @@ from .data.stats import arrays
 from .data.table_files import show_table, write_table_files
 from .data.tables import prepare
 from .doctor.augment_check import excluded_in
+from .finalists import reserve_too_small
 from .rundata import load_run_data, search_info
 from .rundir import NAME_RE, RunDir, next_run_name
 from .schemas import write
@@ -184,7 +185,7 @@ def run(
 
     # The final stage (test evaluation, ONNX export, report) needs a few
     # seconds; keep them out of the search so the run ends within budget.
-    deadline = final_deadline = None
+    deadline = final_deadline = reserve_note = None
     compress_s = compress_share(config.budget_s) if config.compress else 0.0
     # The fusion stage's time comes out of the compression share (or, without
     # compression, out of the search), so the run still ends within budget.
@@ -199,7 +200,11 @@ def run(
         # The finalists' cross-validation and retraining end by final_deadline;
         # they also get whatever the search leaves unused.
         final_deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - max(compress_s, fusion_s))
-        deadline = final_deadline - finalists_reserve(config.budget_s, config.cv)
+        reserve = finalists_reserve(config.budget_s, config.cv)
+        if reserve and (reserve_note := reserve_too_small(data_arrays, info, config, reserve)):
+            console.print(f"[yellow]finalists: {reserve_note}[/yellow]", highlight=False)
+            reserve = 0.0
+        deadline = final_deadline - reserve
     search_started = time.time()
     try:
         try:
@@ -208,7 +213,7 @@ def run(
         finally:
             update_run(rd.path, search_elapsed_s=prior_search_s + (time.time() - search_started))
         finalize(rd, study, ds, data_arrays, info, config, started=t0, console=console, force=force,
-                 deadline_wall=final_deadline)
+                 deadline_wall=final_deadline, reserve_note=reserve_note)
         if compress_s > 0:
             from .compress import compress_run
 
