@@ -10,9 +10,10 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.preprocessing import StandardScaler
 
-from autopilot.export import onnx_session, run_onnx
 from autopilot.models import estimators, linear, trees
 from autopilot.search import linear_space, space, table_families
+
+from .estimator_onnx import onnx_outputs_match, softmax
 
 
 def standardised_split(load):
@@ -31,19 +32,15 @@ def test_onnx_computes_what_the_fitted_models_compute(tmp_path, load, task, widt
     strength = {"alpha": 1.0} if task == "regression" else {"C": 1.0}
     model = linear.fit({**strength, "trees_share": share}, train, val, task=task, seed=0, threads=1)
     assert (model.trees is None) == (share == 0)
-    path = linear.to_onnx(model, train[0].shape[1], tmp_path / "m.onnx")
     X = np.concatenate([train[0], val[0]])
-    ref, got = linear.raw_scores(model, X), run_onnx(onnx_session(path), X)
-    assert got.shape == (len(X), width) == ref.shape
-    scale = max(1.0, float(np.abs(ref).max()))
-    assert np.abs(ref - got).max() <= 1e-4 * scale
+    got = onnx_outputs_match(linear, model, X, width, tmp_path / "m.onnx", tolerance=1e-4)
+    scale = max(1.0, float(np.abs(linear.raw_scores(model, X)).max()))
     if task == "regression":
         expected = model.linear.predict(X) if share == 0 else \
             (1 - share) * model.linear.predict(X) + share * model.trees.predict(X)
         assert np.allclose(got[:, 0], expected, atol=1e-3 * scale)
     else:
-        p = np.exp(got - got.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        p = softmax(got)
         expected = model.linear.predict_proba(X) if share == 0 else \
             (1 - share) * model.linear.predict_proba(X) + share * model.trees.predict_proba(X)
         assert np.allclose(p, expected, atol=1e-4)  # softmax of the logits: the averaged probabilities
@@ -80,6 +77,21 @@ def test_small_tables_search_trees_and_linear_models_larger_ones_networks_too():
     regression = linear_space.default_params("regression")
     assert [p["lin_trees_share"] for p in regression] == [0.0, 0.5] and all("lin_alpha" in p for p in regression)
     assert [p["family"] for p in table_families.first_trials(small)] == ["gbt", "linear", "linear"]
+    # No network in a small table's search: it gets the networks' stages' time and no budget plan
+    assert table_families.estimators_only(small)
+    assert not table_families.estimators_only(large) and not table_families.estimators_only(array)
+
+
+def test_an_estimators_search_stops_when_its_best_score_stalls():
+    scores = iter([0.5, 0.6] + [0.6] * 100)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: next(scores), n_trials=100, callbacks=[table_families.stop_when_stalled])
+    # the best (0.6) came at trial 1; STALL_TRIALS trials later without a gain the study stopped
+    assert len(study.trials) == 2 + table_families.STALL_TRIALS
+    rising = iter(np.linspace(0.0, 1.0, 100))
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: next(rising), n_trials=60, callbacks=[table_families.stop_when_stalled])
+    assert len(study.trials) == 60  # still improving: never stopped
 
 
 def test_estimator_folders_are_told_by_their_spec(tmp_path):

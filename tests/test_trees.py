@@ -16,6 +16,8 @@ from autopilot.export import onnx_session, run_onnx
 from autopilot.models import estimators, trees
 from autopilot.search import space, trees_space
 
+from .estimator_onnx import onnx_outputs_match, softmax
+
 PARAMS = {"learning_rate": 0.2, "max_iter": 60, "max_leaf_nodes": 15, "max_depth": None, "min_samples_leaf": 5,
           "l2_regularization": 0.0}
 
@@ -34,17 +36,12 @@ def split_with_missing(load):
 def test_onnx_computes_what_scikit_learn_computes(tmp_path, load, task, width):
     train, val = split_with_missing(load)
     est = trees.fit(PARAMS, train, val, task=task, seed=0, threads=1)
-    path = trees.to_onnx(est, train[0].shape[1], tmp_path / "m.onnx")
     X = np.concatenate([train[0], val[0]])
-    ref, got = trees.raw_scores(est, X), run_onnx(onnx_session(path), X)
-    assert got.shape == (len(X), width) == ref.shape
-    scale = max(1.0, float(np.abs(ref).max()))
-    assert np.abs(ref - got).max() <= 1e-5 * scale
+    got = onnx_outputs_match(trees, est, X, width, tmp_path / "m.onnx", tolerance=1e-5)
     if task == "classification":
         assert (got.argmax(1) == est.predict(X)).all()
         # the logits' softmax is the booster's own predict_proba
-        p = np.exp(got - got.max(1, keepdims=True))
-        assert np.allclose(p / p.sum(1, keepdims=True), est.predict_proba(X), atol=1e-5)
+        assert np.allclose(softmax(got), est.predict_proba(X), atol=1e-5)
 
 
 def test_a_threshold_is_never_rounded_above_an_input_it_splits_off():

@@ -193,14 +193,21 @@ def run(
     # construction, so with a cost limit the single model ships.
     fuse = config.fusion and not (config.max_params or config.max_latency_ms)
     fusion_s = FUSION_SHARE * compress_share(config.budget_s) if fuse else 0.0
+    from .search.table_families import estimators_only
+
+    # A small table searches trees and linear models only: compression,
+    # fusion and the finalists' cross-validation are for networks, so the
+    # search gets their shares (the stages still run, and say they skip).
+    estimators = estimators_only(info)
     if config.budget_s:
         if compress_s < MIN_COMPRESS_S:
             compress_s = 0.0
         remaining = config.budget_s - prior_search_s
         # The finalists' cross-validation and retraining end by final_deadline;
         # they also get whatever the search leaves unused.
-        final_deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s) - max(compress_s, fusion_s))
-        reserve = finalists_reserve(config.budget_s, config.cv)
+        final_deadline = t0 + max(0.0, remaining - search_reserve(config.budget_s)
+                                  - (0.0 if estimators else max(compress_s, fusion_s)))
+        reserve = 0.0 if estimators else finalists_reserve(config.budget_s, config.cv)
         if reserve and (reserve_note := reserve_too_small(data_arrays, info, config, reserve)):
             console.print(f"[yellow]finalists: {reserve_note}[/yellow]", highlight=False)
             reserve = 0.0

@@ -16,6 +16,7 @@ from .progress import Progress
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import FINISHED, optimize, run_workers
 from .storage import is_database_url, publish_deadline, settle
+from .table_families import estimators_only
 
 
 def single_worker_threads() -> int:
@@ -80,7 +81,8 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
     # A time budget is planned (budget.py): rung slots, then the finalists.
     # Without one, or with --trials N (N trials asked for, not rungs and
     # finalists), each trial trains its own epochs on all the data.
-    timed = deadline_wall != float("inf") and not n_trials
+    # Estimators only (a small table): every trial is already fitted on all the data; no rungs, no finalists.
+    timed = deadline_wall != float("inf") and not n_trials and not estimators_only(info)
     plan = SearchPlan.make(time.time(), deadline_wall, config.workers) if timed else None
     save_plan(study, plan)
 

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from ..rundir import RunDir
 from .budget import after_trial
 from .study import Objective, open_study
+from .table_families import estimators_only, stop_when_stalled
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Counting running trials too stops a worker from starting one more than asked.
@@ -24,6 +25,8 @@ COUNTED = FINISHED + (TrialState.RUNNING,)
 def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_trials: int | None) -> None:
     callbacks = [MaxTrialsCallback(n_trials, states=COUNTED)] if n_trials else []
     callbacks.append(after_trial)  # promotions and finalists of a budget plan
+    if estimators_only(objective.info):
+        callbacks.append(stop_when_stalled)
     if n_trials and len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
         return
     timeout = max(0.0, deadline_wall - time.time())
