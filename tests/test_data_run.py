@@ -21,8 +21,10 @@ def one_line_error(res, *parts):
 def test_run_cifar_with_its_official_test_split(tmp_path):
     cifar10_folder(tmp_path / "cifar-10-batches-bin", per_batch=30, batches=2, n_test=20)
     runs = tmp_path / "runs"
+    # The splits are the subject: one worker, one trial, no fusion (its student alone trained 16 s).
     res = run_cli("run", tmp_path / "cifar-10-batches-bin", "--test-split", "official", "--trials", "1", "--cv", "0",
-                  "--no-compress", "--no-doctor", "--runs-dir", runs, "--name", "c", "--quiet")
+                  "--no-compress", "--no-doctor", "--no-fusion", "--workers", "1", "--runs-dir", runs, "--name", "c",
+                  "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     with np.load(runs / "c" / "data" / "splits.npz") as z:
         assert z["test"].tolist() == list(range(60, 80))  # test_batch.bin, exactly

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -222,19 +223,24 @@ def test_one_fold_is_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_budgeted_run_cross_validates_within_its_budget(tmp_path):
-    budget = 60
-    r = run_cli("run", "digits", "--budget", f"{budget}s", "--cv", "2", "--finalists", "2", "--no-doctor",
-                "--no-compress", "--quiet", "--workers", "1", "--runs-dir", tmp_path, "--name", "b")
+def test_a_budgeted_run_cross_validates_within_its_budget(budget_run):
+    """The session's shared `autopilot run digits --budget 60s` (tests/conftest.py,
+    default --cv and --finalists): the finalists stage plans within what the budget left."""
+    from .conftest import BUDGET_RUN_S
+
+    rd, res = budget_run
+    r = SimpleNamespace(**res)
     if r.returncode == 2 and "no trial completed" in r.stderr:
         # A machine too busy for one epoch: the run says so and ships nothing;
         # the finalists stage never ran, so there is nothing more to check.
         return
     assert r.returncode == 0, r.stderr[-2000:]
-    card = read(ModelCard, tmp_path / "b")
-    assert card.elapsed_s < budget  # imports and the model stage included, the report not
+    card = read(ModelCard, rd)
+    assert card.elapsed_s < BUDGET_RUN_S  # imports and the model stage included, the report not
     cv = card.cv
     assert cv is not None and cv.reserved_s is not None and cv.elapsed_s <= cv.reserved_s + 2
+    assert cv.folds == RunConfig.model_fields["cv"].default
+    assert cv.finalists_asked == RunConfig.model_fields["finalists"].default
     assert any(f.won for f in cv.finalists) or cv.notes  # cross-validated, or said why not
     said = " ".join(r.stderr.split())
     for note in cv.notes:

@@ -183,10 +183,11 @@ def test_a_real_shift_is_promoted_and_the_compressed_file_that_was_compared_ship
     X, y = digits_arrays["train"]
     idx = np.random.default_rng(1).choice(len(X), 400, replace=False)
     np.savez(tmp_path / "inverted.npz", X=1 - X[idx], y=y[idx])
-    # One trial from the champion's own configuration, cut by the time limit
-    # if the machine is slow; 20 s to compress it for size as the run was.
+    # One trial from the champion's own configuration (--trials 1: the search
+    # stops when it finishes instead of sampling more until the deadline), cut
+    # by the time limit if the machine is slow; 20 s to compress it for size as the run was.
     res = cli("retrain", run, "--data", tmp_path / "inverted.npz", "--budget", "90s", "--compress-budget", "20s",
-              "--top-k", "1", "--tolerance", "3")
+              "--top-k", "1", "--trials", "1", "--tolerance", "3")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "now serving v2" in res.stdout
 
@@ -256,7 +257,7 @@ def test_no_shift_is_not_promoted(run, digits_arrays, tmp_path):
     idx = np.random.default_rng(2).choice(len(X), 200, replace=False)
     np.savez(tmp_path / "same.npz", X=X[idx], y=y[idx])
     res = cli("retrain", run, "--data", tmp_path / "same.npz", "--budget", "60s", "--compress-budget", "10s",
-              "--top-k", "1", timeout=600)
+              "--top-k", "1", "--trials", "1", timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     d = read(Decision, run / "retrain" / "001")
     assert not d.promote and d.version is None and "not shown better on the new data" in d.reason
@@ -299,7 +300,7 @@ def test_retrain_from_feedback_promotes_and_server_swaps_without_failures(run, d
             on_response=lambda i, code, body: seen.append((i, code, json.loads(body) if code == 200 else None)))))
         t.start()
         res = cli("retrain", run, "--from-feedback", "--budget", "90s", "--compress-budget", "15s", "--top-k", "1",
-                  "--tolerance", "3")
+                  "--trials", "1", "--tolerance", "3")
         assert res.returncode == 0, res.stdout + res.stderr
         assert "now serving v2" in res.stdout
         end = time.time() + 20

@@ -291,21 +291,20 @@ def test_a_configuration_too_slow_for_its_slot_is_skipped(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_a_budgeted_run_explores_then_ships_a_finalist(tmp_path):
-    """`autopilot run digits --budget 90s`: first-rung trials on a share of
-    the data, finalists on all of it, and the shipped model a finalist."""
+def test_a_budgeted_run_explores_then_ships_a_finalist(budget_run):
+    """`autopilot run digits --budget 60s` (the session's shared budgeted run,
+    tests/conftest.py): first-rung trials on a share of the data, finalists
+    on all of it, and the shipped model a finalist."""
     from autopilot.rundir import read_json
-    from tests.conftest import run_cli
 
-    res = run_cli("run", "digits", "--budget", "90s", "--no-doctor", "--no-compress", "--runs-dir", tmp_path,
-                  "--name", "b", "--quiet")
-    assert res.returncode == 0, res.stderr
-    search = read_json(tmp_path / "b" / "search.json")
+    rd, res = budget_run
+    assert res["returncode"] == 0, res["stderr"]
+    search = read_json(rd / "search.json")
     trials = search["trials"]
     assert any(t["rung"] == 0 for t in trials)
     finals = [t for t in trials if t["final"]]
     assert finals and all(t["data_fraction"] == 1.0 for t in finals if t["state"] == "COMPLETE")
-    card = read_json(tmp_path / "b" / "model" / "card.json")
+    card = read_json(rd / "model" / "card.json")
     assert card["best_trial"] in {t["number"] for t in finals if t["state"] == "COMPLETE"}
 
 
