@@ -3,6 +3,10 @@
 The policies are the ones the field's best image results use:
 
     none         no augmentation
+    hflip        a horizontal flip of half the images, nothing else: the
+                 lightest policy, the one that paid off on short schedules
+                 (15 epochs of 510 images: crops, affine warps all cost
+                 accuracy there, flips did not)
     affine       a random affine transform whose range grows with `strength`
                  (autopilot's first policy, kept for comparison)
     cropflip     pad-and-random-crop (4 pixels at 32x32, scaled with the
@@ -34,7 +38,7 @@ import torch
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
-POLICIES = ("none", "affine", "cropflip", "trivial", "randaugment")
+POLICIES = ("none", "hflip", "affine", "cropflip", "trivial", "randaugment")
 FAMILIES = ("hflip", "vflip", "rotate")  # transforms that may change labels; the doctor checks them
 SAFE_ROTATION = 30.0  # degrees: the rotation range kept when large rotations change labels
 
@@ -92,10 +96,19 @@ def _affine_matrices(b: int, h: int, w: int, angle, shear_x, shear_y, tx, ty, fl
     return M
 
 
+# What fills the pixels a warp brings in from outside the image. Reflection,
+# not zeros: on 32x32 colour shapes on textured backgrounds (data.synthetic),
+# pad-4 crops with zero (black) fill scored 0.81 and 0.84 test accuracy at 15
+# epochs against 0.94 without augmentation (2 seeds), with reflection 0.91 and
+# 0.95: a black band is a feature no test image has. On digits (black
+# surround) the two fills are the same.
+PADDING = "reflection"
+
+
 def _warp(x: torch.Tensor, M: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     from kornia.geometry.transform import warp_affine
 
-    return warp_affine(x, M, dsize=tuple(x.shape[-2:]), mode=mode, padding_mode="zeros", align_corners=True)
+    return warp_affine(x, M, dsize=tuple(x.shape[-2:]), mode=mode, padding_mode=PADDING, align_corners=True)
 
 
 def _photometric(op: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -164,7 +177,7 @@ def _random_step(x: torch.Tensor, ops: dict[str, float], magnitude: torch.Tensor
 
 
 def _cropflip(x: torch.Tensor, flip: bool) -> torch.Tensor:
-    """Pad-and-random-crop (zero padding) as an integer shift, plus a
+    """Pad-and-random-crop (reflection padding, see PADDING) as an integer shift, plus a
     horizontal flip of half the images unless flips change labels."""
     b, c, h, w = x.shape
     pad = max(1, round(4 * min(h, w) / 32))
@@ -175,6 +188,12 @@ def _cropflip(x: torch.Tensor, flip: bool) -> torch.Tensor:
     zero = torch.zeros(b, device=dev)
     M = _affine_matrices(b, h, w, zero, zero, zero, tx, ty, f, dev)
     return _warp(x, M, mode="nearest")
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror half the images, each drawn on its own."""
+    mirror = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(mirror[:, None, None, None], x.flip(-1), x)
 
 
 def _cutout(x: torch.Tensor, size: float) -> torch.Tensor:
@@ -218,6 +237,8 @@ def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: 
         raise ValueError(f"unknown augmentation families {sorted(unknown)}; expected {', '.join(FAMILIES)}")
     exclude = set(exclude)
     ops = op_ranges(exclude, channels)
+    if policy == "hflip" and "hflip" in exclude:
+        policy = "none"  # flips change labels here: nothing is left of the policy
     if policy == "none" and cutout == 0:
         return None
 
@@ -225,6 +246,8 @@ def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: 
         with torch.no_grad():
             if policy == "affine" and strength > 0:
                 x = _affine(x, strength)
+            elif policy == "hflip":
+                x = _hflip(x)
             elif policy == "cropflip":
                 x = _cropflip(x, flip="hflip" not in exclude)
             elif policy == "trivial":

@@ -23,7 +23,7 @@ class TrainingHparams(Part):
     label_smoothing: float | None = None
     clip_norm: float | None = None
     aug_strength: float | None = None
-    aug_policy: Literal["none", "affine", "cropflip", "trivial", "randaugment"] | None = None
+    aug_policy: Literal["none", "hflip", "affine", "cropflip", "trivial", "randaugment"] | None = None
     aug_ops: int | None = None
     cutout: float | None = None
     mix: Literal["none", "mixup", "cutmix"] | None = None  # mixing pairs of training examples (data.augment)

@@ -103,11 +103,12 @@ def _template_defaults(info: dict) -> tuple[dict, dict]:
         width = 16 if min(shape[1:]) >= 16 else 32
         v1 = {"family": "cnn2d", "cnn2d_width": width, "cnn2d_depth": min(3, max_depth("cnn2d", shape)),
               "cnn2d_kernel": 3, "residual": False, "pool": "max", "head": "gap"}
-        return v1, {**common, "epochs": 20 if min(shape[1:]) >= 16 else 30, **augment_space.default_params(info)}
+        epochs = 20 if min(shape[1:]) >= 16 else 30
+        return v1, {**common, "epochs": epochs, **augment_space.default_params(info, epochs)}
     if kind == "signal":
         v1 = {"family": "cnn1d", "cnn1d_width": 32, "cnn1d_depth": 3, "cnn1d_kernel": 5, "residual": True,
               "pool": "max", "head": "flatten"}
-        return v1, {**common, "lr_adamw": 5e-3, "epochs": 20, **augment_space.default_params(info)}
+        return v1, {**common, "lr_adamw": 5e-3, "epochs": 20, **augment_space.default_params(info, 20)}
     return {"family": "mlp", "mlp_width": 256, "mlp_depth": 2, "residual": False}, common
 
 
@@ -139,9 +140,7 @@ def first_params(info: dict) -> list[dict]:
     else:
         second = {**first, "mlp_layers": 3, "mlp_l1_width": 512, "mlp_l2_width": 512, "mlp_l3_width": 512,
                   "mlp_l2_residual": True, "mlp_l3_residual": True}
-    # Not yet the first network with augment_space.first_variants: enqueued
-    # here, they took the slots of a 90 s run's rung promotions (test
-    # accuracy 0.40 against 0.67 on the tests' 1200 photos).
+    # The first network's augmentation variants follow in first_trials, when the budget holds them.
     return [first, second] if second != first else [first]
 
 
@@ -259,7 +258,7 @@ def _suggest_training(trial: optuna.Trial, info: dict) -> dict:
     p["epochs"] = trial.suggest_categorical("epochs", EPOCHS)
     if info.get("task") == "regression":
         p["loss"] = trial.suggest_categorical("loss", ["mse", "huber"])
-    p.update(augment_space.suggest(trial, info))
+    p.update(augment_space.suggest(trial, info, epochs=p["epochs"]))
     return p
 
 
@@ -327,12 +326,18 @@ def sampler_of(space: str, grid: bool):
     return suggest_template if space == "templates" else suggest
 
 
-def first_trials(space: str, info: dict, max_params: int | None = None) -> list[dict]:
+def first_trials(space: str, info: dict, max_params: int | None = None, augment_variants: bool = False) -> list[dict]:
     """The known-good first trials of `space`, narrowed to fit max_params
-    (one that cannot fit even at its narrowest is left out)."""
+    (one that cannot fit even at its narrowest is left out); with
+    `augment_variants`, then the first network again with no augmentation and
+    with the data kind's other known-good policy (augment_space.first_variants):
+    the search measures both ends before TPE explores."""
     first = [template_default_params(info)] if space == "templates" else first_params(info)
     if max_params:
         first = [q for q in (fit_params(p, info, max_params) for p in first) if _n_params(q, info) <= max_params]
+    if augment_variants and first:
+        lead = first[0]
+        first += [augment_space.with_augmentation(lead, a) for a in augment_space.first_variants(info, lead.get("epochs"))]
     return [p for i, p in enumerate(first) if p not in first[:i]]
 
 
