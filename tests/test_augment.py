@@ -239,6 +239,7 @@ def test_the_former_and_the_empty_augmentation_spaces_for_comparison():
 
 
 @pytest.mark.slow
+@pytest.mark.budget  # the probes must learn within 20 s: it depends on the CPU they get
 def test_the_photo_default_passes_the_pre_flight_and_shuffled_labels_still_fail_it(tmp_path):
     """The doctor probes the first trial before the search: on the colour
     photos the tests build, the default must learn within the probes, and

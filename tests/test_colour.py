@@ -18,9 +18,9 @@ from autopilot.data.synthetic import CLASSES, write_folder
 from autopilot.rundir import read_json
 from autopilot.serve.client import ServerProcess
 
-# With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
-# worker, so its module-scoped real run is trained once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("colour")]
+# budget: the run's accuracy is what 90 s of CPU buy, so make test runs this
+# file in its one-process phase (where its module-scoped run is trained once).
+pytestmark = [pytest.mark.slow, pytest.mark.budget]
 
 
 @pytest.fixture(scope="module")

@@ -247,6 +247,7 @@ def test_a_model_that_cannot_run_is_reported_not_raised(digits):
 
 # ------------------------------------------------------------------ no false alarms
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 @pytest.mark.parametrize("name", ["digits", "mnist1d"])
 def test_default_model_on_builtin_data_raises_no_alarm(name):
     ds = load(name)
@@ -261,6 +262,7 @@ def test_default_model_on_builtin_data_raises_no_alarm(name):
     assert report.elapsed_s < 20
 
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_default_model_on_mnist5k_raises_no_alarm_within_20s():
     ds = load("mnist5k")
     splits = split(ds.y, seed=0)
@@ -501,6 +503,7 @@ def _mirrored(X, y):
     return np.concatenate([X, X[..., ::-1]]), np.concatenate([y, y])
 
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_digits_lose_flips_with_the_measured_drop():
     from autopilot.doctor.augment_check import check_augmentations
 
@@ -517,6 +520,7 @@ def test_digits_lose_flips_with_the_measured_drop():
     assert ev["transformed_accuracy"] < ev["clean_accuracy"] - 0.05
 
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_a_left_right_symmetric_set_keeps_flips():
     from autopilot.doctor.augment_check import check_augmentations
 
@@ -530,6 +534,7 @@ def test_a_left_right_symmetric_set_keeps_flips():
     assert "vflip" in excluded(findings)  # mirrored left-right only: upside down still changes digits
 
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_the_preflight_reports_the_augmentation_check_on_images():
     ds = load("digits")
     splits = split(ds.y, seed=0)
@@ -539,6 +544,7 @@ def test_the_preflight_reports_the_augmentation_check_on_images():
     assert any(c.id == "augmentation-changes-labels" and c.status == "found" for c in report.checks)
 
 
+@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_colour_photos_keep_flips_but_not_upside_down(tmp_path):
     """Shapes on textured colour backgrounds, every class left-right symmetric
     and three of them not upside-down symmetric (triangles, arches): loaded

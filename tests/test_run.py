@@ -42,6 +42,7 @@ def _finished_trials(run_path):
 
 
 @pytest.mark.slow  # every default stage of a real run: over a minute
+@pytest.mark.budget  # two trials and every stage must fit in 90 s
 def test_run_digits_end_to_end(tmp_path):
     res = res_run = run_cli("run", "digits", "--trials", "2", "--budget", "90s", "--runs-dir", tmp_path, "--name", "d", "--quiet")
     assert res.returncode == 0, res.stderr
