@@ -23,26 +23,30 @@ def standardised_split(load):
     return (X[~val], y[~val]), (X[val], y[val])
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5])
+@pytest.mark.parametrize("share,knots", [(0.0, 0), (0.5, 0), (0.5, 3)])
 @pytest.mark.parametrize("load,task,width", [(load_breast_cancer, "classification", 2),
                                              (load_wine, "classification", 3),
                                              (load_diabetes, "regression", 1)])
-def test_onnx_computes_what_the_fitted_models_compute(tmp_path, load, task, width, share):
+def test_onnx_computes_what_the_fitted_models_compute(tmp_path, load, task, width, share, knots):
     train, val = standardised_split(load)
     strength = {"alpha": 1.0} if task == "regression" else {"C": 1.0}
-    model = linear.fit({**strength, "trees_share": share}, train, val, task=task, seed=0, threads=1)
+    model = linear.fit({**strength, "trees_share": share, "knots": knots}, train, val, task=task, seed=0, threads=1)
     assert (model.trees is None) == (share == 0)
+    # every feature of these tables has many values: `knots` hinges each (fewer where quantiles coincide)
+    assert len(model.hinge_columns) == len(model.hinge_knots) and \
+        (len(model.hinge_columns) > train[0].shape[1] if knots else len(model.hinge_columns) == 0)
     X = np.concatenate([train[0], val[0]])
     got = onnx_outputs_match(linear, model, X, width, tmp_path / "m.onnx", tolerance=1e-4)
     scale = max(1.0, float(np.abs(linear.raw_scores(model, X)).max()))
+    Xl = linear.expand(X, model.hinge_columns, model.hinge_knots)  # what the linear model was fitted on
     if task == "regression":
-        expected = model.linear.predict(X) if share == 0 else \
-            (1 - share) * model.linear.predict(X) + share * model.trees.predict(X)
+        expected = model.linear.predict(Xl) if share == 0 else \
+            (1 - share) * model.linear.predict(Xl) + share * model.trees.predict(X)
         assert np.allclose(got[:, 0], expected, atol=1e-3 * scale)
     else:
         p = softmax(got)
-        expected = model.linear.predict_proba(X) if share == 0 else \
-            (1 - share) * model.linear.predict_proba(X) + share * model.trees.predict_proba(X)
+        expected = model.linear.predict_proba(Xl) if share == 0 else \
+            (1 - share) * model.linear.predict_proba(Xl) + share * model.trees.predict_proba(X)
         assert np.allclose(p, expected, atol=1e-4)  # softmax of the logits: the averaged probabilities
 
 
@@ -71,12 +75,14 @@ def test_small_tables_search_trees_and_linear_models_larger_ones_networks_too():
             seen.add(p["family"])
             if p["family"] == "linear":
                 lp = linear_space.to_params(p)
-                assert set(lp) == {"C", "trees_share"} and 1e-3 <= lp["C"] <= 1e2
+                assert set(lp) == {"C", "trees_share", "knots"} and 1e-3 <= lp["C"] <= 1e2
+                assert lp["knots"] in linear_space.KNOTS
             study.tell(t, 0.5)
         assert seen == expected
     regression = linear_space.default_params("regression")
-    assert [p["lin_trees_share"] for p in regression] == [0.0, 0.5] and all("lin_alpha" in p for p in regression)
-    assert [p["family"] for p in table_families.first_trials(small)] == ["gbt", "linear", "linear"]
+    assert [(p["lin_trees_share"], p["lin_knots"]) for p in regression] == [(0.0, 0), (0.5, 0), (0.0, 3)]
+    assert all("lin_alpha" in p for p in regression)
+    assert [p["family"] for p in table_families.first_trials(small)] == ["gbt", "linear", "linear", "linear"]
     # No network in a small table's search: it gets the networks' stages' time and no budget plan
     assert table_families.estimators_only(small)
     assert not table_families.estimators_only(large) and not table_families.estimators_only(array)
