@@ -34,6 +34,12 @@ from .schemas.run import RunInfo, read_run, update_run
 from .version import __version__
 
 
+def tail_s(budget_s: float) -> float:
+    """Seconds a budgeted run keeps after fusion for the drift reference and
+    the report (a few seconds on small data, more on 70,000 images)."""
+    return max(10.0, 0.03 * budget_s)
+
+
 def compress_share(budget_s: float | None) -> float:
     """Time for compression inside `autopilot run`: a quarter of the budget
     (the run as a whole must end within its budget), or the stage's own
@@ -231,6 +237,12 @@ def run(
         if fuse:
             from .fusion.stage import fuse_run
 
+            # What compression did not use is fusion's too: with a small
+            # validation split it trains nothing (compress/policy.py), and the
+            # student distilled from the ensemble learns with every epoch.
+            if config.budget_s:
+                run_end = t0 + config.budget_s - prior_search_s - tail_s(config.budget_s)
+                fusion_s = max(fusion_s, run_end - time.time())
             try:
                 fuse_run(rd.path, budget_s=fusion_s, ship=config.ship, max_drop=config.max_drop, seed=config.seed,
                          data=data_arrays, force=force, console=console, device=config.device)

@@ -78,6 +78,7 @@ FINETUNE_MAX_EPOCHS = 20
 DISTILL_MAX_EPOCHS = 60
 MIN_EPOCHS = 2
 MIN_JOB_S = 1.0              # below this, nothing; above, the epoch probe decides
+LATENCY_S_PER_CANDIDATE = 4.0  # seconds of interleaved timing rounds per candidate at most; the rest goes to fusion
 # Torch threads while training candidates. Not all cores: with another job on
 # the second core, 2 OpenMP threads made a training step 10x slower here
 # (1 s instead of 0.07 s) as each waits for the descheduled other.
@@ -441,7 +442,9 @@ def compress_run(run_dir, *, budget_s: float | None = None, target: str | None =
             st.ladders()
 
         # Every candidate timed together (see measure.py), in what is left.
-        lat_budget = max(2.0, deadline - time.monotonic() - 2.0)
+        # Rounds beyond a few seconds a candidate add little precision; what
+        # is left goes to the fusion stage after this one (runner.py).
+        lat_budget = max(2.0, min(deadline - time.monotonic() - 2.0, LATENCY_S_PER_CANDIDATE * len(st.candidates)))
         console.print(f"  compress: timing {len(st.candidates)} candidates at batch 1 and 64, 1 thread "
                       f"(~{lat_budget:.0f} s)", highlight=False)
         lat = measure.measure_latency({c["name"]: c["_file"] for c in st.candidates}, data["test"][0],
