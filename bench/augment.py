@@ -7,29 +7,36 @@ network (the search's first-trial architecture and training for this data,
 epochs fixed by --epochs), three searches of --trials trials each:
 
   searched  autopilot's augmentation space (search.augment_space): policy
-            (none, affine, crop+flip, TrivialAugment, RandAugment N/M),
-            Cutout, mixup/CutMix with their alpha, test-time flip averaging
+            (none, flips alone, affine, crop+flip, TrivialAugment,
+            RandAugment N/M), test-time flip averaging, and on schedules of
+            30 epochs or more Cutout and mixup/CutMix with their alpha
   affine    the former space: the one affine strength knob
   none      no augmentation: the trials differ only in their initial weights
 
-Only augmentation differs between the arms: same trial count, same epochs,
-same TPE sampler as autopilot's (multivariate, 5 random start-up trials)
-with the arm's known-good first trials enqueued on the first network
-(searched: the data kind's default policy, then augment_space.first_variants:
-no augmentation and the other known-good policy, which `autopilot run` does
-not enqueue yet; affine: strength 0.5). The families the doctor measures to
-change labels on the data (doctor.augment_check, as `autopilot run` does
-before its search) are left out of the searched space. The trial with the
-best validation accuracy (first on ties) is the one shipped, and its test
-accuracy is the figure compared; medians over seeds, and per seed the
-searched arm's difference to each other arm.
+Only augmentation differs between the arms: the same trial count, the same
+epochs per trial (equal budget in trial-epochs; CPU seconds are reported
+beside), the same TPE sampler as autopilot's (multivariate, 5 random
+start-up trials) with the arm's known-good first trials enqueued on the
+first network as `autopilot run` enqueues them (search.space.first_trials):
+searched: the data kind's default policy, then augment_space.first_variants
+(no augmentation, flips alone where flips keep labels, the other known-good
+policy), so at 4 trials the searched arm chooses among those on validation
+and TPE draws from the 5th; affine: strength 0.5. The families the doctor
+measures to change labels on the data (doctor.augment_check, as `autopilot
+run` does before its search) are left out of the searched space. The trial
+with the best validation accuracy (first on ties) is the one shipped, and
+its test accuracy is the figure compared; medians over seeds, and per seed
+the searched arm's difference to each other arm. A third of --n validates
+(267 images at the default 800): it picks the shipped trial, and the 90
+images used before (15 % of 600) told trials 3 points apart by chance.
 
 Data sets: `fashion` (Fashion-MNIST from Debian's files; --n images drawn
 stratified by the seed), `mnist5k`, and `shapes` (data.synthetic: coloured
 shapes on textured backgrounds, classes left-right symmetric, --n images);
 each with --n-test more images as its test split.
 
-    .venv/bin/python bench/augment.py --jobs 2                 # full: fashion + shapes, 3 seeds, 4 trials of 15 epochs
+    .venv/bin/python bench/augment.py --jobs 2                 # full: fashion + shapes, 3 seeds, 4 trials of 15 epochs, 800 + 2000 test images
+    .venv/bin/python bench/augment.py --jobs 2 --seeds 0       # one seed of the full run
     .venv/bin/python bench/augment.py --trials 4 --epochs 2 --n 300 --n-test 300 --seeds 0  # smoke test
     .venv/bin/python bench/augment.py --throughput-only       # policies' images/s only
 
@@ -54,6 +61,7 @@ DOCTOR_BUDGET_S = 120.0  # wall seconds; the check stops at 8 epochs anyway. 40 
 # Policies timed for throughput: (name, training hyper-parameters).
 THROUGHPUT_CASES = [
     ("none", {"aug_policy": "none"}),
+    ("hflip", {"aug_policy": "hflip"}),
     ("affine", {"aug_policy": "affine", "aug_strength": 0.5}),
     ("cropflip", {"aug_policy": "cropflip"}),
     ("trivial", {"aug_policy": "trivial"}),
@@ -64,11 +72,12 @@ THROUGHPUT_CASES = [
 ]
 
 
-def build_data(dataset: str, n: int, seed: int, n_test: int):
+def build_data(dataset: str, n: int, seed: int, n_test: int, val: float = 0.15):
     """(arrays by split, data facts) for one data set and seed: n images for
-    training and validation (85/15), and n_test more for the test split,
-    drawn with them (stratified): a test set larger than the training set
-    measures the shipped model to about a point, where 15 % of n did not."""
+    training and validation (the share `val` of them), and n_test more for
+    the test split, drawn with them (stratified): a test set larger than the
+    training set measures the shipped model to about a point, where 15 % of
+    n did not."""
     import numpy as np
 
     from autopilot.data import load, split
@@ -89,7 +98,7 @@ def build_data(dataset: str, n: int, seed: int, n_test: int):
     X = ds.X if ds.X.dtype != np.uint8 else ds.X.astype(np.float32) / 255.0
     ds = Dataset(ds.name, ds.kind, X, ds.y, ds.classes)
     share = n_test / len(ds.y)
-    splits = split(ds.y, seed=seed, val=0.15 * (1 - share), test=share)
+    splits = split(ds.y, seed=seed, val=val * (1 - share), test=share)
     return arrays(ds, splits), data_info(ds, splits)
 
 
@@ -119,15 +128,15 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
     info = {**info, "augment_search": arm}
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed, info))
     default = space.default_params(info)
-    # The arm's known-good first trials on the first network (the variants: not yet in `autopilot run`).
-    for aug in [default, *augment_space.first_variants(info)]:
-        study.enqueue_trial(augment_space.with_augmentation(default, {k: v for k, v in aug.items()
-                                                                      if k in augment_space.PARAMS}))
+    # The arm's known-good first trials on the first network, for a schedule of `epochs`, as `autopilot run`
+    # enqueues them (search.space.first_trials): its default policy, then augment_space.first_variants.
+    for aug in [augment_space.default_params(info, epochs), *augment_space.first_variants(info, epochs)]:
+        study.enqueue_trial(augment_space.with_augmentation(default, aug))
     records = []
     t_cpu, t_wall = time.process_time(), time.perf_counter()
     for k in range(trials):
         trial = study.ask()
-        params = {**augment_space.with_augmentation(default, augment_space.suggest(trial, info)), "epochs": epochs}
+        params = {**augment_space.with_augmentation(default, augment_space.suggest(trial, info, epochs)), "epochs": epochs}
         spec, hp = space.to_config(params, info)
         hp["patience"] = epochs + 1  # every trial runs its planned epochs
         trial_seed = 1000 * seed + k
@@ -145,11 +154,11 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
 
 
 def run_case(case: tuple) -> dict:
-    dataset, seed, n, n_test, trials, epochs, arms = case
+    dataset, seed, n, n_test, val, trials, epochs, arms = case
     import torch
 
     torch.set_num_threads(1)  # one core per job: jobs run side by side
-    parts, info = build_data(dataset, n, seed, n_test)
+    parts, info = build_data(dataset, n, seed, n_test, val)
     excluded, status = doctor_exclusions(parts, info, seed)
     info = {**info, "augment_exclude": excluded}
     out = {"dataset": dataset, "seed": seed, "n": len(parts["train"][1]) + len(parts["val"][1]) + len(parts["test"][1]),
@@ -218,14 +227,18 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion", "shapes"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    # Defaults: the full bench in about 30 minutes with --jobs 2 on 2 cores
-    # (it took 43 minutes at load average 5.5-7.4, the machine shared).
+    # Defaults: the full bench in about 20 minutes with --jobs 2 on 2 quiet cores
+    # (one seed took 12.6 minutes at load average 12 to 6 on 2 shared cores, 39-50 CPU s per arm and case).
     p.add_argument("--trials", type=int, default=4, help="trials per search, the same for every arm (default 4)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of every trial (default 15)")
     p.add_argument("--budget", type=int, default=None,
                    help="shorthand for an equal budget in trial-epochs per search: trials = budget // epochs")
-    p.add_argument("--n", type=int, default=600,
-                   help="training + validation images per data set (fashion: a stratified subset; default 600)")
+    p.add_argument("--n", type=int, default=800,
+                   help="training + validation images per data set (fashion: a stratified subset; default 800)")
+    # A third of --n validates: the shipped trial is the best on validation, and 90 images (15 % of 600) told
+    # trials 3 points apart by chance (one image is 1.1 points); 267 images: one is 0.37 points, SE ~1.8 at 90 %.
+    p.add_argument("--val", type=float, default=1 / 3,
+                   help="share of --n held out for validation, which picks each arm's shipped trial (default 1/3)")
     p.add_argument("--n-test", type=int, default=2000, help="test images per data set, drawn besides --n (default 2000)")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--jobs", type=int, default=1, help="data set x seed cases run side by side, one thread each")
@@ -253,7 +266,8 @@ def main(argv=None) -> int:
         print(f"{name:<22} " + " ".join(f"{got[s]:>14,}" if got[s] else f"{'no cost':>14}" for s in ((3, 32, 32), (1, 28, 28))))
     cases = []
     if not args.throughput_only:
-        todo = [(d, s, args.n, args.n_test, args.trials, args.epochs, args.arms) for d in args.datasets for s in args.seeds]
+        todo = [(d, s, args.n, args.n_test, args.val, args.trials, args.epochs, args.arms)
+                for d in args.datasets for s in args.seeds]
         if args.jobs > 1:
             with mp.get_context("spawn").Pool(args.jobs) as pool:
                 cases = pool.map(run_case, todo, chunksize=1)
