@@ -116,14 +116,16 @@ def test_cross_validated_score_is_the_mean_over_the_same_folds():
     train, val = standardised_split(load_diabetes)
     data = {"train": train, "val": val}
     params = {"alpha": 1.0, "trees_share": 0.0}
-    a = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
-    b = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
-    assert a == b and 0.3 < a < 0.6  # ridge on diabetes: R² about 0.48 (scikit-learn's example)
+    a, a_loss = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    b, b_loss = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    assert (a, a_loss) == (b, b_loss) and 0.3 < a < 0.6  # ridge on diabetes: R² about 0.48 (scikit-learn's example)
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold, cross_val_score
 
     X, y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
-    ref = cross_val_score(Ridge(alpha=1.0), X, y, cv=KFold(5, shuffle=True, random_state=3), scoring="r2").mean()
-    assert abs(a - ref) < 1e-3
-    gbt = cv_score(trees, {**linear.BLEND_TREES}, data, task="regression", rounds=20, folds_seed=3, threads=1)
+    folds = KFold(5, shuffle=True, random_state=3)
+    ref = cross_val_score(Ridge(alpha=1.0), X, y, cv=folds, scoring="r2").mean()
+    ref_mse = -cross_val_score(Ridge(alpha=1.0), X, y, cv=folds, scoring="neg_mean_squared_error").mean()
+    assert abs(a - ref) < 1e-3 and abs(a_loss - ref_mse) < 1e-3 * ref_mse  # the loss: mean squared error per fold
+    gbt, _ = cv_score(trees, {**linear.BLEND_TREES}, data, task="regression", rounds=20, folds_seed=3, threads=1)
     assert np.isfinite(gbt) and gbt != a
