@@ -103,6 +103,15 @@ def test_the_first_network_without_augmentation_and_with_the_other_policies(info
     assert augment_space.first_variants({**info, "kind": "signal", "input_shape": [1, 40]}) == []
 
 
+def test_autopilot_run_queues_the_variants_unless_the_budget_leaves_rung_0_at_its_floor():
+    from autopilot.search.driver import queues_augment_variants
+
+    assert queues_augment_variants(None, None, 1)  # no time budget
+    assert not queues_augment_variants(90.0, None, 1, now=0.0)  # a 90 s search: its slots go to promotions
+    assert queues_augment_variants(600.0, None, 1, now=0.0)
+    assert queues_augment_variants(90.0, 4, 1, now=0.0)  # --trials 4: within the 4
+
+
 def test_trials_stored_before_policies_still_mean_the_affine_knob():
     old = {k: v for k, v in space.default_params({**PHOTO, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25]}).items()
            if k not in ("aug_policy", "cutout", "mix", "tta_hflip")}

@@ -45,6 +45,19 @@ def trees_floor(rd: RunDir, config: RunConfig, study: optuna.Study, data: dict, 
     study.optimize(floor, n_trials=min(n, config.trials) if config.trials else n, catch=(Exception,), gc_after_trial=False)
 
 
+def queues_augment_variants(deadline_wall: float | None, trials: int | None, workers: int,
+                            now: float | None = None) -> bool:
+    """Whether the first network is queued again with its augmentation
+    variants (search.space.first_trials): yes, unless a time budget is so
+    short that rung 0 is at its floor. In a 90 s run on 1200 photos they took
+    the rung promotions' slots (test accuracy 0.40 against 0.67). With
+    --trials N they are queued within the N."""
+    if deadline_wall is None or trials:
+        return True
+    now = time.time() if now is None else now
+    return SearchPlan.make(now, deadline_wall, workers).first_slot_s > MIN_SLOT_S
+
+
 def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wall: float | None, resume: bool,
            quiet: bool, console) -> optuna.Study:
     n_before = 0
@@ -63,11 +76,8 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
 
             for params in table_first_trials(info)[:config.trials or None]:
                 study.enqueue_trial(params)
-        # The first network's augmentation variants too, unless a time budget is so short that rung 0 is at its
-        # floor: in a 90 s run on 1200 photos they took the rung promotions' slots (test accuracy 0.40 against 0.67).
-        short = (deadline_wall is not None and not config.trials
-                 and SearchPlan.make(time.time(), deadline_wall, config.workers).first_slot_s <= MIN_SLOT_S)
-        first = space.first_trials(config.space, info, config.max_params, augment_variants=not short)  # known-good points first
+        variants = queues_augment_variants(deadline_wall, config.trials, config.workers)
+        first = space.first_trials(config.space, info, config.max_params, augment_variants=variants)  # known-good points first
         first = [p for p in first if p.get("family") in space.searched_families(info)]  # small tables: no networks
         queued = len(study.get_trials(deepcopy=False))
         for params in first[:max(0, config.trials - queued)] if config.trials else first:  # --trials N: no more than N
