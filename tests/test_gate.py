@@ -134,9 +134,13 @@ def test_after_the_retraining_compression_and_fusion_judge_on_the_gate(tmp_path)
     bags = {p.trial for p in res.pool if p.models == 2}  # each finalist's 2 fold models
     assert bags == {f.trial for f in card.cv.finalists}
     assert sum(m.models for m in res.selection.members) >= 2 and all(m.models in (1, 2) for m in res.selection.members)
-    for m in res.selection.members:  # the retrained model stands in for its own trial; other trials are themselves
+    # The runner-up was retrained on train+validation too (no time limit here).
+    runner_up = next(f.trial for f in card.cv.finalists if not f.won)
+    assert (rd.path / "finalists" / str(runner_up) / "full" / "weights.safetensors").exists()
+    refits = {card.best_trial: "model", runner_up: f"finalists/{runner_up}/full"}
+    for m in res.selection.members:  # the retrained models stand in for their own trials; other trials are themselves
         if m.models == 1:
-            assert m.file == ("model" if m.trial == card.best_trial else f"trials/{m.trial}")
+            assert m.file == refits.get(m.trial, f"trials/{m.trial}")
     assert res.candidate("ensemble").parity.passed
     final = read_card(rd.path)
     assert final.ensemble is not None and final.ensemble.members == [m.trial for m in res.selection.members]

@@ -66,6 +66,7 @@ PROBE_STEPS = 3  # timed training steps of the pace probe
 PROBE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
 BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy
+REFIT_DIR = "full"  # finalists/<trial>/full/: the runner-up retrained on train+validation (_refit_runner_up)
 OOF_LOGITS = "oof_logits.npy"  # rows in data.gate.pooled order; a row's logits from the fold model that did not train on it
 
 
@@ -378,6 +379,32 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
     return model.cpu().eval(), hp
 
 
+def _refit_runner_up(finalists: list[Finalist], by_number: dict, winner: Candidate, X, y, data: dict, info: dict,
+                     config: RunConfig, deadline: float | None, console, bags, note) -> None:
+    """Retrain the best other cross-validated finalist on train+validation
+    too, when its retraining fits the time left, into finalists/<trial>/full/:
+    the fusion stage lets it stand in for its search trial, as the shipped
+    model does for its own (AutoGluon's refit_full). Without it an ensemble
+    pairs the retrained winner with members trained on less data: on mnist5k
+    it scored one test example below the winner alone."""
+    others = [f for f in finalists if f.finished and f.mean is not None and f.trial != winner.trial.number]
+    if not others:
+        return
+    runner_up = by_number[max(others, key=lambda f: f.mean).trial]
+    need = retrain_seconds(runner_up, len(y))
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and need > left:
+        note(f"retraining the runner-up (trial {runner_up.trial.number}) for the ensemble would need about "
+             f"{need:.0f} s, {left:.0f} s were left")
+        return
+    console.print(f"retraining runner-up trial {runner_up.trial.number} on train+validation for the ensemble "
+                  f"({runner_up.planned} epochs)", highlight=False)
+    second, _ = retrain(runner_up, X, y, data, kind=info["kind"], seed=config.seed, device=config.device,
+                        deadline=deadline)
+    if second is not None:
+        save_model(bags / str(runner_up.trial.number) / REFIT_DIR, second, runner_up.spec)
+
+
 def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, config: RunConfig, search_best: FrozenTrial,
                   *, deadline_wall: float | None, console, reserve_note: str | None = None) -> Outcome:
     """Cross-validate the finalists, pick the winner, retrain it on
@@ -473,6 +500,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                     training = None
                     note("the deadline cut the retraining on train+validation: the winner ships with the weights "
                          "the search trained")
+        if model is not None and config.fusion and not (config.max_params or config.max_latency_ms):
+            _refit_runner_up(finalists, by_number, winner, X, y, data, info, config, deadline, console, bags, note)
         n_train = len(data["train"][1])
         if model is None and search_best.number in by_number and \
                 undertrained_winner(winner, by_number[search_best.number], n_train):

@@ -72,6 +72,7 @@ def load_members(rd: RunDir, trials: list[int]) -> list:
 # -- bags: the cross-validated finalists' fold models -------------------------
 
 BAGS_DIR, OOF_LOGITS = "finalists", "oof_logits.npy"  # written by autopilot.finalists (same names there)
+REFIT_DIR = "full"  # finalists/<trial>/full/: a runner-up retrained on train+validation (autopilot.finalists)
 
 
 @dataclass
@@ -123,17 +124,26 @@ def selection_pool(rd: RunDir, y_val: np.ndarray, gate: np.ndarray | None, n_tra
     in for its own search trial `shipped_trial` (the same configuration
     trained on more data), as AutoGluon's refit_full keeps the weights
     chosen on held-out predictions and refits the members: without it the
-    ensemble could never contain the model it is compared with."""
+    ensemble could never contain the model it is compared with. A runner-up
+    the finalists stage retrained (finalists/<trial>/full/) stands in for its
+    trial the same way; only with a gate slice, which neither trained on."""
     rows = np.arange(len(y_val)) if gate is None else np.setdiff1d(np.arange(len(y_val)), gate)
     trial_logits, notes = pool(rd, len(y_val))
+    refits = {} if shipped_dir is None else {shipped_trial: shipped_dir}
+    for n in trial_logits if gate is not None else ():  # a runner-up the finalists stage retrained, outside the gate
+        full = rd.path / BAGS_DIR / str(n) / REFIT_DIR
+        if n not in refits and all((full / f).exists() for f in TORCH_FILES):
+            refits[n] = full
     logits, models, trial = {}, {}, {}
     for n, z in trial_logits.items():
         key = f"trial {n}"
         logits[key], trial[key] = z[rows], n
-        models[key] = [shipped_dir] if shipped_dir is not None and n == shipped_trial else [rd.trial_dir(n)]
-    if shipped_dir is not None and shipped_trial in trial_logits:
-        notes.append(f"trial {shipped_trial}: the shipped model (its configuration retrained on train+validation) "
-                     "stands in for it in the ensemble; selection used the trial's own predictions")
+        models[key] = [refits.get(n, rd.trial_dir(n))]
+    for n in refits:
+        if n in trial_logits:
+            what = "the shipped model" if n == shipped_trial else f"{BAGS_DIR}/{n}/{REFIT_DIR}"
+            notes.append(f"trial {n}: {what} (its configuration retrained on train+validation) stands in for it "
+                         "in the ensemble; selection used the trial's own predictions")
     if gate is not None:
         found, more = bags(rd, n_train + len(rows))
         notes += more
