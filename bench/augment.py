@@ -20,8 +20,8 @@ start-up trials) with the arm's known-good first trials enqueued on the
 first network as `autopilot run` enqueues them (search.space.first_trials):
 searched: the data kind's default policy, then augment_space.first_variants
 (no augmentation, flips alone where flips keep labels, the other known-good
-policy), so at 4 trials the searched arm chooses among those on validation
-and TPE draws from the 5th; affine: strength 0.5. The families the doctor
+policy): at the default 6 trials the searched arm runs those 4 (3 where
+flips change labels) and then 2 (3) sampler draws; affine: strength 0.5. The families the doctor
 measures to change labels on the data (doctor.augment_check, as `autopilot
 run` does before its search) are left out of the searched space. The trial
 with the best validation accuracy (first on ties) is the one shipped, and
@@ -35,7 +35,7 @@ stratified by the seed), `mnist5k`, and `shapes` (data.synthetic: coloured
 shapes on textured backgrounds, classes left-right symmetric, --n images);
 each with --n-test more images as its test split.
 
-    .venv/bin/python bench/augment.py --jobs 2                 # full: fashion + shapes, 3 seeds, 4 trials of 15 epochs, 800 + 2000 test images
+    .venv/bin/python bench/augment.py --jobs 2                 # full: fashion + shapes, 3 seeds, 6 trials of 15 epochs, 800 + 2000 test images
     .venv/bin/python bench/augment.py --jobs 2 --seeds 0       # one seed of the full run
     .venv/bin/python bench/augment.py --trials 4 --epochs 2 --n 300 --n-test 300 --seeds 0  # smoke test
     .venv/bin/python bench/augment.py --throughput-only       # policies' images/s only
@@ -227,9 +227,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion", "shapes"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    # Defaults: the full bench in about 20 minutes with --jobs 2 on 2 quiet cores
-    # (one seed took 12.6 minutes at load average 12 to 6 on 2 shared cores, 39-50 CPU s per arm and case).
-    p.add_argument("--trials", type=int, default=4, help="trials per search, the same for every arm (default 4)")
+    # Defaults: the full bench in about 12-20 minutes with --jobs 2 on 2 quiet cores: one seed took 16 minutes
+    # at load average 7-8 on 2 shared cores, 56-76 CPU s per arm and case (about 3.5 min CPU a case).
+    # 6 trials: the searched arm's 4 known-good first trials, then draws of the sampler.
+    p.add_argument("--trials", type=int, default=6, help="trials per search, the same for every arm (default 6)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of every trial (default 15)")
     p.add_argument("--budget", type=int, default=None,
                    help="shorthand for an equal budget in trial-epochs per search: trials = budget // epochs")
