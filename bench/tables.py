@@ -162,6 +162,16 @@ def test_score(task: str, model, X, y) -> float:
 
 
 def run_baselines(name: str, df, roles: dict, splits: dict, seed: int) -> dict:
+    """Both baselines' test scores, fitted on one thread: their scores are
+    what is compared, not their speed, and OpenMP threads spin-waiting on a
+    busy 2-core machine made one HistGradientBoosting fit take 8-31 s."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_baselines(name, df, roles, splits, seed)
+
+
+def _run_baselines(name: str, df, roles: dict, splits: dict, seed: int) -> dict:
     task = task_of(name)
     X = baseline_features(df, roles)
     y = df[LABEL].to_numpy()
