@@ -481,6 +481,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                 note("the deadline cut every finalist's folds: the search's best trial is the winner")
             winner = by_number.get(search_best.number)
             reason = "the search's best trial on the validation split (no finalist was cross-validated)"
+            if "cv_score" in search_best.user_attrs:  # a small table's trials (search/table_families.py)
+                reason = "the search's best trial by cross-validation on train+validation (every trial's score)"
         console.print(f"finalists: trial {search_best.number if winner is None else winner.trial.number} wins: {reason}",
                       highlight=False)
 
