@@ -165,6 +165,9 @@ def postgres():
 
 @pytest.mark.cluster
 @pytest.mark.slow
+# budget: three trial processes share a 150 s budget; beside a second test
+# worker its plan rejected every sampled configuration as too slow.
+@pytest.mark.budget
 def test_workers_on_postgres_leave_no_trial_running(postgres, tmp_path):
     """The driver and two `autopilot worker`s share a study in PostgreSQL;
     one worker is killed with SIGKILL in the middle of a trial. Its trial is

@@ -403,10 +403,13 @@ def test_serving_requirements_are_exact_pins_from_requirements_txt():
 
 
 @pytest.mark.slow
-def test_serving_only_install_serves_a_run_without_torch(run_copy, digits_data, tmp_path):
+def test_serving_only_install_serves_a_run_without_torch(run_copy, digits_data, tmp_path, monkeypatch):
     """A fresh virtual environment with requirements-serve.txt and the package
     (--no-deps), no torch in it, serves a run made by `autopilot run` and
     answers what ONNX Runtime answers here."""
+    # The new environment must import its own copy, not a source tree that
+    # PYTHONPATH puts first (as when the suite runs from a work tree).
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     env = tmp_path / "serve-env"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
     py = env / "bin" / "python"
