@@ -4,9 +4,9 @@ The policies are the ones the field's best image results use:
 
     none         no augmentation
     hflip        a horizontal flip of half the images, nothing else: the
-                 lightest policy, the one that paid off on short schedules
-                 (15 epochs of 510 images: crops, affine warps all cost
-                 accuracy there, flips did not)
+                 lightest policy, the one that kept up with no
+                 augmentation on short schedules (15 epochs of 510 images:
+                 crops and affine warps cost accuracy there, flips did not)
     affine       a random affine transform whose range grows with `strength`
                  (autopilot's first policy, kept for comparison)
     cropflip     pad-and-random-crop (4 pixels at 32x32, scaled with the

@@ -130,7 +130,7 @@ def first_variants(info: dict, epochs: int | None = None) -> list[dict]:
     enqueues them when its budget holds them, search.space.first_trials, and
     so does bench/augment.py): no
     augmentation at all, the recipe's baseline, flips alone where flips keep
-    labels (the lightest policy, the one that paid off at 15 epochs), and
+    labels (the lightest policy, the only one that cost no accuracy at 15 epochs), and
     the other known-good policy of the data kind (affine on photos, crop+flip
     on other images).
     On little data or a short budget augmentation can cost more than it
