@@ -227,8 +227,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion", "shapes"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    # Defaults: the full bench in about 12-20 minutes with --jobs 2 on 2 quiet cores: one seed took 16 minutes
-    # at load average 7-8 on 2 shared cores, 56-76 CPU s per arm and case (about 3.5 min CPU a case).
+    # Defaults: the full bench in about 20 minutes with --jobs 2 on 2 quiet cores: one seed took 7.1 minutes
+    # at load average 2-3 (16 at load 7-8), 56-76 CPU s per arm and case (about 3.5 min CPU a case).
     # 6 trials: the searched arm's 4 known-good first trials, then draws of the sampler.
     p.add_argument("--trials", type=int, default=6, help="trials per search, the same for every arm (default 6)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of every trial (default 15)")
