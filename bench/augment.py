@@ -24,7 +24,9 @@ policy): at the default 6 trials the searched arm runs those 4 (3 where
 flips change labels) and then 2 (3) sampler draws; affine: strength 0.5. The families the doctor
 measures to change labels on the data (doctor.augment_check, as `autopilot
 run` does before its search) are left out of the searched space. The trial
-with the best validation accuracy (first on ties) is the one shipped, and
+autopilot would ship is the one compared (search.select.rank_trial's order:
+the best validation accuracy, then the lower validation loss, then the
+earlier trial), and
 its test accuracy is the figure compared; medians over seeds, and per seed
 the searched arm's difference to each other arm. A third of --n validates
 (267 images at the default 800): it picks the shipped trial, and the 90
@@ -147,8 +149,10 @@ def search_arm(parts: dict, info: dict, arm: str, trials: int, epochs: int, seed
         test_acc = evaluate(model, Xte.float(), yte.long())[1]
         study.tell(trial, res.best_val_acc)
         records.append({"trial": k, "params": {n: v for n, v in trial.params.items()}, "val_acc": res.best_val_acc,
-                        "test_acc": test_acc, "tta": spec.get("tta")})
-    best = max(records, key=lambda r: (r["val_acc"], -r["trial"]))
+                        "val_loss": res.best_val_loss, "test_acc": test_acc, "tta": spec.get("tta")})
+    # The trial autopilot would ship: search.select.rank_trial's order (validation accuracy, then the
+    # lower validation loss, then the earlier trial), the same for every arm.
+    best = max(records, key=lambda r: (r["val_acc"], -r["val_loss"], -r["trial"]))
     return {"arm": arm, "best": best, "trials": records, "cpu_s": round(time.process_time() - t_cpu, 1),
             "wall_s": round(time.perf_counter() - t_wall, 1)}
 
