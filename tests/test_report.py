@@ -45,8 +45,9 @@ def real_run(tmp_path_factory):
     np.savez(data, X=(X[keep] / 16).astype(np.float32), y=y[keep])
     rd = autopilot.run(str(data), trials=6, compress=False, runs_dir=root, name="digits-report", quiet=True, seed=0)
     # Aimed at size with a loose limit, so a compressed file (int8) ships and
-    # the report has a shipped model that is not the fp32 one to show.
-    compress_run(rd.path, budget_s=10, target="size", max_drop=5.0)
+    # the report has a shipped model that is not the fp32 one to show: the
+    # gate slice is 46 examples, which bound even a perfect match at 7.7 points.
+    compress_run(rd.path, budget_s=10, target="size", max_drop=10.0)
     return rd.path
 
 
