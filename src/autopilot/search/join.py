@@ -65,4 +65,4 @@ def join_study(run_path: str | Path, storage: str | None = None, console=None) -
     if console is not None:
         console.print(f"worker joined run {run.name} ({len(study.get_trials(deepcopy=False, states=FINISHED))} "
                       f"trials finished so far)", highlight=False)
-    optimize(study, objective, deadline_wall, config.trials)
+    optimize(study, objective, deadline_wall, config.trials, info=info)
