@@ -94,6 +94,7 @@ def test_cross_validated_winner_follows_the_rule_and_ships_retrained(tmp_path):
     # The retrained model ships: its weights are not the search trial's, and
     # the card says the validation split is no longer held out.
     assert cv.retrained and cv.retrain_epochs == 10 and not cv.validation_held_out
+    assert cv.retrain_warm_start is False  # the search ran its whole schedule: the retraining starts over
     shipped = load_file(str(rd.model_dir / "weights.safetensors"))
     searched_w = load_file(str(rd.trial_dir(cv.winner) / "weights.safetensors"))
     assert shipped.keys() == searched_w.keys()
@@ -262,6 +263,45 @@ def test_a_reserve_that_buys_nothing_goes_back_to_the_search():
     assert why and "the search's final phase trains on that time instead" in why and f"{RESERVE_RELEASE:g}x" in why
     assert reserve_too_small(data, info, cfg, 1e6) is None
     assert reserve_too_small(data, info, cfg, 0.0) is None  # nothing reserved (--cv 0, no budget)
-    # The cheapest option: one finalist's shortest folds when that is below a full retraining.
+    # The cheapest option that changes what ships: two finalists' shortest
+    # folds when that is below a full retraining (one finalist's folds choose
+    # nothing); with one finalist asked, the retraining alone.
     c = Candidate(trial=None, spec={}, hparams={"epochs": 20}, params=None, epoch_s_per_example=1e-3, trained_on=0)
-    assert cheapest_option_s(c, 3, 1000) == pytest.approx(min(retrain_seconds(c, 1000), 3 * 4 * 1000 * 2 / 3 * 1e-3 * 1.3))
+    folds = 3 * 4 * 1000 * 2 / 3 * 1e-3 * 1.3
+    assert retrain_seconds(c, 1000) > 2 * folds
+    assert cheapest_option_s(c, 3, 1000, finalists=3) == pytest.approx(2 * folds)
+    assert cheapest_option_s(c, 3, 1000, finalists=1) == pytest.approx(retrain_seconds(c, 1000))
+
+
+def test_a_schedule_the_budget_cut_is_continued_not_restarted(tmp_path):
+    """A trial whose schedule the budget cut short (fewer epochs than its
+    configuration) is retrained from its search weights; one that ran its
+    whole schedule starts over. Proof that the weights are the search's: one
+    epoch at a learning rate too small to learn anything keeps the trial's
+    accuracy, where the same epoch from scratch stays near chance."""
+    import copy
+    import dataclasses
+
+    from autopilot.finalists import candidate, retrain
+
+    rd, ds, data, info, cfg, study = searched(tmp_path, "warm", cv=2, finalists=2)
+    n_train = len(data["train"][1])
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
+    assert candidate(rd, trial, n_train).warm_start is None  # its whole schedule: 10 of 10 epochs
+    cut = copy.deepcopy(trial)
+    cut.user_attrs["planned_epochs"] = 2  # as the search records a schedule the budget shortened
+    c = candidate(rd, cut, n_train)
+    assert c.planned == 2 and c.warm_start == rd.trial_dir(trial.number) / "weights.safetensors"
+
+    still = dataclasses.replace(c, hparams={**c.hparams, "epochs": 1, "lr": 1e-9})
+    X, y = data["train"]
+    Xv, yv = data["val"]
+
+    def val_acc(model) -> float:
+        with torch.no_grad():
+            return float((model(torch.as_tensor(Xv)).argmax(1).numpy() == yv).mean())
+
+    warm, _ = retrain(still, X, y, data, kind=info["kind"], seed=0, device="cpu", deadline=None)
+    cold, _ = retrain(dataclasses.replace(still, warm_start=None), X, y, data, kind=info["kind"], seed=0,
+                      device="cpu", deadline=None)
+    assert val_acc(warm) > 0.85 and val_acc(cold) < 0.5

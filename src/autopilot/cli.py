@@ -219,7 +219,11 @@ def closing_lines(rd) -> None:
     print(f"model:   {card.family}, {card.params:,} parameters, trial {card.best_trial}"
           + (f" ({sel.how})" if sel is not None and not sel.complete else "") + f", {card.elapsed_s:.0f}s")
     if card.cv is not None:
-        print(f"chosen:  {card.cv.reason}" + (" (retrained on train+validation)" if card.cv.retrained else ""))
+        how = ""
+        if card.cv.retrained:
+            how = " (retrained on train+validation" + (
+                ", continuing the search's weights)" if card.cv.retrain_warm_start else ")")
+        print(f"chosen:  {card.cv.reason}{how}")
     if not card.onnx_parity.passed:
         print(f"WARNING: the ONNX export failed its parity check (argmax agreement {card.onnx_parity.argmax_agree:.4f}, "
               f"max abs diff {card.onnx_parity.max_abs_diff:.2e}); shipped because --force was given")

@@ -43,6 +43,7 @@ def finalists(run: Run) -> dict | None:
             "rows": rows, "max_folds": max((len(r["folds"]) for r in rows), default=0),
             "winner": cv.get("winner"), "search_best": cv.get("search_best"), "reason": cv.get("reason"),
             "retrained": bool(cv.get("retrained")), "retrain_epochs": cv.get("retrain_epochs"),
+            "retrain_warm_start": bool(cv.get("retrain_warm_start")),
             "held_out": cv.get("validation_held_out"), "share": num(cv.get("fold_share")),
             "reserved": num(cv.get("reserved_s")), "elapsed": num(cv.get("elapsed_s")),
             "notes": [str(n) for n in as_list(cv.get("notes"))]}

@@ -107,6 +107,9 @@ class CrossValidation(Part):
     reason: str  # why it won, in words
     retrained: bool  # the shipped weights were trained on train+validation, not the search's
     retrain_epochs: int | None
+    # The retraining continued the search's weights: the budget had cut the
+    # configuration's schedule short (finalists.Candidate.warm_start)
+    retrain_warm_start: bool | None = None
     validation_held_out: bool  # False once retrained: the validation split is in the shipped model's training data
     # Validation examples kept out of the folds and the retraining (data/gate.py):
     # compression and fusion judge on them; None: no gate (the plain validation split)
