@@ -344,3 +344,18 @@ def test_default_budget():
     assert compress_budget_s(600) == 150
     assert compress_budget_s(120) == 60  # at least a minute
     assert compress_budget_s(None) == 120  # a --trials run has no budget to take a share of
+
+
+def test_a_ladder_backs_off_only_when_a_milder_rung_could_pass():
+    """Fashion-MNIST's case: prune 50 % may lose 2.53 points against a
+    0.50 limit, and prune 30 % then lost 1.54: no retry from that far off.
+    Close to the limit the ladder backs off; a rung that kept accuracy is
+    followed by a harder one."""
+    from autopilot.compress.stage import (BACKOFF_WITHIN, PRUNE_DOWN, PRUNE_UP, STUDENT_DOWN, next_rung)
+
+    assert next_rung("prune", True, 0.2, 0.5)[:2] == (PRUNE_UP, True)
+    assert next_rung("prune", False, 0.9, 0.5)[:2] == (PRUNE_DOWN, True)
+    share, go, why = next_rung("prune", False, 2.53, 0.5)
+    assert (share, go) == (PRUNE_DOWN, False) and "2.53" in why and f"{BACKOFF_WITHIN:g}x" in why
+    assert next_rung("distill", False, 3.51, 0.5)[:2] == (STUDENT_DOWN, False)
+    assert next_rung("distill", False, 3.51, 3.0)[:2] == (STUDENT_DOWN, True)  # a looser --max-drop
