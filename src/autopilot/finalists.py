@@ -241,15 +241,15 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
                                 "for this stage): the search's best trial ships as the search trained it"])
 
 
-def cheapest_option_s(c: Candidate, folds: int, n_examples: int, finalists: int) -> float:
+def cheapest_option_s(c: Candidate, n_examples: int) -> float:
     """Seconds of the cheapest option of make_plan's that changes what
-    ships: retraining one candidate alone, or two finalists' folds at the
-    shortest schedule (the folds of one finalist choose nothing), taking
-    `c`'s pace for both."""
-    if finalists < 2:
-        return retrain_seconds(c, n_examples)
-    share_epochs = max(min(c.planned, MIN_FOLD_EPOCHS), fold_epochs(c, MIN_FOLD_SHARE))
-    return min(retrain_seconds(c, n_examples), 2 * fold_seconds(c, share_epochs, n_examples, folds))
+    ships, taking `c`'s pace: retraining it alone for MIN_FOLD_EPOCHS (a
+    budgeted search's final phase may give the winner no more, and the
+    retraining then continues its weights). Cross-validating two finalists
+    (one finalist's folds choose nothing) costs more: at least
+    MIN_FOLD_EPOCHS x (folds - 1) epochs each."""
+    return retrain_seconds(dataclasses.replace(c, hparams={**c.hparams, "epochs": min(c.planned, MIN_FOLD_EPOCHS)}),
+                           n_examples)
 
 
 def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: float) -> str | None:
@@ -277,11 +277,10 @@ def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: floa
     if pace is None:
         return None
     n_examples = len(y) + round(len(data["val"][1]) * (1 - config.gate_frac))
-    need = cheapest_option_s(dataclasses.replace(c, epoch_s_per_example=pace), config.cv, n_examples,
-                             config.finalists)
+    need = cheapest_option_s(dataclasses.replace(c, epoch_s_per_example=pace), n_examples)
     if need <= RESERVE_RELEASE * reserve_s:
         return None
-    return (f"cross-validating two finalists or retraining the first network on train+validation would take "
+    return (f"retraining even the first network on train+validation for {MIN_FOLD_EPOCHS} epochs would take "
             f"about {need:.0f} s, more than {RESERVE_RELEASE:g}x the {reserve_s:.0f} s reserved for it: the search's "
             "final phase trains on that time instead")
 
