@@ -100,6 +100,24 @@ def test_selection_prefers_the_model_that_is_right():
     assert sel.val_accuracy == 1.0
 
 
+def test_selection_under_a_cost_cap_keeps_the_members_summed_cost_within_it(digits_models):
+    """--ship balanced's selection (fusion/capped.py): a model joins only
+    while the members' summed latency stays within the cap; a model over the
+    cap alone is never chosen, and without a cap the same pool may use it."""
+    models, data = digits_models
+    Xv, yv = data["val"]
+    val = {n: _logits(m, Xv) for n, m in models.items()}
+    free = greedy_ensemble(val, yv)
+    for costs, cap in (({"m0": 1.0, "m1": 1.0, "m2": 1.0}, 2.0), ({"m0": 1.0, "m1": 0.6, "m2": 0.5}, 1.2),
+                       ({n: (3.0 if n == free.members[0] else 0.5) for n in val}, 1.0)):
+        sel = greedy_ensemble(val, yv, costs=costs, max_cost=cap)
+        assert sum(costs[m] for m in sel.members) <= cap + 1e-12, (sel.members, costs)
+        assert abs(sum(sel.weights) - 1) < 1e-9 and sel.val_nll <= sel.history[0][1] + 1e-12
+    assert free.members[0] not in sel.members  # over the cap alone (3.0 > 1.0): out, though the best
+    with pytest.raises(ValueError, match="within the cost cap"):
+        greedy_ensemble(val, yv, costs={n: 2.0 for n in val}, max_cost=1.0)
+
+
 def test_the_ensemble_exports_to_one_onnx_graph_with_parity(digits_models, tmp_path):
     models, data = digits_models
     Xv, yv = data["val"]
@@ -274,3 +292,34 @@ def test_ship_rules_on_the_runs_real_measurements(fused_run):
     assert choose_ship(broken, "accurate", 0.5)[0]["name"] != "ensemble"
     with pytest.raises(ValueError, match="ship mode"):
         choose_ship(cands, "cheap", 0.5)
+
+
+@pytest.mark.slow
+def test_ship_balanced_selects_an_ensemble_within_twice_the_single_models_latency(fused_run, tmp_path):
+    """The stage again on the real run with --ship balanced: every pool
+    model timed beside the single model, and an ensemble selected under the
+    cap when the free one is over it; what ships stays within 2x."""
+    import shutil
+
+    from autopilot.compress.policy import BALANCED_LATENCY
+    from autopilot.fusion.stage import CAPPED, fuse_run
+    from autopilot.schemas.fusion import read_fusion
+
+    run = tmp_path / "fused"
+    shutil.copytree(fused_run, run)
+    fuse_run(run, budget_s=20, ship="balanced", max_drop=0.5)
+    res = read_fusion(run)
+    capped, free = res.capped, res.selection
+    assert capped is not None and capped.cap_ms == pytest.approx(BALANCED_LATENCY * capped.single_ms)
+    assert set(capped.costs_ms) == {p.name for p in res.pool} and all(v > 0 for v in capped.costs_ms.values())
+    free_ms = sum(capped.costs_ms[m.name] for m in free.members)
+    if capped.selection is None:  # the free one fits, or nothing of two models does
+        assert res.candidate(CAPPED) is None
+    else:
+        assert free_ms > capped.cap_ms
+        names = [m["name"] for m in capped.selection["members"]]
+        assert sum(capped.costs_ms[n] for n in names) <= capped.cap_ms + 1e-9
+        cand = res.candidate(CAPPED)
+        assert cand is not None and cand.parity.passed and cand.members == [m["trial"] for m in capped.selection["members"]]
+    chosen = res.candidate(res.chosen)
+    assert chosen.latency_ms["1"].p50 <= BALANCED_LATENCY * res.candidate("single").latency_ms["1"].p50

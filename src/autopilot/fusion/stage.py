@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..compress import measure
-from ..compress.policy import choose_ship
+from ..compress.policy import BALANCED_LATENCY, choose_ship
 from ..compress.stage import TRAIN_THREADS
 from ..data.gate import GATED, load_gate, with_gate
 from ..export import check_parity, export_onnx
@@ -51,6 +51,7 @@ from ..stats import paired
 from ..train import DEFAULTS
 from . import members as pool_of
 from .ensemble import Ensemble
+from .capped import member_costs, capped_selection
 from .select import INIT, ROUNDS, greedy_ensemble
 from .student import distil_student
 
@@ -58,6 +59,7 @@ LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
 MIN_STUDENT_S = 1.0  # below this slice no distillation is tried
 SHIPPED = "compress/chosen.onnx"  # the file registry.shipped_onnx serves when it exists
 FP32 = "model/model.onnx"
+CAPPED = "ensemble-capped"  # the candidate selected within --ship balanced's latency cap (capped.py)
 
 
 class _Log:
@@ -176,37 +178,26 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
                    single_file != FP32 else "fp32", "params": count_params(single_model)}]
     if single_file != FP32:
         candidates.append({"name": "fp32", "file": FP32, "method": "fp32", "params": candidates[0]["params"]})
-    teacher, forced = None, False
+    teacher, teacher_ok, forced, capped_record = None, False, False, None
     n_models = sum(len(sel_pool.models[m]) for m in names)
     if n_models < 2:
         log("ensemble", "skipped", f"selection kept one model ({names[0]}): nothing to fuse")
     else:
-        # A bag's weight is shared by its fold models, each with the bag's temperature.
-        models, weights, temps = [], [], []
-        for m, w, tt in zip(names, sel.weights, sel.temperatures):
-            loaded = sel_pool.load(m)
-            models += loaded
-            weights += [w / len(loaded)] * len(loaded)
-            temps += [tt] * len(loaded)
-        teacher = Ensemble(models, weights, temps).eval()
-        path = export_onnx(teacher, card.input_shape, out / "ensemble.onnx")
-        parity = check_parity(teacher, path, Xva)  # validation inputs: the test split is not read yet
-        if not parity["passed"]:
-            if force:
-                parity["forced"] = forced = True
-            log("ensemble", "failed" if not force else "done",
-                f"ONNX parity failed (max abs diff {parity['max_abs_diff']:.2e}, argmax agreement "
-                f"{parity['argmax_agree']:.4f})" + ("; kept as a candidate because of --force" if force else
-                                                    "; not shipped (--force ships it anyway)"))
-        else:
-            log("ensemble", "done", f"one ONNX graph of {n_models} models, parity passed "
-                                    f"(max abs diff {parity['max_abs_diff']:.1e})")
-        candidates.append({"name": "ensemble", "file": "fusion/ensemble.onnx", "method": "ensemble",
-                           "params": count_params(teacher), "parity": parity, "members": trials})
+        teacher, cand = _ensemble_candidate("ensemble", sel, sel_pool, out, card, Xva, force, log)
+        teacher_ok, forced = cand["parity"]["passed"], bool(cand["parity"].get("forced"))
+        candidates.append(cand)
+        if ship == "balanced":  # the free selection may be too slow to ship: one within the cap too (capped.py)
+            costs, single_ms = member_costs(sel_pool, rd.path / single_file, card.input_shape, Xva, out / ".costs")
+            capped, why = capped_selection(sel_pool, sel, costs, single_ms)
+            log("capped ensemble", "done" if capped else "skipped", why)
+            capped_record = {"cap_ms": BALANCED_LATENCY * single_ms, "single_ms": single_ms, "costs_ms": costs,
+                             "why": why, "selection": None if capped is None else _selection_record(rd, capped, sel_pool)}
+            if capped is not None:
+                candidates.append(_ensemble_candidate(CAPPED, capped, sel_pool, out, card, Xva, force, log)[1])
 
     reserve = LATENCY_S[0] + 1.0  # timing, test evaluation, writing
     slice_s = deadline - time.monotonic() - reserve
-    usable_teacher = teacher is not None and (candidates[-1]["parity"]["passed"] or forced)
+    usable_teacher = teacher is not None and (teacher_ok or forced)
     if not usable_teacher:
         log("student", "skipped", "no ensemble to learn from")
     elif slice_s < MIN_STUDENT_S:
@@ -263,23 +254,53 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init, "
                              "on temperature-scaled members' validation nll",
                    "rounds": ROUNDS, "init": INIT,
-                   "pool": sel_pool.kind, "selected_on": sel_pool.selected_on,
-                   "members": [{"trial": sel_pool.trial[m], "weight": w, "temperature": tt,
-                                "models": len(sel_pool.models[m]), "name": m,
-                                "file": str(sel_pool.models[m][0].relative_to(rd.path)) if len(sel_pool.models[m]) == 1
-                                else None}
-                               for m, w, tt in zip(names, sel.weights, sel.temperatures)],
-                   "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll,
-                   "history": [list(h) for h in sel.history]},
-        candidates=candidates, chosen=chosen["name"],
+                   "pool": sel_pool.kind, "selected_on": sel_pool.selected_on, **_selection_record(rd, sel, sel_pool)},
+        capped=capped_record, candidates=candidates, chosen=chosen["name"],
         judged_on=(f"the gate slice: {len(yva)} validation examples no shipped or candidate model trained on "
                    "(data/gate.py)" if data.get(GATED) else f"the validation split ({len(yva)} examples)"),
         chosen_path=single_file if chosen["name"] == "single" else SHIPPED,
-        reason=reason, forced=forced and chosen["name"] == "ensemble", load_average=measure.load_average(),
+        reason=reason, forced=bool((chosen.get("parity") or {}).get("forced")), load_average=measure.load_average(),
         plan=log.steps)
     write_json(out / "results.json", results.model_dump(mode="json"))
     chosen_file = None if chosen["name"] == "single" else chosen["file"]
     return results, chosen_file
+
+
+def _selection_record(rd: RunDir, sel, sel_pool: pool_of.Pool) -> dict:
+    """results.json's members, accuracy, likelihood and history of a selection."""
+    return {"members": [{"trial": sel_pool.trial[m], "weight": w, "temperature": tt, "models": len(sel_pool.models[m]),
+                         "name": m, "file": str(sel_pool.models[m][0].relative_to(rd.path))
+                         if len(sel_pool.models[m]) == 1 else None}
+                        for m, w, tt in zip(sel.members, sel.weights, sel.temperatures)],
+            "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll, "history": [list(h) for h in sel.history]}
+
+
+def _ensemble_candidate(name: str, sel, sel_pool: pool_of.Pool, out: Path, card, Xva, force: bool, log):
+    """(the selected members as one module, its candidate: one ONNX graph,
+    parity-checked on the validation inputs; the test split is not read yet).
+    A failed check keeps it from shipping unless --force."""
+    # A bag's weight is shared by its fold models, each with the bag's temperature.
+    models, weights, temps = [], [], []
+    for m, w, tt in zip(sel.members, sel.weights, sel.temperatures):
+        loaded = sel_pool.load(m)
+        models += loaded
+        weights += [w / len(loaded)] * len(loaded)
+        temps += [tt] * len(loaded)
+    module = Ensemble(models, weights, temps).eval()
+    path = export_onnx(module, card.input_shape, out / f"{name}.onnx")
+    parity = check_parity(module, path, Xva)
+    if not parity["passed"]:
+        if force:
+            parity["forced"] = True
+        log(name, "failed" if not force else "done",
+            f"ONNX parity failed (max abs diff {parity['max_abs_diff']:.2e}, argmax agreement "
+            f"{parity['argmax_agree']:.4f})" + ("; kept as a candidate because of --force" if force else
+                                                "; not shipped (--force ships it anyway)"))
+    else:
+        log(name, "done", f"one ONNX graph of {len(models)} models, parity passed "
+                          f"(max abs diff {parity['max_abs_diff']:.1e})")
+    return module, {"name": name, "file": f"fusion/{name}.onnx", "method": "ensemble", "params": count_params(module),
+                    "parity": parity, "members": [sel_pool.trial[m] for m in sel.members]}
 
 
 def _figures(c, n_test: int, **extra) -> FusedFigures:

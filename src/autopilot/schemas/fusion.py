@@ -47,12 +47,22 @@ class EnsembleSelection(Part):
     history: list[list[float]]  # (accuracy, nll) after each addition
 
 
+class CappedSelection(Part):
+    """--ship balanced: selection again with the members' summed batch-1
+    latency within the cap (autopilot.fusion.capped), when the free one is over it."""
+    cap_ms: float  # BALANCED_LATENCY x the single model's batch-1 latency, timed beside the pool's models
+    single_ms: float
+    costs_ms: dict[str, float]  # each pool model's batch-1 latency (a bag: all its fold models)
+    why: str
+    selection: dict | None  # members, val_accuracy, val_nll, history as in `selection`; None: none made
+
+
 class ShipCandidate(Part):
     """One file measured by the stage. "single" is the single model as it
     ships (the compressed file when compression chose one); "fp32" is the
     single model's own export, measured beside it for the card's best_single
     when the two differ, and not itself a choice (compression made that one)."""
-    name: Literal["single", "fp32", "ensemble", "student"]
+    name: Literal["single", "fp32", "ensemble", "ensemble-capped", "student"]
     file: str  # relative to the run directory
     method: str  # the single model's (fp32, int8-static, ...), "ensemble" or "distill"
     params: int
@@ -85,7 +95,8 @@ class FusionResults(RunFile):
     pool: list[PoolTrial]
     selection: EnsembleSelection | None  # None: fewer than two trials to choose from
     candidates: list[ShipCandidate]
-    chosen: Literal["single", "ensemble", "student"]
+    capped: CappedSelection | None = None  # --ship balanced: the ensemble selected under the latency cap
+    chosen: Literal["single", "ensemble", "ensemble-capped", "student"]
     judged_on: str | None = None  # the data every candidate's validation accuracy is measured on (the gate slice)
     chosen_path: str  # the file predict and serve load after this choice
     reason: str
