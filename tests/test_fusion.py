@@ -50,7 +50,7 @@ def test_greedy_selection_improves_on_its_start_by_validation_likelihood(digits_
     models, data = digits_models
     Xv, yv = data["val"]
     val = {n: _logits(m, Xv) for n, m in models.items()}
-    sel = greedy_ensemble(val, yv)
+    sel = greedy_ensemble(val, yv, bags=0)  # one hill-climb on all the rows
     best_nll = min(score(torch.softmax(torch.as_tensor(z, dtype=torch.float64), 1).numpy(), yv)[1]
                    for z in val.values())
     assert sel.val_nll <= sel.history[0][1] + 1e-12  # never worse than where it started (the best two)
@@ -58,6 +58,33 @@ def test_greedy_selection_improves_on_its_start_by_validation_likelihood(digits_
     assert sel.val_nll < best_nll  # calibrated and blended: below the best raw member's nll
     assert abs(sum(sel.weights) - 1) < 1e-9 and all(w > 0 for w in sel.weights)
     assert set(sel.members) <= set(models)
+
+
+def test_bagged_selection_is_the_mean_of_selections_on_random_halves(digits_models):
+    """Caruana et al.'s bagged selection, against a reference written here:
+    the weights are the mean of one selection per random half of the rows
+    (the same temperatures, fitted on all of them), slivers dropped."""
+    from scipy.special import softmax
+
+    from autopilot.fusion.select import MIN_WEIGHT, fit_temperature
+
+    models, data = digits_models
+    Xv, yv = data["val"]
+    val = {n: _logits(m, Xv) for n, m in models.items()}
+    sel = greedy_ensemble(val, yv, bags=4, bag_frac=0.5, seed=3)
+    temps = {n: fit_temperature(z, yv) for n, z in val.items()}
+    rng = np.random.default_rng(3)
+    mean = dict.fromkeys(val, 0.0)
+    for _ in range(4):
+        rows = rng.choice(len(yv), size=int(round(0.5 * len(yv))), replace=False)
+        one = greedy_ensemble({n: z[rows] / temps[n] for n, z in val.items()}, yv[rows], bags=0)
+        for n, w in zip(one.members, one.weights):
+            mean[n] += w / 4
+    kept = {n: w for n, w in mean.items() if w >= MIN_WEIGHT}
+    total = sum(kept.values())
+    assert dict(zip(sel.members, sel.weights)) == pytest.approx({n: w / total for n, w in kept.items()}, abs=0.02)
+    assert len(sel.history) == 4 and sel.val_accuracy == score(
+        sum(w * softmax(val[n] / t, axis=1) for n, w, t in zip(sel.members, sel.weights, sel.temperatures)), yv)[0]
 
 
 def test_a_weak_model_that_flips_one_example_gets_little_weight():

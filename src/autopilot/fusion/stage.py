@@ -52,7 +52,7 @@ from ..train import DEFAULTS
 from . import members as pool_of
 from .ensemble import Ensemble
 from .capped import member_costs, capped_selection
-from .select import INIT, ROUNDS, greedy_ensemble
+from .select import BAGS, INIT, MIN_WEIGHT, ROUNDS, greedy_ensemble
 from .student import distil_student
 
 LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
@@ -167,7 +167,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
           deadline, device, started, budget_s):
     Xva, yva = data["val"]
     logits = sel_pool.logits
-    sel = greedy_ensemble(logits, sel_pool.y)
+    sel = greedy_ensemble(logits, sel_pool.y, seed=seed)
     names = list(sel.members)
     trials = [sel_pool.trial[m] for m in names]
     log("selection", "done", f"{len(names)} of {len(logits)} ({sel_pool.kind}), weights "
@@ -252,7 +252,8 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         run=rd.name, ship=ship, max_drop=max_drop, seed=seed, budget_s=float(budget_s),
         elapsed_s=round(time.monotonic() - started, 1), pool=pool,
         selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init, "
-                             "on temperature-scaled members' validation nll",
+                             f"on temperature-scaled members' validation nll, bagged ({BAGS} selections on random halves "
+                             f"of the rows, mean weights, members under {MIN_WEIGHT:g} dropped)",
                    "rounds": ROUNDS, "init": INIT,
                    "pool": sel_pool.kind, "selected_on": sel_pool.selected_on, **_selection_record(rd, sel, sel_pool)},
         capped=capped_record, candidates=candidates, chosen=chosen["name"],
