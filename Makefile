@@ -26,7 +26,9 @@ $(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
 # $(TEST_WORKERS) pytest-xdist workers: most tests wait on a subprocess, a
 # server or a file, and one process left a core idle. --dist loadgroup keeps
 # each file that trains a module-scoped run on one worker; runs several files
-# read are built once per session (tests/conftest.py). Then the `budget`
+# read are built once per session (tests/conftest.py), and the workers take
+# the longest work first (conftest's order, kept by --no-loadscope-reorder)
+# so the last tests handed out are short ones. Then the `budget`
 # tests, which check what a run did within a wall-clock budget, in one
 # process: with a second worker beside it a budgeted run gets half the CPU
 # and its deadline cuts what the test checks. Both phases run; make fails
@@ -34,7 +36,7 @@ $(CLUSTER_STAMP): $(STAMP) requirements-cluster.txt
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q
 define two_phases
-	$(PYTEST) $(2) -n $(TEST_WORKERS) --dist loadgroup -m "$(1) not budget"; a=$$?; \
+	$(PYTEST) $(2) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "$(1) not budget"; a=$$?; \
 	$(PYTEST) $(2) -n 0 -m "$(1) budget"; b=$$?; \
 	[ $$a -eq 0 -o $$a -eq 5 ] && [ $$b -eq 0 -o $$b -eq 5 ]
 endef

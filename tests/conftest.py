@@ -11,13 +11,48 @@ from filelock import FileLock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    _keep_xdist_groups(config, items)
     # A test that reads the budgeted run checks what the run did within its
     # wall-clock budget, so the run must have had the machine to itself:
     # `make test` runs the `budget` tests after the others, in one process.
     for item in items:
         if "budget_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.budget)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_long_first)
+
+
+def _keep_xdist_groups(config, items) -> None:
+    """--dist loadgroup reads a test's group from an "@group" suffix that
+    pytest-xdist 3.8 appends to item._nodeid; pytest 9.2 keeps the id in
+    item._id, so the suffix was lost and every group was spread over both
+    workers, each training the group's module-scoped runs again (pytest-xdist
+    issue 1386). Append it where pytest 9.2 reads it, as xdist names it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest before 9.2: xdist's own suffix works
+        return
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def _long_first(item) -> int:
+    """Longest work first across pytest-xdist workers (`make test` passes
+    --no-loadscope-reorder so the workers take it in this order): a long
+    test handed out last keeps one worker busy while the other idles. Every
+    worker sorts the same collection alike (a stable sort: file order within
+    a rank), so xdist's check that they collected the same tests holds.
+    0: a file's group (its module-scoped runs, trained once on one worker);
+    1: the other slow tests (a real search, a cluster); 2: the rest."""
+    if item.get_closest_marker("xdist_group"):
+        return 0
+    return 1 if item.get_closest_marker("slow") or item.get_closest_marker("cluster") else 2
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -544,11 +544,17 @@ def test_the_preflight_reports_the_augmentation_check_on_images():
     assert any(c.id == "augmentation-changes-labels" and c.status == "found" for c in report.checks)
 
 
-@pytest.mark.budget  # what the probes see within their time budget depends on the CPU they get
 def test_colour_photos_keep_flips_but_not_upside_down(tmp_path):
     """Shapes on textured colour backgrounds, every class left-right symmetric
     and three of them not upside-down symmetric (triangles, arches): loaded
-    as users bring them (channels-last uint8 NPZ)."""
+    as users bring them (channels-last uint8 NPZ).
+
+    Steps, not seconds: the quick model trains 4 epochs whatever the load
+    (the budget is only a cap). Within 9 s it got 2 epochs at load 2, learnt
+    the classes to about 0.5-0.7 and judged vflip harmless (a 5-8 point drop
+    under a 11-15 point limit): the test failed 5 times in 12. Measured
+    after 4 epochs: clean accuracy 1.000, vflip 27.3 and rotate 27.8 points
+    over the limit of 22.5, hflip 0.2."""
     from autopilot.data.synthetic import make_shapes
     from autopilot.doctor.augment_check import check_augmentations
 
@@ -558,7 +564,7 @@ def test_colour_photos_keep_flips_but_not_upside_down(tmp_path):
     splits = split(ds.y, seed=0)
     model, hp = default_model(ds, splits)
     parts = arrays(ds, splits)
-    findings, result = check_augmentations(hp, parts["train"], parts["val"], ds.n_classes, budget_s=9)
+    findings, result = check_augmentations(hp, parts["train"], parts["val"], ds.n_classes, budget_s=600, epochs=4)
     assert result.status in ("ok", "found"), result.note
     left_out = excluded(findings)
     assert "hflip" not in left_out, result.note

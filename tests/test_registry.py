@@ -16,6 +16,11 @@ from autopilot.schemas.versions import Versions
 
 from .test_retrain import champion_run  # noqa: F401  (one real run shared by both files)
 
+# With pytest-xdist both files' tests run on one worker, one after another:
+# spread over two, the second worker waited idle on the lock while the first
+# trained the shared run (conftest.built_once).
+pytestmark = pytest.mark.xdist_group("champion")
+
 
 @pytest.fixture
 def run(champion_run, tmp_path):

@@ -26,6 +26,11 @@ from autopilot.stats import Paired, drop_upper_bound
 
 from .conftest import built_once
 
+# With pytest-xdist both files' tests run on one worker, one after another:
+# spread over two, the second worker waited idle on the lock while the first
+# trained the shared run (conftest.built_once).
+pytestmark = pytest.mark.xdist_group("champion")
+
 
 @pytest.fixture(scope="session")
 def champion_run(tmp_path_factory) -> Path:
