@@ -329,6 +329,7 @@ def test_ship_balanced_selects_an_ensemble_within_twice_the_single_models_latenc
     import shutil
 
     from autopilot.compress.policy import BALANCED_LATENCY
+    from autopilot.fusion.capped import MARGIN
     from autopilot.fusion.stage import CAPPED, fuse_run
     from autopilot.schemas.fusion import read_fusion
 
@@ -337,7 +338,7 @@ def test_ship_balanced_selects_an_ensemble_within_twice_the_single_models_latenc
     fuse_run(run, budget_s=20, ship="balanced", max_drop=0.5)
     res = read_fusion(run)
     capped, free = res.capped, res.selection
-    assert capped is not None and capped.cap_ms == pytest.approx(BALANCED_LATENCY * capped.single_ms)
+    assert capped is not None and capped.cap_ms == pytest.approx(MARGIN * BALANCED_LATENCY * capped.single_ms)
     assert set(capped.costs_ms) == {p.name for p in res.pool} and all(v > 0 for v in capped.costs_ms.values())
     free_ms = sum(capped.costs_ms[m.name] for m in free.members)
     if capped.selection is None:  # the free one fits, or nothing of two models does

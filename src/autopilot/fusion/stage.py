@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..compress import measure
-from ..compress.policy import BALANCED_LATENCY, choose_ship
+from ..compress.policy import choose_ship
 from ..compress.stage import TRAIN_THREADS
 from ..data.gate import GATED, load_gate, with_gate
 from ..export import check_parity, export_onnx
@@ -51,7 +51,7 @@ from ..stats import paired
 from ..train import DEFAULTS
 from . import members as pool_of
 from .ensemble import Ensemble
-from .capped import member_costs, capped_selection
+from .capped import cap_ms, capped_selection, member_costs
 from .select import BAGS, INIT, MIN_WEIGHT, ROUNDS, greedy_ensemble
 from .student import distil_student
 
@@ -190,7 +190,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
             costs, single_ms = member_costs(sel_pool, rd.path / single_file, card.input_shape, Xva, out / ".costs")
             capped, why = capped_selection(sel_pool, sel, costs, single_ms)
             log("capped ensemble", "done" if capped else "skipped", why)
-            capped_record = {"cap_ms": BALANCED_LATENCY * single_ms, "single_ms": single_ms, "costs_ms": costs,
+            capped_record = {"cap_ms": cap_ms(single_ms), "single_ms": single_ms, "costs_ms": costs,
                              "why": why, "selection": None if capped is None else _selection_record(rd, capped, sel_pool)}
             if capped is not None:
                 candidates.append(_ensemble_candidate(CAPPED, capped, sel_pool, out, card, Xva, force, log)[1])

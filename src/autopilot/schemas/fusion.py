@@ -50,7 +50,7 @@ class EnsembleSelection(Part):
 class CappedSelection(Part):
     """--ship balanced: selection again with the members' summed batch-1
     latency within the cap (autopilot.fusion.capped), when the free one is over it."""
-    cap_ms: float  # BALANCED_LATENCY x the single model's batch-1 latency, timed beside the pool's models
+    cap_ms: float  # 0.9 x BALANCED_LATENCY x the single model's batch-1 latency, timed beside the pool's models
     single_ms: float
     costs_ms: dict[str, float]  # each pool model's batch-1 latency (a bag: all its fold models)
     why: str
