@@ -33,11 +33,12 @@ hundred validation rows overfits them. It gave 96 % of the weight to one
 mnist5k trial beside three others of nearly its accuracy, and 67 % to an
 mnist1d trial that was best on the selection rows and worse on test. So the
 weights are the mean of BAGS selections, each on a random half of the rows.
-On the pools of five kept runs (mnist1d x2, mnist5k x2, digits), replayed
+On the pools of eight kept runs (mnist1d x5, mnist5k x2, digits), replayed
 offline, bagged selection's test accuracy minus the single model's was
-+0.40, +0.27, +0.13, 0.00, +0.37 points against one selection's -0.13,
-+0.27, +0.13, 0.00, 0.00 (750 or 269 test examples: one example is 0.13 or
-0.37 points). A member left with a sliver of weight still costs its whole
++0.40, +0.13, +0.13, +0.27, -0.27 (mnist1d), +0.27, 0.00 (mnist5k), +0.37
+(digits) points against one selection's -0.13, +0.13, +0.13, +0.13, 0.00,
++0.27, 0.00, 0.00: better on 4, equal on 3, worse on 1 (750 or 269 test
+examples: one example is 0.13 or 0.37 points, so this is a lean, not proof). A member left with a sliver of weight still costs its whole
 latency in the one graph, so members under MIN_WEIGHT are dropped.
 """
 from __future__ import annotations
