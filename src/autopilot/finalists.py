@@ -32,7 +32,6 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import numpy as np
