@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -214,6 +215,18 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert nothing.n == 0 and not nothing.retrain and "ships as the search trained it" in nothing.notes[0]
     unmeasured = make_plan([cand(0, 10, None)], folds, n, 100)  # no epoch times: cannot plan, so no training
     assert unmeasured.n == 0 and not unmeasured.retrain and unmeasured.notes
+    # A search best whose schedule the budget cut continues its weights: its
+    # retraining alone is shortened to fit (fashion 30m: 295 s left against
+    # 8 planned epochs). 12 s buy 9 of its 10 epochs at 1.3 s each; 3.5 s buy
+    # 2, fewer than 3: cross-validation alone then, as before.
+    import dataclasses
+
+    cut = [dataclasses.replace(cands[0], warm_start=Path("weights.safetensors")), cands[1]]
+    shortened = make_plan(cut, folds, n, 12)
+    assert (shortened.n, shortened.retrain, shortened.retrain_epochs) == (0, True, 9)
+    assert "retrained on train+validation for 9, continuing the search's weights" in shortened.notes[0]
+    assert make_plan(cut, folds, n, 20).retrain_epochs is None  # the whole retraining fits: nothing shortened
+    assert not make_plan(cut, folds, n, 3.5).retrain
 
 
 def test_one_fold_is_refused_in_one_line(tmp_path):

@@ -96,6 +96,7 @@ class Plan:
     share: float  # fold schedules as a share of the planned ones
     retrain: bool
     notes: list[str] = field(default_factory=list)
+    retrain_epochs: int | None = None  # a retraining shortened to fit (it continues the search's weights); None: planned
 
 
 @dataclass
@@ -191,6 +192,22 @@ def fold_epochs(c: Candidate, share: float) -> int:
     return max(1, math.floor(share * c.planned + 1e-9))
 
 
+def with_epochs(c: Candidate, epochs: int) -> Candidate:
+    return dataclasses.replace(c, hparams={**c.hparams, "epochs": epochs})
+
+
+def fitted_retrain_epochs(c: Candidate, n_examples: int, seconds: float) -> int | None:
+    """Epochs of the retraining of `c` within `seconds`: its planned ones;
+    or, when it continues the search's weights (c.warm_start), as many as
+    fit, down to MIN_FOLD_EPOCHS; None when it does not fit."""
+    if retrain_seconds(c, n_examples) <= seconds:
+        return c.planned
+    if c.warm_start is None:
+        return None
+    fit = int(seconds // retrain_seconds(with_epochs(c, 1), n_examples))
+    return fit if fit >= min(c.planned, MIN_FOLD_EPOCHS) else None
+
+
 def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: float | None) -> Plan:
     """How many finalists, how long their fold schedules, and whether the
     winner is retrained, within `seconds` (None: no limit, everything).
@@ -202,7 +219,9 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
     without it the shipped weights are the search's, and under a time budget
     the search trains most trials briefly on a share of the data. Each
     option with the retraining is first tried with fold schedules of at
-    least BAG_FOLD_SHARE, then all down to MIN_FOLD_SHARE.
+    least BAG_FOLD_SHARE, then all down to MIN_FOLD_SHARE. The retraining
+    alone may be shortened to fit when it continues the search's weights
+    (fitted_retrain_epochs).
 
     The seconds per example come from probe_pace when a limit is set."""
     if seconds is None:
@@ -212,6 +231,16 @@ def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: floa
     floors = [(BAG_FOLD_SHARE, n, r) for n, r in options if n > 0 and r] + [(MIN_FOLD_SHARE, n, r) for n, r in options]
     for floor, n, retrain in floors:
         chosen = cands[:n]
+        if n == 0 and cands:
+            # The retraining alone, shortened to fit when it continues the search's weights.
+            epochs = fitted_retrain_epochs(cands[0], n_examples, seconds)
+            if epochs is None:
+                continue
+            if epochs < cands[0].planned:
+                return Plan(0, 0.0, True, [f"no time to cross-validate any finalist or retrain the search's best for "
+                                           f"its {cands[0].planned} epochs ({seconds:.0f} s left for this stage): it "
+                                           f"is retrained on train+validation for {epochs}, continuing the search's "
+                                           "weights"], retrain_epochs=epochs)
         # The winner is not known yet: keep the dearest retraining free.
         keep = max((retrain_seconds(c, n_examples) for c in (chosen or cands[:1])), default=0.0) if retrain else 0.0
         left = seconds - keep
@@ -506,6 +535,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                       highlight=False)
 
         model, training = None, None
+        if winner is not None and plan.retrain and plan.retrain_epochs:
+            winner = with_epochs(winner, plan.retrain_epochs)
         if winner is not None and plan.retrain:
             left = None if deadline is None else deadline - time.monotonic()
             need = retrain_seconds(winner, len(y))
