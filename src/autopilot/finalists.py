@@ -276,8 +276,7 @@ def cheapest_option_s(c: Candidate, n_examples: int) -> float:
     retraining then continues its weights). Cross-validating two finalists
     (one finalist's folds choose nothing) costs more: at least
     MIN_FOLD_EPOCHS x (folds - 1) epochs each."""
-    return retrain_seconds(dataclasses.replace(c, hparams={**c.hparams, "epochs": min(c.planned, MIN_FOLD_EPOCHS)}),
-                           n_examples)
+    return retrain_seconds(with_epochs(c, min(c.planned, MIN_FOLD_EPOCHS)), n_examples)
 
 
 def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: float) -> str | None:
