@@ -55,14 +55,9 @@ def join_study(run_path: str | Path, storage: str | None = None, console=None) -
             raise RunError(f"the driver of run {run.name!r} did not start its search within {WAIT_FOR_DRIVER_S:.0f} s")
         time.sleep(2)
     deadline_wall = published_deadline(study)
-    run_trial = Objective(run, data, info, config, deadline=_monotonic_deadline(deadline_wall))
-    me = f"{socket.gethostname()}:{os.getpid()}"
-
-    def objective(trial):
-        trial.set_user_attr("worker", me)  # where it ran: search.json and the report can say
-        return run_trial(trial)
-
+    objective = Objective(run, data, info, config, deadline=_monotonic_deadline(deadline_wall),
+                          worker=f"{socket.gethostname()}:{os.getpid()}")
     if console is not None:
         console.print(f"worker joined run {run.name} ({len(study.get_trials(deepcopy=False, states=FINISHED))} "
                       f"trials finished so far)", highlight=False)
-    optimize(study, objective, deadline_wall, config.trials, info=info)
+    optimize(study, objective, deadline_wall, config.trials)

@@ -166,16 +166,20 @@ class Objective:
 
     `deadline` is a value of `clock` (time.monotonic by default; the pruning
     benchmark passes time.process_time for a budget in CPU seconds).
-    `progress` is the unit of the reported steps (see PROGRESS_STEPS)."""
+    `progress` is the unit of the reported steps (see PROGRESS_STEPS).
+    `worker` names a process that joined from another machine (search/join.py):
+    each of its trials records it, so search.json and the report can say where it ran."""
 
     def __init__(self, run: RunDir, data: dict, info: dict, config: RunConfig, deadline: float, *,
-                 progress: str = "schedule", clock=time.monotonic):
+                 progress: str = "schedule", clock=time.monotonic, worker: str | None = None):
         if progress not in PROGRESS:
             raise ValueError(f"unknown progress unit {progress!r}; expected one of {', '.join(PROGRESS)}")
         self.run, self.data, self.info, self.config, self.deadline = run, data, info, config, deadline
-        self.progress, self.clock = progress, clock
+        self.progress, self.clock, self.worker = progress, clock, worker
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.worker:
+            trial.set_user_attr("worker", self.worker)
         try:
             params = space.sampler_of(self.config.space, self.config.sampler == "grid")(trial, self.info)
             if params.get("family") in ESTIMATOR_FAMILIES:  # boosted trees, linear models: fitted by scikit-learn

@@ -22,13 +22,11 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 COUNTED = FINISHED + (TrialState.RUNNING,)
 
 
-def optimize(study: optuna.Study, objective, deadline_wall: float, n_trials: int | None,
-             info: dict | None = None) -> None:
-    """`objective`: an Objective, or a function of a trial wrapping one (then
-    `info`, the run's data description, must be given)."""
+def optimize(study: optuna.Study, objective: Objective, deadline_wall: float, n_trials: int | None) -> None:
+    """Trials of `objective` until `n_trials` are finished or the deadline (wall clock) has passed."""
     callbacks = [MaxTrialsCallback(n_trials, states=COUNTED)] if n_trials else []
     callbacks.append(after_trial)  # promotions and finalists of a budget plan
-    if estimators_only(objective.info if info is None else info):
+    if estimators_only(objective.info):
         callbacks.append(stop_when_stalled)
     if n_trials and len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
         return
