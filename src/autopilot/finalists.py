@@ -534,9 +534,9 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                       highlight=False)
 
         model, training = None, None
-        if winner is not None and plan.retrain and plan.retrain_epochs:
-            winner = with_epochs(winner, plan.retrain_epochs)
         if winner is not None and plan.retrain:
+            if plan.retrain_epochs:  # the plan shortened the retraining to fit
+                winner = with_epochs(winner, plan.retrain_epochs)
             left = None if deadline is None else deadline - time.monotonic()
             need = retrain_seconds(winner, len(y))
             if left is not None and need > left:
