@@ -162,14 +162,27 @@ def test_successive_halving_promotes_the_top_third_then_queues_the_finalists():
     assert jobs == [({"x": 1}, {"rung": 1, "config_id": 1, "promoted_from": 1})]
     _finished(study, {"x": 1}, 0.92, rung=1, config_id=1, promoted_from=1)
     assert budget.next_jobs(study, plan, now=11.0)[0][1]["promoted_from"] == 4
-    # the final phase: one finalist per worker, highest rung first, each configuration once
+    # the final phase: at most one finalist per worker, highest rung first; the
+    # runner-up (0.8 on 3,000 examples) is clearly behind the best (0.92): a lone
+    # finalist, on all the cores
     finals = budget.next_jobs(study, plan, now=plan.final_start_wall)
-    assert [p for p, _ in finals] == [{"x": 1}, {"x": 4}]
-    assert all(a["final"] for _, a in finals)
+    assert [p for p, _ in finals] == [{"x": 1}]
+    assert finals[0][1]["final"] and finals[0][1][budget.ALL_CORES_ATTR]
     _finished(study, {"x": 1}, 0.93, final=True, config_id=1, promoted_from=6, plan=plan.start_wall)
     assert budget.next_jobs(study, plan, now=plan.final_start_wall + 1) == []  # queued once
     resumed = budget.SearchPlan.make(2000.0, 3000.0, workers=1)  # a resumed search trains its own finalists
     assert budget.next_jobs(study, resumed, now=resumed.final_start_wall)[0][1]["final"]
+
+
+def test_a_runner_up_within_one_standard_error_is_a_finalist_too():
+    study = optuna.create_study(direction="maximize")
+    plan = budget.SearchPlan.make(0.0, 1000.0, workers=2)
+    _finished(study, {"x": 0}, 0.900, rung=1, val_examples=3000)
+    _finished(study, {"x": 1}, 0.895, rung=1, val_examples=3000)  # 0.5 points behind, SE of the gap 0.8
+    _finished(study, {"x": 2}, 0.890, rung=1, val_examples=3000)  # a third: one finalist per worker only
+    finals = budget.next_jobs(study, plan, now=plan.final_start_wall)
+    assert [p for p, _ in finals] == [{"x": 0}, {"x": 1}]
+    assert not any(a.get(budget.ALL_CORES_ATTR) for _, a in finals)  # two finalists share the cores
 
 
 def test_finalists_are_shipped_before_exploration_trials():

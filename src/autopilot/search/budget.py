@@ -17,9 +17,11 @@ over data fraction x epochs rather than epochs alone:
   soon as a configuration is in the top 1/ETA of its rung's finished
   trials it is promoted (enqueued again with the same parameters) to the
   next rung with ETA times the slot;
-- final phase: the best configurations (one per worker, highest rung
-  first) are trained again on all the training data for the time left and
-  scored on the whole validation set. These are the trials shipped first
+- final phase: the best configurations (at most one per worker, highest
+  rung first, runners-up only when not clearly behind: `contenders`) are
+  trained again on all the training data for the time left and scored on
+  the whole validation set; a lone finalist trains on all the cores while
+  the other workers stop. These are the trials shipped first
   (search.select.rank_trial): the final model gets its training time on
   purpose, not whatever the deadline leaves.
 
@@ -55,6 +57,8 @@ EVAL_COST = 0.35  # an example's evaluation (forward only, large batches) relati
 MEASURE_BATCHES = 3  # timed training steps that measure throughput
 MEASURE_SHARE = 0.1  # of a trial's slot, at most, spent measuring (a warm-up step alone when it is slow)
 WARMUP_BATCHES = 2  # untimed first steps: a process's first ones are several times slower
+RUNNER_UP_MIN_GAP = 0.002  # a runner-up this close to the best (in accuracy) is always a finalist
+ALL_CORES_ATTR = "all_cores"  # a lone finalist's trial attribute: it trains on every core of its machine
 PLAN_ATTR = "budget_plan"  # study user attribute holding the SearchPlan
 # Measured step cost x this = real cost per example. Trials on digits took
 # about twice what their optimiser steps alone predicted (evaluation,
@@ -273,6 +277,30 @@ def _value(t) -> float:
     return -math.inf if v is None else v
 
 
+def contenders(ranked: list) -> list:
+    """The ranked configurations worth a finalist's training: the best, and
+    each runner-up whose score is within one standard error (of the
+    difference of two accuracies on the examples that scored them) of the
+    best's. A runner-up clearly behind would take a worker's cores for a
+    model that will not ship: on Fashion-MNIST at --budget 10m an MLP 1.6
+    points behind took one of the two cores, and the CNN that shipped got
+    3 epochs where both cores give it about twice that."""
+    if not ranked:
+        return []
+    best = ranked[0]
+    kept = [best]
+    for t in ranked[1:]:
+        p, q = _value(best), _value(t)
+        n = min(int(best.user_attrs.get("val_examples", VAL_SUBSET)), int(t.user_attrs.get("val_examples", VAL_SUBSET)))
+        if not (0.0 <= q <= p <= 1.0):  # not two accuracies (e.g. a runner-up ahead at a lower rung): kept
+            kept.append(t)
+            continue
+        se = math.sqrt((p * (1 - p) + q * (1 - q)) / max(1, n))
+        if p - q <= max(se, RUNNER_UP_MIN_GAP):
+            kept.append(t)
+    return kept
+
+
 def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[dict, dict]]:
     """(params, user attributes) of the trials to enqueue now: the finalists
     when the final phase is due, else one promotion (the best unpromoted
@@ -289,9 +317,12 @@ def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[d
             cid = config_id(t)
             if cid not in best or key > (rung_of(best[cid]) or 0, _value(best[cid])):
                 best[cid] = t
-        ranked = sorted(best.values(), key=lambda t: (rung_of(t) or 0, _value(t)), reverse=True)[:plan.workers]
+        ranked = sorted(best.values(), key=lambda t: (rung_of(t) or 0, _value(t)), reverse=True)
+        finals = contenders(ranked[:plan.workers])
+        lone = len(finals) == 1 and plan.workers > 1
         return [(dict(t.params), {"final": True, "plan": plan.start_wall, "config_id": config_id(t),
-                                  "promoted_from": t.number}) for t in ranked]
+                                  "promoted_from": t.number, **({ALL_CORES_ATTR: True} if lone else {})})
+                for t in finals]
     promoted = {t.user_attrs.get("promoted_from") for t in trials}
     top_rung = max((rung_of(t) or 0 for t in done), default=0)
     for rung in range(top_rung, -1, -1):
@@ -307,16 +338,18 @@ def next_jobs(study: optuna.Study, plan: SearchPlan, now: float) -> list[tuple[d
 def after_trial(study: optuna.Study, trial) -> int:
     """Called after every trial by the process that ran it (workers.optimize):
     enqueue what next_jobs says (returns how many trials were queued), and
-    stop this process once its finalist is done and none waits: a first-rung
-    trial in the time left could not be shipped ahead of the finalists."""
+    stop this process once the finalists are all taken: a first-rung trial
+    in the time left could not be shipped ahead of them, and would take
+    cores from a finalist still training."""
     plan = load_plan(study)
     if plan is None:
         return 0
-    if trial.user_attrs.get("final") and trial.user_attrs.get("plan") == plan.start_wall \
-            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    queued = enqueue_next(study)
+    finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall
+                     for t in study.get_trials(deepcopy=False))
+    if finals_out and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         study.stop()
-        return 0
-    return enqueue_next(study)
+    return queued
 
 
 def enqueue_next(study: optuna.Study, now: float | None = None) -> int:

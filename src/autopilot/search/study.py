@@ -10,6 +10,7 @@ its planned training, so it is stored as pruned, never as complete.
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 import warnings
@@ -180,6 +181,15 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         if self.worker:
             trial.set_user_attr("worker", self.worker)
+        threads = torch.get_num_threads()
+        if trial.user_attrs.get(budget.ALL_CORES_ATTR):  # a lone finalist: the other workers have stopped
+            torch.set_num_threads(max(threads, os.cpu_count() or 1))
+        try:
+            return self._run(trial)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, trial: optuna.Trial) -> float:
         try:
             params = space.sampler_of(self.config.space, self.config.sampler == "grid")(trial, self.info)
             if params.get("family") in ESTIMATOR_FAMILIES:  # boosted trees, linear models: fitted by scikit-learn
