@@ -185,6 +185,14 @@ def test_a_runner_up_within_one_standard_error_is_a_finalist_too():
     assert not any(a.get(budget.ALL_CORES_ATTR) for _, a in finals)  # two finalists share the cores
 
 
+def test_a_lone_finalist_waits_for_the_last_exploration_trial():
+    study = optuna.create_study(direction="maximize")
+    other, final = study.ask(), study.ask()
+    assert budget.wait_for_others(study, final.number, max_s=0.3, poll_s=0.05) >= 0.3  # bounded wait
+    study.tell(other, 0.5)
+    assert budget.wait_for_others(study, final.number, max_s=5.0, poll_s=0.05) < 1.0  # none left: at once
+
+
 def test_finalists_are_shipped_before_exploration_trials():
     study = optuna.create_study(direction="maximize")
     _finished(study, {"x": 0}, 0.95, rung=1)  # scored on a validation subset, best of many

@@ -342,6 +342,10 @@ class Objective:
             trial.set_user_attr("rung", 0)
         Xtr, ytr = self.data["train"]
         Xva, yva = self.data["val"]
+        if trial.user_attrs.get(budget.ALL_CORES_ATTR):
+            waited = budget.wait_for_others(trial.study, trial.number,
+                                            budget.LONE_WAIT_SHARE * plan.slot_s(None, time.time()))
+            trial.set_user_attr("waited_s", round(waited, 1))
         slot = plan.slot_s(rung, time.time())
         something_to_ship = any(t.state == TrialState.COMPLETE for t in trial.study.get_trials(deepcopy=False))
         if slot < budget.MIN_SLOT_S and something_to_ship:  # this process starts no more trials
