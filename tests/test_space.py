@@ -227,6 +227,21 @@ def test_training_shortens_its_schedule_to_finish_on_time():
     assert slow.epochs_run == 10 and slow.planned_epochs == 10  # on time: the whole schedule
 
 
+def test_a_finalist_s_schedule_grows_into_time_left_early_in_its_schedule():
+    """With `extend_to`, a schedule in its first half that will end early is
+    lengthened to what fits (at most extend_to); without, it is not."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    spec = {"version": 2, "family": "mlp", "input_shape": [6], "n_classes": 2, "mean": [0.0] * 6, "std": [1.0] * 6,
+            "layers": [{"width": 16}], "activation": "relu", "norm": "batch"}
+    hp = {"epochs": 3, "batch_size": 32, "patience": 100}
+    grown = train(build_model(spec), (X, y), (X, y), hp, finish_by=time.monotonic() + 600, extend_to=7)
+    assert grown.epochs_run == 7 and grown.planned_epochs == 7 and grown.stopped == "completed"
+    kept = train(build_model(spec), (X, y), (X, y), hp, finish_by=time.monotonic() + 600)
+    assert kept.epochs_run == 3 and kept.planned_epochs == 3
+
+
 def test_trials_enqueued_with_template_parameters_keep_them():
     """An older run resumed (or retrained) enqueues template-space parameters:
     they are drawn in the template space, with the fixed values used."""

@@ -200,6 +200,7 @@ def train(
     callbacks: list | None = None,
     batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     finish_by: float | None = None,
+    extend_to: int | None = None,
 ) -> TrainResult:
     """Train `model` in place and return the metrics and best-epoch weights.
 
@@ -222,6 +223,11 @@ def train(
     epoch, when the epochs left would not fit at the pace so far, the
     schedule is shortened to the epochs that do, so the learning rate still
     anneals to its end instead of being cut by `deadline` at its peak.
+    With `extend_to`, a schedule still in its first half that the pace so
+    far shows will end early is lengthened to the epochs that fit (at most
+    extend_to): a plan made from a few timed steps is cautious, and a
+    search's finalist left up to half its time unused (Fashion-MNIST,
+    --budget 10m: 77 s of a 158 s slot).
     """
     hp = {**DEFAULTS, **(hparams or {})}
     device = resolve_device(device) if isinstance(device, str) else device
@@ -340,6 +346,11 @@ def train(
             if epoch + fit < epochs:  # shorter schedule from here on (none left: stop here)
                 epochs = epoch + max(0, fit)
                 total = steps_per_epoch * max(1, epochs)
+            elif extend_to and 2 * epoch <= epochs < min(extend_to, epoch + fit):
+                # Early enough that the learning rate is still near its peak:
+                # the longer schedule goes on from about where this one is.
+                epochs = min(extend_to, epoch + fit)
+                total = steps_per_epoch * epochs
     result.planned_epochs = epochs
     if best_state is not None:
         model.load_state_dict(best_state)

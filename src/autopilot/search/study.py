@@ -207,7 +207,9 @@ class Objective:
         self._check_limits(trial, model)
         train_data, val_data = self.data["train"], self.data["val"]
         plan = budget.load_plan(trial.study)  # None without a time budget
-        finish_by = None
+        finish_by = extend_to = None
+        if plan is not None and trial.user_attrs.get("final"):  # a finalist may use all of its slot
+            extend_to = max(int(hp["epochs"]), budget.FINAL_MAX_EPOCHS)
         if plan is not None:  # a time budget: epochs and data share that fit this trial's slot
             train_data, val_data, hp = self._fit_to_slot(trial, plan, model, hp, seed)
             hparams = TrainingHparams.model_validate(hp)
@@ -238,7 +240,7 @@ class Objective:
             result = train(
                 model, train_data, val_data, hp, kind=self.info["kind"], seed=seed,
                 device=self.config.device, deadline=self.deadline, clock=self.clock, on_epoch=on_epoch,
-                callbacks=[live], finish_by=finish_by,
+                callbacks=[live], finish_by=finish_by, extend_to=extend_to,
             )
         except optuna.TrialPruned:
             raise
@@ -260,7 +262,7 @@ class Objective:
         trial.set_user_attr("stopped", result.stopped)
         trial.set_user_attr("epochs", result.epochs_run)
         trial.set_user_attr("train_s", round(sum(m.time_s for m in result.history), 3))
-        if result.planned_epochs < planned:  # the pace was slower than measured: a shorter schedule ended on time
+        if result.planned_epochs != planned:  # the pace differed from the measured: the schedule was fitted to the slot
             trial.set_user_attr("planned_epochs", result.planned_epochs)
         if result.state_dict is None:
             message = "cut by the deadline before its first epoch finished"
