@@ -266,7 +266,10 @@ def test_two_workers_share_one_study(tmp_path):
                   "--no-fusion", "--no-doctor", "--runs-dir", tmp_path, "--name", "w", "--quiet")
     assert res.returncode == 0, res.stderr
     trials = _finished_trials(tmp_path / "w")
-    assert len(trials) >= 3
+    # --trials caps a budgeted search too: each worker stops once 3 are finished
+    # or running; two that finish together may each start one more (Optuna's
+    # MaxTrialsCallback counts without a lock), so at most 3 + (2 - 1).
+    assert 3 <= len(trials) <= 4, [t.number for t in trials]
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= 1
     assert (tmp_path / "w" / "model" / "model.onnx").exists()
     # Two workers ran trials at the same time: some pair of trials overlaps.
