@@ -20,7 +20,10 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
-LOOPBACK_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+# A worker node registers with the head within RAY_raylet_start_wait_time_s
+# or exits; Ray's default was too short beside the suite's other tests on 2
+# cores ("The node registration may not be complete yet before the timeout").
+LOOPBACK_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "90"}
 
 
 class NetNamespace:
