@@ -151,6 +151,12 @@ def plan_training(slot_s: float, s_per_example: float, n_train: int, n_val: int,
     return TrainingPlan(epochs, n / n_train, n, n_val, slot_s, s_per_example)
 
 
+def max_epochs(sampled_epochs: int, final: bool) -> int:
+    """The most epochs a trial may plan (and a finalist's schedule may grow
+    to): its sampled schedule, or for a finalist FINAL_MAX_EPOCHS if longer."""
+    return max(int(sampled_epochs), FINAL_MAX_EPOCHS) if final else int(sampled_epochs)
+
+
 def too_slow(tp: TrainingPlan, max_epochs: int, final: bool) -> str | None:
     """Why a planned trial should not be trained, or None. A finalist is
     trained whatever fits; an exploration trial must fit its slot (within
@@ -346,9 +352,9 @@ def after_trial(study: optuna.Study, trial) -> int:
     if plan is None:
         return 0
     queued = enqueue_next(study)
-    finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall
-                     for t in study.get_trials(deepcopy=False))
-    if finals_out and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    trials = study.get_trials(deepcopy=False)
+    finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall for t in trials)
+    if finals_out and not any(t.state == TrialState.WAITING for t in trials):
         study.stop()
     return queued
 

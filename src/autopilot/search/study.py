@@ -208,9 +208,9 @@ class Objective:
         train_data, val_data = self.data["train"], self.data["val"]
         plan = budget.load_plan(trial.study)  # None without a time budget
         finish_by = extend_to = None
-        if plan is not None and trial.user_attrs.get("final"):  # a finalist may use all of its slot
-            extend_to = max(int(hp["epochs"]), budget.FINAL_MAX_EPOCHS)
         if plan is not None:  # a time budget: epochs and data share that fit this trial's slot
+            if trial.user_attrs.get("final"):  # a finalist's schedule may grow into all of its slot
+                extend_to = budget.max_epochs(hp["epochs"], final=True)
             train_data, val_data, hp = self._fit_to_slot(trial, plan, model, hp, seed)
             hparams = TrainingHparams.model_validate(hp)
             finish_by = self.clock() + trial.user_attrs["slot_s"] - budget.calibration(trial.study).overhead_s
@@ -360,7 +360,7 @@ class Objective:
         cost = step_s * calibration.factor
         val_idx = np.arange(len(yva)) if final else budget.validation_subset(len(yva), self.config.seed)
         min_examples = budget.min_examples(len(ytr), int(self.info["n_classes"]), int(hp["batch_size"]))
-        max_epochs = max(int(hp["epochs"]), budget.FINAL_MAX_EPOCHS) if final else int(hp["epochs"])
+        max_epochs = budget.max_epochs(hp["epochs"], final)
         tp = budget.plan_training(slot, cost, len(ytr), len(val_idx), max_epochs, min_examples, calibration.overhead_s)
         train_idx = budget.stratified_subset(ytr, tp.n_train, seed)
         for key, value in (("slot_s", round(slot, 1)), ("planned_s", round(tp.expected_s(), 1)),
