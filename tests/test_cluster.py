@@ -7,6 +7,7 @@ them, `make test` and CI run them. The install checks at the end are quick.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -145,6 +146,38 @@ def test_a_dead_ray_node_loses_no_trial(ray_cluster, tmp_path):
             assert (tdir / "weights.safetensors").stat().st_size > 0
             assert (tdir / "spec.json").exists() and (tdir / "hparams.json").exists()
     assert len({x.user_attrs["ray_node"] for x in finished}) >= 1
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
+    """Under --budget the Ray driver does what a local worker does after
+    each trial: the plan's finalists are queued, trained on the cluster
+    and shipped, and no exploration trial starts after them. The plan's
+    finalist slots are the cluster's (two nodes of one CPU)."""
+    from optuna.trial import TrialState
+
+    from autopilot.search import budget
+
+    runs = tmp_path / "runs"
+    res = subprocess.run(
+        ray_cluster.netns.cmd(sys.executable, "-m", "autopilot", "run", "digits", "--executor", "ray",
+                              "--ray-address", ray_cluster.address, "--budget", "50s", "--cv", "0", "--no-fusion",
+                              "--no-doctor", "--no-compress", "--quiet", "--name", "b", "--runs-dir", runs),
+        env=ray_cluster.env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    study = load_study(journal(runs / "b"))
+    assert budget.load_plan(study).workers == 2
+    trials = study.get_trials()
+    finals = [t for t in trials if t.user_attrs.get("final")]
+    assert finals, [(t.number, t.state, t.user_attrs) for t in trials]
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs.get("ray_node") for t in finals)
+    first_final = min(t.datetime_start for t in finals)
+    late = [t.number for t in trials if not t.user_attrs.get("final") and t.datetime_start > first_final]
+    assert not late, f"exploration trials {late} started after the finalists"
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    shipped = json.loads((runs / "b" / "search.json").read_text())["best_trial"]
+    assert shipped in {t.number for t in finals}
 
 
 # ---------------------------------------------------------------- PostgreSQL

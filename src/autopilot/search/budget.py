@@ -352,11 +352,17 @@ def after_trial(study: optuna.Study, trial) -> int:
     if plan is None:
         return 0
     queued = enqueue_next(study)
-    trials = study.get_trials(deepcopy=False)
-    finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall for t in trials)
-    if finals_out and not any(t.state == TrialState.WAITING for t in trials):
+    if finals_taken(study, plan):
         study.stop()
     return queued
+
+
+def finals_taken(study: optuna.Study, plan: SearchPlan) -> bool:
+    """The plan's finalists have all been handed out (none waiting): no
+    further trial should start."""
+    trials = study.get_trials(deepcopy=False)
+    finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall for t in trials)
+    return finals_out and not any(t.state == TrialState.WAITING for t in trials)
 
 
 def wait_for_others(study: optuna.Study, number: int, max_s: float, poll_s: float = 0.5) -> float:

@@ -22,10 +22,14 @@ Ray Core tasks and keeps Optuna's own storage as the source of truth:
 
 Ray schedules the tasks onto nodes; the driver only keeps as many in flight
 as the cluster has room for (cluster CPUs / cpus_per_trial), the way
-study.optimize(n_jobs=...) would on one machine.
+study.optimize(n_jobs=...) would on one machine. Under a time budget the
+driver does what each local worker does after a trial (budget.after_trial):
+it queues the plan's promotions and, when their phase is due, the
+finalists, and starts no exploration trial once the finalists are out.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -39,7 +43,7 @@ from optuna.trial import TrialState
 
 from ..config import RunConfig, RunError
 from ..rundir import RunDir
-from . import space
+from . import budget, space
 from .storage import MAX_RETRY
 
 RAY_HINT = "the Ray executor needs Ray: pip install 'autopilot[ray]'"
@@ -119,26 +123,40 @@ def _drive(ray, rd, config, study, data, info, proxy, deadline_wall, n_trials) -
     settings = {"host": proxy.host, "port": proxy.port, "study": study.study_name, "config": config.model_dump(),
                 "info": info, "deadline_wall": deadline_wall}
     retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    capacity, checked_capacity = _capacity(ray, config), time.time()
+    plan = budget.load_plan(study)  # a time budget's rungs and finalists (None: each trial as sampled)
+    if plan is not None and plan.workers != capacity:
+        # One finalist per trial slot: the cluster's slots, not this machine's worker count.
+        plan = dataclasses.replace(plan, workers=capacity)
+        budget.save_plan(study, plan)
+
+    def room_for_more() -> bool:
+        # Once the plan's finalists are all handed out, no exploration trial
+        # starts: it could not ship ahead of them (workers.optimize's after_trial).
+        if plan is not None and budget.finals_taken(study, plan):
+            return False
+        return n_trials is None or counted(study.get_trials(deepcopy=False)) + len(in_flight) < n_trials
+
     in_flight: dict = {}  # ObjectRef -> optuna.Trial
-    checked_capacity, capacity = 0.0, 1
     while True:
         now = time.time()
         if now - checked_capacity > 10:
             capacity, checked_capacity = _capacity(ray, config), now
-        trials = study.get_trials(deepcopy=False)
-        room = now < deadline_wall and (n_trials is None or counted(trials) + len(in_flight) < n_trials)
+        room = now < deadline_wall and room_for_more()
         while room and len(in_flight) < capacity:
-            trial = study.ask()
+            trial = study.ask()  # an enqueued promotion or finalist first, else the sampler's draw
             if not _suggest(trial, config, info, study):
                 continue
             ref = task.remote(settings, trial.number, trial._trial_id, data_ref)
             in_flight[ref] = trial
-            room = n_trials is None or counted(study.get_trials(deepcopy=False)) + len(in_flight) < n_trials
+            room = room_for_more()
         if not in_flight:
             return
         done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
         for ref in done:
             _finish(ray, rd, study, in_flight.pop(ref), ref, retry)
+            if plan is not None:
+                budget.enqueue_next(study)  # promotions, then the finalists when their phase is due
         if time.time() > deadline_wall + LATE_S:
             for ref, trial in in_flight.items():
                 ray.cancel(ref, force=True)
