@@ -154,7 +154,8 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
     """Under --budget the Ray driver does what a local worker does after
     each trial: the plan's finalists are queued, trained on the cluster
     and shipped, and no exploration trial starts after them. The plan's
-    finalist slots are the cluster's (two nodes of one CPU)."""
+    finalist slots are the cluster's (two nodes of one CPU), not the
+    driver's --workers."""
     from optuna.trial import TrialState
 
     from autopilot.search import budget
@@ -162,8 +163,8 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
     runs = tmp_path / "runs"
     res = subprocess.run(
         ray_cluster.netns.cmd(sys.executable, "-m", "autopilot", "run", "digits", "--executor", "ray",
-                              "--ray-address", ray_cluster.address, "--budget", "50s", "--cv", "0", "--no-fusion",
-                              "--no-doctor", "--no-compress", "--quiet", "--name", "b", "--runs-dir", runs),
+                              "--ray-address", ray_cluster.address, "--budget", "50s", "--workers", "1", "--cv", "0",
+                              "--no-fusion", "--no-doctor", "--no-compress", "--quiet", "--name", "b", "--runs-dir", runs),
         env=ray_cluster.env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
     study = load_study(journal(runs / "b"))
@@ -172,10 +173,10 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
     finals = [t for t in trials if t.user_attrs.get("final")]
     assert finals, [(t.number, t.state, t.user_attrs) for t in trials]
     assert all(t.state == TrialState.COMPLETE and t.user_attrs.get("ray_node") for t in finals)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     first_final = min(t.datetime_start for t in finals)
     late = [t.number for t in trials if not t.user_attrs.get("final") and t.datetime_start > first_final]
     assert not late, f"exploration trials {late} started after the finalists"
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     shipped = json.loads((runs / "b" / "search.json").read_text())["best_trial"]
     assert shipped in {t.number for t in finals}
 
