@@ -352,15 +352,14 @@ def after_trial(study: optuna.Study, trial) -> int:
     if plan is None:
         return 0
     queued = enqueue_next(study)
-    if finals_taken(study, plan):
+    if finals_taken(study.get_trials(deepcopy=False), plan):
         study.stop()
     return queued
 
 
-def finals_taken(study: optuna.Study, plan: SearchPlan) -> bool:
-    """The plan's finalists have all been handed out (none waiting): no
-    further trial should start."""
-    trials = study.get_trials(deepcopy=False)
+def finals_taken(trials: list, plan: SearchPlan) -> bool:
+    """The plan's finalists have all been handed out (none waiting among
+    the study's `trials`): no further trial should start."""
     finals_out = any(t.user_attrs.get("final") and t.user_attrs.get("plan") == plan.start_wall for t in trials)
     return finals_out and not any(t.state == TrialState.WAITING for t in trials)
 

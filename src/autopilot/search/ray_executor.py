@@ -133,9 +133,10 @@ def _drive(ray, rd, config, study, data, info, proxy, deadline_wall, n_trials) -
     def room_for_more() -> bool:
         # Once the plan's finalists are all handed out, no exploration trial
         # starts: it could not ship ahead of them (workers.optimize's after_trial).
-        if plan is not None and budget.finals_taken(study, plan):
+        trials = study.get_trials(deepcopy=False)
+        if plan is not None and budget.finals_taken(trials, plan):
             return False
-        return n_trials is None or counted(study.get_trials(deepcopy=False)) + len(in_flight) < n_trials
+        return n_trials is None or counted(trials) + len(in_flight) < n_trials
 
     in_flight: dict = {}  # ObjectRef -> optuna.Trial
     while True:
