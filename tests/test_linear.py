@@ -116,8 +116,8 @@ def test_cross_validated_score_is_the_mean_over_the_same_folds():
     train, val = standardised_split(load_diabetes)
     data = {"train": train, "val": val}
     params = {"alpha": 1.0, "trees_share": 0.0}
-    a, a_loss = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
-    b, b_loss = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    a, a_loss, a_folds = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
+    b, b_loss, _ = cv_score(linear, params, data, task="regression", rounds=1, folds_seed=3, threads=1)
     assert (a, a_loss) == (b, b_loss) and 0.3 < a < 0.6  # ridge on diabetes: R² about 0.48 (scikit-learn's example)
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold, cross_val_score
@@ -127,5 +127,41 @@ def test_cross_validated_score_is_the_mean_over_the_same_folds():
     ref = cross_val_score(Ridge(alpha=1.0), X, y, cv=folds, scoring="r2").mean()
     ref_mse = -cross_val_score(Ridge(alpha=1.0), X, y, cv=folds, scoring="neg_mean_squared_error").mean()
     assert abs(a - ref) < 1e-3 and abs(a_loss - ref_mse) < 1e-3 * ref_mse  # the loss: mean squared error per fold
-    gbt, _ = cv_score(trees, {**linear.BLEND_TREES}, data, task="regression", rounds=20, folds_seed=3, threads=1)
+    # each fold's score, in the folds' order: what the selection's paired standard error is computed from
+    assert np.allclose(a_folds, cross_val_score(Ridge(alpha=1.0), X, y, cv=folds, scoring="r2"), atol=1e-3)
+    gbt, _, _ = cv_score(trees, {**linear.BLEND_TREES}, data, task="regression", rounds=20, folds_seed=3, threads=1)
     assert np.isfinite(gbt) and gbt != a
+
+
+def _cv_trial(number: int, folds: list[float], known_good: bool):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from autopilot.search import select
+
+    t = create_trial(state=TrialState.COMPLETE, value=float(np.mean(folds)), params={"x": 0.5},
+                     distributions={"x": FloatDistribution(0, 1)},
+                     user_attrs={select.CV_FOLD_SCORES: folds, select.KNOWN_GOOD: known_good, "val_loss": 0.3})
+    t.number = number
+    return t
+
+
+def test_the_search_top_trial_must_beat_the_known_good_one_by_a_paired_standard_error():
+    from autopilot.search.select import MIN_PAIRED_SE, prefer_known_good
+
+    default = _cv_trial(1, [0.90, 0.92, 0.88, 0.91, 0.89], True)
+    weaker_default = _cv_trial(0, [0.80, 0.82, 0.78, 0.81, 0.79], True)
+    # ahead on the mean by less than its fold-to-fold noise: the default ships, and the reason says why
+    noisy = _cv_trial(7, [0.95, 0.90, 0.86, 0.93, 0.88], False)
+    chosen, why = prefer_known_good(noisy, [weaker_default, default, noisy])
+    d = np.array(noisy.user_attrs["cv_fold_scores"]) - np.array(default.user_attrs["cv_fold_scores"])
+    assert 0 < d.mean() < MIN_PAIRED_SE * d.std(ddof=1) / np.sqrt(len(d))
+    assert chosen is default and "trial 7" in why and "known-good first trial 1" in why
+    # ahead on every fold: the search's trial ships
+    better = _cv_trial(8, [0.93, 0.95, 0.90, 0.94, 0.91], False)
+    assert prefer_known_good(better, [default, better]) == (better, None)
+    # a known-good top trial, or no fold scores (a network's validation score): nothing to weigh
+    assert prefer_known_good(default, [default, noisy]) == (default, None)
+    plain = _cv_trial(9, [0.99], False)
+    plain.user_attrs.pop("cv_fold_scores")
+    assert prefer_known_good(plain, [default, plain]) == (plain, None)

@@ -291,6 +291,18 @@ def test_run_writes_schema_and_preprocessing(passenger_run):
     assert card["input_shape"] == [len(pre.features)]
     assert card["test_accuracy"] > 0.65  # sex and class decide; always-the-commonest is about 0.5
     assert read_run(passenger_run).data.task == "classification"
+    # Every trial was cross-validated on the same folds, and the first trials (scikit-learn's defaults) are
+    # marked: the selection weighs the search's top trial against them fold by fold (search/select.py)
+    import optuna
+
+    from autopilot.rundir import RunDir
+    from autopilot.search import select
+    from autopilot.search.study import STUDY_NAME, make_storage
+
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=make_storage(RunDir(passenger_run))).trials
+    assert [len(t.user_attrs[select.CV_FOLD_SCORES]) for t in trials] == [5, 5]
+    assert all(t.user_attrs[select.KNOWN_GOOD] for t in trials)  # --trials 2: the first two queued ones
+    assert all(abs(np.mean(t.user_attrs[select.CV_FOLD_SCORES]) - t.value) < 1e-9 for t in trials)
     doctor = json.loads((passenger_run / "doctor.json").read_text())
     assert "id-columns" in {f["id"] for f in doctor["findings"]}
     html = (passenger_run / "report.html").read_text()  # the report lists what was dropped and why

@@ -78,8 +78,10 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
                 f"{score(best):.3f}) is no better than always answering the commonest class ({majority:.3f}); "
                 "give a larger --budget, then --resume")
         console.print(f"[yellow]no trial completed: the final model is trial {best.number}, {selection.how}[/yellow]")
+    if selection.why:
+        console.print(f"selection: {selection.why}", highlight=False)
     finalists = run_finalists(rd, study, data, info, config, best, deadline_wall=deadline_wall, console=console,
-                              reserve_note=reserve_note)
+                              reserve_note=reserve_note, search_why=selection.why)
     if finalists.winner is not None and finalists.winner.number != best.number:
         best = finalists.winner
         selection = SearchSelection(best, describe(best))
@@ -174,7 +176,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
             fp32=fp32,
             shipped=shipped,
             best_trial=best.number,
-            selection=Selection(trial=best.number, how=selection.how, complete=selection.complete),
+            selection=Selection(trial=best.number, how=selection.how, complete=selection.complete, why=selection.why),
             trials=TrialCounts(**{s.name.lower(): sum(t.state == s for t in all_trials)
                                   for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}),
             confusion_matrix=cm,

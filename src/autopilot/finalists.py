@@ -453,11 +453,13 @@ def _refit_runner_up(finalists: list[Finalist], by_number: dict, winner: Candida
 
 
 def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, config: RunConfig, search_best: FrozenTrial,
-                  *, deadline_wall: float | None, console, reserve_note: str | None = None) -> Outcome:
+                  *, deadline_wall: float | None, console, reserve_note: str | None = None,
+                  search_why: str | None = None) -> Outcome:
     """Cross-validate the finalists, pick the winner, retrain it on
     train+validation. Returns an empty Outcome with --cv 0. `reserve_note`:
     why the search kept this stage's reserve (reserve_too_small), said
-    before the search and kept for the card here."""
+    before the search and kept for the card here. `search_why`: why the
+    search offered `search_best` rather than its top-ranked trial, if it did."""
     if not config.cv:
         clear_gate(rd.data_dir)
         return Outcome()
@@ -529,7 +531,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
             winner = by_number.get(search_best.number)
             reason = "the search's best trial on the validation split (no finalist was cross-validated)"
             if "cv_score" in search_best.user_attrs:  # a small table's trials (search/table_families.py)
-                reason = "the search's best trial by cross-validation on train+validation (every trial's score)"
+                reason = search_why or "the search's best trial by cross-validation on train+validation (every trial's score)"
         console.print(f"finalists: trial {search_best.number if winner is None else winner.trial.number} wins: {reason}",
                       highlight=False)
 

@@ -82,6 +82,13 @@ def selection_warning(run: Run) -> str | None:
     return None
 
 
+def selection_why(run: Run) -> str | None:
+    """Why a known-good first trial ships over the search's top-ranked one (search/select.py), when it does."""
+    sel = as_dict(get(run.card, "selection")) or as_dict(get(run.search, "selection"))
+    why = sel.get("why")
+    return why if isinstance(why, str) and why else None
+
+
 def test_examples(run: Run) -> int | None:
     n = num(get(run.card, "test_examples"))
     if n is None:
@@ -333,7 +340,7 @@ def search(run: Run) -> dict:
            "elapsed": s.get("elapsed_s"), "best": best, "states": sorted(states.items()), "n": len(ts),
            "progress": None, "progress_note": None, "importance": None, "parallel": None, "study_note": None,
            "table": None, "failed": [], "cut_but_complete": [],
-           "selection_warning": selection_warning(run), "importance_n": None}
+           "selection_warning": selection_warning(run), "selection_why": selection_why(run), "importance_n": None}
     if not ts:
         return ctx
     ctx["progress"], ctx["progress_note"] = _progress_plot(ts)

@@ -66,6 +66,7 @@ class Selection(Part):
     trial: int
     how: str  # "complete", or "cut by the deadline after k of n epochs"
     complete: bool
+    why: str | None = None  # a known-good first trial ships over the top-ranked one (search/select.py)
 
 
 class TrialCounts(Part):

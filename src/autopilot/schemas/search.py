@@ -45,6 +45,7 @@ class SelectedTrial(Part):
     """The trial the search offers as the final model, and how it ended."""
     trial: int
     how: str  # "complete" or "cut by the deadline after k of n epochs"
+    why: str | None = None  # a known-good first trial ships over the top-ranked one (search/select.py)
 
 
 class SearchFile(RunFile):

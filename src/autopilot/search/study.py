@@ -456,7 +456,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
         elapsed_s=time.time() - started_at,
         best_trial=best.number if best else None,
         best_value=accuracy(best) if best else None,
-        selection=SelectedTrial(trial=chosen.trial.number, how=chosen.how) if chosen else None,
+        selection=SelectedTrial(trial=chosen.trial.number, how=chosen.how, why=chosen.why) if chosen else None,
         trials=trials,
     ).model_dump(mode="json")
 

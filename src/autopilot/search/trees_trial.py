@@ -23,7 +23,7 @@ from ..rundir import write_json
 from ..schemas.doctor import CheckEntry, DoctorFile
 from ..schemas.search import EpochLine, TrialConfig
 from ..schemas.spec import TreesSpec
-from . import budget, table_families
+from . import budget, select, table_families
 
 LIVE_DOCTOR_SKIPPED = DoctorFile(findings=[], worst="ok", elapsed_s=0.0, checks=[CheckEntry(
     id="live", status="skipped", seconds=0.0,
@@ -31,8 +31,8 @@ LIVE_DOCTOR_SKIPPED = DoctorFile(findings=[], worst="ok", elapsed_s=0.0, checks=
 
 
 def cv_score(module, tp: dict, data: dict, *, task: str, rounds: int, folds_seed: int, threads: int | None
-             ) -> tuple[float, float]:
-    """(mean score, mean loss) over table_families.CV_FOLDS folds of train+validation,
+             ) -> tuple[float, float, list[float]]:
+    """(mean score, mean loss, score per fold) over table_families.CV_FOLDS folds of train+validation,
     refitted with a fixed number of boosting rounds (the validation fit's,
     scaled by the larger fold): stopping early on the fold that is scored
     would flatter it. The folds depend on the run's seed only, so every
@@ -55,7 +55,7 @@ def cv_score(module, tp: dict, data: dict, *, task: str, rounds: int, folds_seed
         out = module.raw_scores(est, X[held_out])
         scores.append(metrics.score(task, out, y[held_out]))
         losses.append(metrics.loss(task, out, y[held_out]))
-    return float(np.mean(scores)), float(np.mean(losses))
+    return float(np.mean(scores)), float(np.mean(losses)), [float(x) for x in scores]
 
 
 def run_trial(trial: optuna.Trial, params: dict, *, run, data: dict, info: dict, seed: int,
@@ -106,10 +106,14 @@ def run_trial(trial: optuna.Trial, params: dict, *, run, data: dict, info: dict,
         trial.set_user_attr("final", True)
     score = val_score
     if table_families.is_small(info) and len(yva):
-        score, cv_loss = cv_score(module, tp, data, task=task, rounds=shape["n_iter"], folds_seed=folds_seed,
-                                  threads=threads)
+        score, cv_loss, fold_scores = cv_score(module, tp, data, task=task, rounds=shape["n_iter"],
+                                               folds_seed=folds_seed, threads=threads)
         trial.set_user_attr("val_split_score", val_score)
         trial.set_user_attr("cv_score", score)
+        # The selection's one-standard-error rule against the first trials (search/select.py).
+        trial.set_user_attr(select.CV_FOLD_SCORES, fold_scores)
+        trial.set_user_attr(select.KNOWN_GOOD, any(all(params.get(k) == v for k, v in first.items())
+                                                   for first in table_families.first_trials(info)))
         # Equal accuracies are common on a small table (wine: a dozen trials at
         # 99.33 %); the selection breaks ties by this loss (search/select.rank_trial),
         # cross-validated like the score rather than on one validation split.
