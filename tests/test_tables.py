@@ -126,6 +126,25 @@ def test_fitted_on_training_rows_only(tmp_path):
     assert age["fill"] == [pytest.approx(float(np.median(train_ages)))]
 
 
+def test_the_feature_study_keeps_the_default_unless_another_choice_is_clearly_better(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    # the label is a threshold on log(x), x heavy-tailed: standard scaling leaves a few huge values that
+    # pull a linear model's fit, quantile scaling straightens them - better on every fold
+    x = np.exp(rng.normal(0, 2.5, n))
+    y = (np.log(x) + rng.normal(0, 0.3, n) > 0).astype(int)
+    heavy = load(str(write(tmp_path / "heavy.csv", ["x", "label"], [[f"{v:.6g}", int(t)] for v, t in zip(x, y)])))
+    pre = prepare(heavy, split(heavy.y)).preprocess
+    scores = {c["choices"]["scaling"]: c["val_score"] for c in pre["study"]["candidates"]}
+    assert pre["choices"]["scaling"] == "quantile" and scores["quantile"] > scores["standard"] + 0.05, scores
+    # a normal feature: the two scalings are one monotone map apart and score within noise; the default stays
+    z = rng.normal(0, 1, n)
+    y = (z + rng.normal(0, 1.0, n) > 0).astype(int)
+    plain = load(str(write(tmp_path / "plain.csv", ["z", "label"], [[f"{v:.6g}", int(t)] for v, t in zip(z, y)])))
+    pre = prepare(plain, split(plain.y)).preprocess
+    assert pre["choices"]["scaling"] == "standard", pre["study"]["candidates"]
+
+
 def test_target_encoding_is_cross_fitted(tmp_path):
     """A training row's encoding never uses its own label: with one value per
     row pair, in-sample encodings would give the label away."""

@@ -81,3 +81,23 @@ def drop_upper_bound_unconditional(p: Paired, confidence: float = 0.95) -> float
     a_hi = binomtest(p.a_only, p.n).proportion_ci(confidence_level=confidence, method="exact").high
     b_lo = binomtest(p.b_only, p.n).proportion_ci(confidence_level=confidence, method="exact").low
     return a_hi - b_lo
+
+
+@dataclass
+class FoldGain:
+    """A challenger's score minus a default's, fold by fold on the same folds."""
+    mean: float
+    se: float  # standard error of the mean of the per-fold differences
+    folds: int
+
+    def clear_by(self, n_se: float) -> bool:
+        """Ahead by at least `n_se` standard errors (and ahead at all): the
+        one-standard-error rule of cross-validated model selection (Breiman
+        et al. 1984), with the default in place of the simplest model."""
+        return self.mean > 0 and self.mean >= n_se * self.se
+
+
+def fold_gain(challenger, default) -> FoldGain:
+    d = np.asarray(challenger, dtype=float) - np.asarray(default, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return FoldGain(float(d.mean()), se, len(d))
