@@ -98,6 +98,7 @@ class FoldGain:
 
 
 def fold_gain(challenger, default) -> FoldGain:
+    """The paired difference of two models' per-fold scores (same folds, same order)."""
     d = np.asarray(challenger, dtype=float) - np.asarray(default, dtype=float)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
     return FoldGain(float(d.mean()), se, len(d))

@@ -1,8 +1,8 @@
 """Which preprocessing a table gets: the encoding and scaling choices
 (data.preprocess.CHOICES) each fitted on the training rows and scored by a
 fast linear model cross-validated on train+validation; another choice than
-the default (one-hot, standard) is kept only when it beats the default by a
-paired standard error over the folds (MIN_PAIRED_SE); then the columns whose
+the default (one-hot, standard) is kept only when it beats the default by
+MIN_PAIRED_SE paired standard errors over the folds; then the columns whose
 permutation importance on validation is nil are dropped.
 
 Why before the network search and not inside each trial: one preprocessing

@@ -110,7 +110,7 @@ def run_trial(trial: optuna.Trial, params: dict, *, run, data: dict, info: dict,
                                                folds_seed=folds_seed, threads=threads)
         trial.set_user_attr("val_split_score", val_score)
         trial.set_user_attr("cv_score", score)
-        # The selection's one-standard-error rule against the first trials (search/select.py).
+        # The selection weighs the top trial against the first (default) trials fold by fold (search/select.py).
         trial.set_user_attr(select.CV_FOLD_SCORES, fold_scores)
         trial.set_user_attr(select.KNOWN_GOOD, any(all(params.get(k) == v for k, v in first.items())
                                                    for first in table_families.first_trials(info)))
