@@ -146,7 +146,7 @@ def _cv_trial(number: int, folds: list[float], known_good: bool):
     return t
 
 
-def test_the_search_top_trial_must_beat_the_known_good_one_by_a_paired_standard_error():
+def test_the_search_top_trial_must_beat_the_known_good_one_by_paired_standard_errors():
     from autopilot.search.select import MIN_PAIRED_SE, prefer_known_good
 
     default = _cv_trial(1, [0.90, 0.92, 0.88, 0.91, 0.89], True)
