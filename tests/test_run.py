@@ -168,7 +168,9 @@ def test_trial_cut_by_the_deadline_is_pruned_not_complete(tmp_path):
     rd, data, info, config = _digits_setup(tmp_path)
     study = open_study(rd, config, info)
     study.enqueue_trial({**space.default_params(info), "epochs": 45})
-    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 4), time.time() + 60, n_trials=1)
+    # 12 s: about 15 of the 45 epochs on a quiet machine; with 4 s, a busy one (the other core
+    # taken) had not finished the first epoch, and a trial cut before any epoch is a failure
+    optimize(study, Objective(rd, data, info, config, deadline=time.monotonic() + 12), time.time() + 60, n_trials=1)
     cut = study.get_trials()[0]
     assert cut.state == TrialState.PRUNED, cut.state
     assert cut.user_attrs["stopped"] == "deadline" and cut.user_attrs["planned_epochs"] == 45
