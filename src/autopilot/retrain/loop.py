@@ -181,7 +181,7 @@ def _challenger_card(champion: dict, rd: RunDir, wrun: RunDir, study, sel, spec:
         family=spec["family"], params=count_params(model), test_accuracy=acc,
         test_accuracy_se=float(np.sqrt(acc * (1 - acc) / n)) if n else None, test_examples=n,
         val_accuracy=float(score(best)), best_trial=best.number,
-        selection=Selection(trial=best.number, how=sel.how, complete=sel.complete),
+        selection=Selection(trial=best.number, how=sel.how, complete=sel.complete, why=sel.why),
         trials=TrialCounts(**{s.name.lower(): sum(t.state == s for t in trials)
                               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}),
         onnx_parity=Parity(**parity), seed=seed, budget_s=budget_s, elapsed_s=time.time() - started,
