@@ -18,8 +18,28 @@ averaged probabilities. The split seeds default to 1-4, not 0: seed 0 is
 the split `autopilot run` uses by default, whose test figure is the one
 being judged, so nothing here is chosen on it.
 
+Two changes that would cost the search no training are measured on the
+same runs, against the plain weights of the same training:
+  --ema D ...   the exponential moving average of the weights (decay D per
+                step, buffers included), scored at its own best validation
+                epoch. It consumes no randomness, so the trajectory it
+                averages is the plain run's, step for step.
+  --tta         test-time views of the chosen weights, probabilities
+                averaged: one-pixel shifts (5 views), +-6 degree rotations
+                (3 views), and all 7 (the cost at serving is the views').
+Two more change the training, for comparison with another run of the bench
+on the same splits and seeds:
+  --set K=V     a training hyper-parameter changed for every run (for
+                example aug_strength=1.0).
+  --arch K=V    an architecture parameter of the search space changed
+                (for example cnn2d_s2_width=48).
+  --network     which of search.space.first_params: the first (default) or
+                the second known-good network (two stages, flatten head:
+                what a kept mnist5k --budget 7m run shipped).
+
     python bench/seeds.py --jobs 2                                  # mnist5k, splits 1-4, 3 seeds, 37 epochs
     python bench/seeds.py --splits 1 --seeds 0 1 --epochs 2         # smoke test
+    python bench/seeds.py --jobs 2 --network second --ema 0.99 0.998 --tta
 """
 from __future__ import annotations
 
@@ -45,6 +65,83 @@ from augment import doctor_exclusions  # noqa: E402  (bench/augment.py: the doct
 DEFAULT_EPOCHS = 37
 
 
+NETWORKS = ("first", "second")  # search.space.first_params, in order
+TTA_ROTATION = 6.0  # degrees: within the affine policy's own +-7.5 at strength 0.5
+
+
+class WeightAverages:
+    """Training callback: exponential moving averages of the weights (and
+    buffers), one per decay, with timm's warm-up (the decay grows as
+    (1 + step) / (10 + step) until it reaches its own); after each epoch
+    every average is scored on validation and test, so that each can be
+    taken at its own best validation epoch."""
+
+    def __init__(self, decays, spec: dict, val, test):
+        from autopilot.models import build_model
+
+        self.decays, self.val, self.test = list(decays), val, test
+        self.shadow = build_model(spec)
+        self.states: dict = {d: None for d in self.decays}
+        self.epochs: dict = {d: [] for d in self.decays}
+
+    def on_step(self, step, _loss, model, _opt, _lr) -> None:
+        state = model.state_dict()
+        for d in self.decays:
+            if self.states[d] is None:
+                self.states[d] = {k: v.detach().clone() for k, v in state.items()}
+                continue
+            rate = min(d, (1 + step) / (10 + step))
+            for k, v in state.items():
+                if v.dtype.is_floating_point:
+                    self.states[d][k].mul_(rate).add_(v.detach(), alpha=1 - rate)
+                else:  # num_batches_tracked
+                    self.states[d][k].copy_(v)
+
+    def on_epoch_end(self, _metrics, _model) -> None:
+        from autopilot.train import evaluate, predict_logits
+
+        for d in self.decays:
+            self.shadow.load_state_dict(self.states[d])
+            val_loss, val_acc = evaluate(self.shadow, *self.val)
+            errors = int((predict_logits(self.shadow, self.test[0]).argmax(1) != self.test[1]).sum())
+            self.epochs[d].append((val_acc, -val_loss, errors))
+
+    def errors(self) -> dict:
+        """Test errors of each average at its best validation epoch (ties to the lower loss)."""
+        return {str(d): max(self.epochs[d], key=lambda e: e[:2])[2] for d in self.decays}
+
+
+def tta_errors(model, X, y) -> dict:
+    """Test errors of the model's probabilities averaged over views of each image."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from autopilot.train import float_batch
+
+    x = float_batch(X)
+
+    def probs(v):
+        with torch.no_grad():
+            return torch.softmax(model(v), 1)
+
+    def shifted(dx, dy):  # one pixel, the edge filled with background (0)
+        return torch.roll(F.pad(x, (1, 1, 1, 1)), (dy, dx), (2, 3))[..., 1:-1, 1:-1]
+
+    def rotated(degrees):
+        a = math.radians(degrees)
+        theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])[None].expand(len(x), 2, 3)
+        return F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
+
+    plain = probs(x)
+    shifts = plain + sum(probs(shifted(dx, dy)) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)))
+    rotations = plain + probs(rotated(TTA_ROTATION)) + probs(rotated(-TTA_ROTATION))
+    y = torch.as_tensor(y)
+    return {name: int((p.argmax(1) != y).sum()) for name, p in
+            (("shift5", shifts), ("rotate3", rotations), ("all7", shifts + rotations))}
+
+
 def train_one(case: tuple) -> dict:
     """One (split, training seed): test errors and test probabilities."""
     import torch
@@ -53,23 +150,33 @@ def train_one(case: tuple) -> dict:
     from autopilot.search import space
     from autopilot.train import as_inputs, predict_logits, train
 
-    dataset, split_seed, seed, epochs = case
+    dataset, split_seed, seed, epochs, options = case
     torch.set_num_threads(1)
     data, info = build_data(dataset, split_seed)
     exclude, _status = doctor_exclusions(data, info, split_seed)
-    spec, hp = space.to_config({**space.default_params(info), "epochs": epochs}, info)
-    hp = {**hp, "patience": epochs + 1, "aug_exclude": exclude}  # every run trains its planned epochs
+    params = space.first_params(info)[NETWORKS.index(options["network"])]
+    spec, hp = space.to_config({**params, **options["arch"], "epochs": epochs}, info)
+    hp = {**hp, "patience": epochs + 1, "aug_exclude": exclude, **options["set"]}  # every run trains its planned epochs
     t0 = time.perf_counter()
     model = build_model(spec)
-    res = train(model, data["train"], data["val"], hp, kind=info["kind"], seed=seed, device="cpu")
+    X, y = data["test"]
+    Xt = as_inputs(X)
+    averages = (WeightAverages(options["ema"], spec, (as_inputs(data["val"][0]), torch.as_tensor(data["val"][1])),
+                               (Xt, torch.as_tensor(y))) if options["ema"] else None)
+    res = train(model, data["train"], data["val"], hp, kind=info["kind"], seed=seed, device="cpu",
+                callbacks=[averages] if averages else None)
     model.load_state_dict(res.state_dict)
     model.eval()
-    X, y = data["test"]
     with torch.no_grad():
-        probs = torch.softmax(predict_logits(model, as_inputs(X)), 1).numpy()
-    return {"split": split_seed, "seed": seed, "errors": int((probs.argmax(1) != y).sum()), "n_test": int(len(y)),
-            "val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "aug_exclude": exclude,
-            "seconds": round(time.perf_counter() - t0, 1), "probs": probs, "y": y}
+        probs = torch.softmax(predict_logits(model, Xt), 1).numpy()
+    run = {"split": split_seed, "seed": seed, "errors": int((probs.argmax(1) != y).sum()), "n_test": int(len(y)),
+           "val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "aug_exclude": exclude,
+           "params": sum(p.numel() for p in model.parameters())}
+    if averages:
+        run["ema_errors"] = averages.errors()
+    if options["tta"]:
+        run["tta_errors"] = tta_errors(model, Xt, y)
+    return {**run, "seconds": round(time.perf_counter() - t0, 1), "probs": probs, "y": y}
 
 
 def ensemble_errors(runs: list[dict]) -> dict:
@@ -79,6 +186,29 @@ def ensemble_errors(runs: list[dict]) -> dict:
     return {"pairs": pairs, "all": int((sum(r["probs"] for r in runs).argmax(1) != y).sum()) if len(runs) > 2 else None}
 
 
+def hyper_parameter(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def variant_totals(runs: list[dict]) -> dict:
+    """Each measured variant against the plain weights of the same runs: total
+    test errors, and runs where it had fewer / more errors."""
+    plain = [r["errors"] for r in runs]
+    out = {"plain": {"total": sum(plain)}}
+    for field, prefix in (("ema_errors", "ema "), ("tta_errors", "tta ")):
+        for name in runs[0].get(field, {}):
+            errs = [r[field][name] for r in runs]
+            out[prefix + name] = {"total": sum(errs), "fewer": sum(e < p for e, p in zip(errs, plain)),
+                                  "more": sum(e > p for e, p in zip(errs, plain))}
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist5k", choices=("digits", "mnist1d", "mnist5k", "fashion"))
@@ -86,6 +216,15 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs of every training (default {DEFAULT_EPOCHS})")
     p.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each")
+    p.add_argument("--network", default="first", choices=NETWORKS,
+                   help="which known-good first network (search.space.first_params; default first)")
+    p.add_argument("--ema", nargs="+", type=float, default=[], metavar="DECAY",
+                   help="also score moving averages of the weights with these per-step decays")
+    p.add_argument("--tta", action="store_true", help="also score test-time shifted and rotated views")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", type=hyper_parameter,
+                   help="training hyper-parameters for every run, VALUE as JSON (e.g. aug_strength=1.0)")
+    p.add_argument("--arch", nargs="+", default=[], metavar="KEY=VALUE", type=hyper_parameter,
+                   help="the network's search-space parameters for every run (e.g. cnn2d_s2_width=48)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                    help="folder for seeds-<UTC time>.json and seeds-latest.json (default: bench/results)")
     return p.parse_args(argv)
@@ -99,13 +238,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    todo = [(args.dataset, s, t, args.epochs) for s in args.splits for t in args.seeds]
+    options = {"network": args.network, "ema": args.ema, "tta": args.tta, "set": dict(args.set), "arch": dict(args.arch)}
+    todo = [(args.dataset, s, t, args.epochs, options) for s in args.splits for t in args.seeds]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             runs = pool.map(train_one, todo, chunksize=1)
     else:
         runs = [train_one(c) for c in todo]
-    print(f"{args.dataset}, first-trial network, {args.epochs} epochs; test errors per training seed {args.seeds}")
+    changed = f", with {options['arch'] | options['set']}" if options["arch"] or options["set"] else ""
+    print(f"{args.dataset}, {args.network} known-good network ({runs[0]['params']:,} parameters){changed}, "
+          f"{args.epochs} epochs; test errors per training seed {args.seeds}")
     print(f"{'split':>5} {'n_test':>6}  {'per seed':<16} {'median':>6} {'range':>7}  {'pairs averaged':<16} {'all averaged':>12}")
     splits = []
     for s in args.splits:
@@ -124,6 +266,12 @@ def main(argv=None) -> int:
                "mean_pair_errors": round(statistics.mean(pairs), 2) if pairs else None}
     print(f"median range over seeds {summary['median_range']:g} errors; mean errors: single "
           f"{summary['mean_single_errors']}, pair averaged {summary['mean_pair_errors']}")
+    if args.ema or args.tta:
+        summary["variants"] = variant_totals(runs)
+        print(f"test errors over all {len(runs)} runs, against the plain weights of the same runs:")
+        for name, v in summary["variants"].items():
+            vs = "" if name == "plain" else f"  fewer in {v['fewer']} runs, more in {v['more']}"
+            print(f"  {name:<14} {v['total']:>5}{vs}")
     record = {
         "bench": "seeds", "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "splits": splits, "summary": summary, "elapsed_s": round(time.perf_counter() - t0, 1),
