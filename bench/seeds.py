@@ -227,7 +227,10 @@ def parse_args(argv=None):
                    help="the network's search-space parameters for every run (e.g. cnn2d_s2_width=48)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                    help="folder for seeds-<UTC time>.json and seeds-latest.json (default: bench/results)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tta and args.dataset == "mnist1d":
+        p.error("--tta shifts and rotates images; mnist1d is a signal")
+    return args
 
 
 def main(argv=None) -> int:
