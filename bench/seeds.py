@@ -146,7 +146,7 @@ def train_one(case: tuple) -> dict:
     """One (split, training seed): test errors and test probabilities."""
     import torch
 
-    from autopilot.models import build_model
+    from autopilot.models import build_model, count_params
     from autopilot.search import space
     from autopilot.train import as_inputs, predict_logits, train
 
@@ -171,7 +171,7 @@ def train_one(case: tuple) -> dict:
         probs = torch.softmax(predict_logits(model, Xt), 1).numpy()
     run = {"split": split_seed, "seed": seed, "errors": int((probs.argmax(1) != y).sum()), "n_test": int(len(y)),
            "val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "aug_exclude": exclude,
-           "params": sum(p.numel() for p in model.parameters())}
+           "params": count_params(model)}
     if averages:
         run["ema_errors"] = averages.errors()
     if options["tta"]:
