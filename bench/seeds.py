@@ -243,11 +243,21 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     options = {"network": args.network, "ema": args.ema, "tta": args.tta, "set": dict(args.set), "arch": dict(args.arch)}
     todo = [(args.dataset, s, t, args.epochs, options) for s in args.splits for t in args.seeds]
+    runs = []
+
+    def done(run: dict) -> None:  # a line per finished training: a full bench takes tens of minutes
+        runs.append(run)
+        print(f"[{len(runs)}/{len(todo)}] split {run['split']} seed {run['seed']}: {run['errors']} test errors "
+              f"({run['seconds']:.0f} s, load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            runs = pool.map(train_one, todo, chunksize=1)
+            for run in pool.imap_unordered(train_one, todo, chunksize=1):
+                done(run)
     else:
-        runs = [train_one(c) for c in todo]
+        for c in todo:
+            done(train_one(c))
+    runs.sort(key=lambda r: (args.splits.index(r["split"]), args.seeds.index(r["seed"])))
     changed = f", with {options['arch'] | options['set']}" if options["arch"] or options["set"] else ""
     print(f"{args.dataset}, {args.network} known-good network ({runs[0]['params']:,} parameters){changed}, "
           f"{args.epochs} epochs; test errors per training seed {args.seeds}")

@@ -133,7 +133,7 @@ def test_cross_validated_score_is_the_mean_over_the_same_folds():
     assert np.isfinite(gbt) and gbt != a
 
 
-def _cv_trial(number: int, folds: list[float], known_good: bool):
+def _cv_trial(number: int, folds: list[float], known_good: bool, params_count: int = 100, val_loss: float = 0.3):
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
@@ -141,7 +141,8 @@ def _cv_trial(number: int, folds: list[float], known_good: bool):
 
     t = create_trial(state=TrialState.COMPLETE, value=float(np.mean(folds)), params={"x": 0.5},
                      distributions={"x": FloatDistribution(0, 1)},
-                     user_attrs={select.CV_FOLD_SCORES: folds, select.KNOWN_GOOD: known_good, "val_loss": 0.3})
+                     user_attrs={select.CV_FOLD_SCORES: folds, select.KNOWN_GOOD: known_good, "val_loss": val_loss,
+                                 "params_count": params_count})
     t.number = number
     return t
 
@@ -165,3 +166,27 @@ def test_the_search_top_trial_must_beat_the_known_good_one_by_paired_standard_er
     plain = _cv_trial(9, [0.99], False)
     plain.user_attrs.pop("cv_fold_scores")
     assert prefer_known_good(plain, [default, plain]) == (plain, None)
+
+
+def test_known_good_trials_tied_on_cross_validation_ship_the_one_with_fewer_parameters():
+    from autopilot.search.select import best_trial, prefer_known_good
+
+    folds = [0.97, 0.97, 1.0, 0.97, 1.0]
+    logistic = _cv_trial(1, folds, True, params_count=42, val_loss=0.075)
+    blend = _cv_trial(2, [0.97, 1.0, 0.97, 0.97, 1.0], True, params_count=892, val_loss=0.059)  # lower loss, same score
+    hinges = _cv_trial(3, folds, True, params_count=159, val_loss=0.079)
+    trees = _cv_trial(0, [0.97, 1.0, 0.93, 0.97, 1.0], True, params_count=850, val_loss=0.062)
+    noisy = _cv_trial(15, [1.0, 1.0, 1.0, 0.97, 1.0], False)  # ahead by one row: not two standard errors
+    chosen, why = prefer_known_good(noisy, [trees, logistic, blend, hinges, noisy])
+    assert chosen is logistic and "trial 15" in why
+    # the top-ranked trial is a known-good one (lowest loss among the tied): the cheapest tied one ships instead
+    chosen, why = prefer_known_good(blend, [trees, logistic, blend, hinges])
+    assert chosen is logistic and "fewer parameters" in why and "42 against 892" in why
+    # not tied: the better score ships, however many parameters it has
+    assert prefer_known_good(trees, [trees, _cv_trial(1, [0.9] * 5, True, params_count=42)]) == (trees, None)
+
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([trees, logistic, blend, hinges])
+    assert best_trial(study).trial.number == 1

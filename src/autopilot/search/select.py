@@ -118,15 +118,36 @@ def best_trial(study: optuna.Study, run: RunDir | str | Path | None = None) -> S
     return Selection(best, describe(best), why)
 
 
+def rank_known_good(t: FrozenTrial) -> tuple:
+    """Higher is better, among the known-good first trials of a small table:
+    cross-validated score, then fewer parameters, then lower loss. Equal
+    scores on the same folds are equal rows right, and a tie goes to the
+    cheaper model, as between cross-validated finalists (finalists.py):
+    on wine (bench/tables.py, seed 2) the logistic regression, its 3-hinge
+    version and its blend with trees tied at 0.9802; the lower log loss
+    shipped the blend (892 parameters), which missed one of the 27 test
+    rows the plain logistic regression (42) got right."""
+    cost = t.user_attrs.get("params_count")
+    return (round(score(t) or 0.0, 9), -(cost if cost is not None else float("inf")),
+            -t.user_attrs.get("val_loss", float("inf")), -t.number)
+
+
 def prefer_known_good(best: FrozenTrial, pool: list[FrozenTrial]) -> tuple[FrozenTrial, str | None]:
     """(the trial to ship, why it is not `best`, or None): a known-good first
     trial instead of `best` when both have cross-validation fold scores and
-    `best` is not at least MIN_PAIRED_SE paired standard errors better."""
+    `best` is not at least MIN_PAIRED_SE paired standard errors better; the
+    cheapest of the known-good trials tied with `best` when it is one."""
     folds = best.user_attrs.get(CV_FOLD_SCORES)
     known = [t for t in pool if t.user_attrs.get(KNOWN_GOOD) and t.user_attrs.get(CV_FOLD_SCORES)]
-    if not folds or best.user_attrs.get(KNOWN_GOOD) or not known:
+    if not folds or not known:
         return best, None
-    default = max(known, key=rank_trial)
+    default = max(known, key=rank_known_good)
+    if best.user_attrs.get(KNOWN_GOOD):
+        if default is best or rank_known_good(default)[0] != rank_known_good(best)[0]:
+            return best, None
+        return default, (f"the known-good first trials {best.number} and {default.number} tie on cross-validation "
+                         f"({score(best):.4f}): the one with fewer parameters ships "
+                         f"({default.user_attrs.get('params_count')} against {best.user_attrs.get('params_count')})")
     gain = fold_gain(folds, default.user_attrs[CV_FOLD_SCORES])
     if gain.folds < 2 or gain.clear_by(MIN_PAIRED_SE):
         return best, None
