@@ -30,7 +30,8 @@ same runs, against the plain weights of the same training:
 Two more change the training, for comparison with another run of the bench
 on the same splits and seeds:
   --set K=V     a training hyper-parameter changed for every run (for
-                example aug_strength=1.0).
+                example aug_strength=1.0, or elastic=1.0: Simard's elastic
+                distortion after the policy, data.policies).
   --arch K=V    an architecture parameter of the search space changed
                 (for example cnn2d_s2_width=48).
   --network     which of search.space.first_params: the first (default) or

@@ -40,10 +40,10 @@ def _signal_augment(s: float, input_shape: tuple) -> Augment:
 
 
 def make_augment(kind: str, strength: float, input_shape: tuple, *, policy: str = "affine", n_ops: int = 2,
-                 cutout: float = 0.0, exclude: tuple[str, ...] = ()) -> Augment | None:
+                 cutout: float = 0.0, elastic: float = 0.0, exclude: tuple[str, ...] = ()) -> Augment | None:
     """A function (B, C, ...) -> same shape, or None when there is nothing to do
     (no policy, or tables, where no transform is known to keep labels true).
-    `policy`, `n_ops`, `cutout` and `exclude` apply to images (data.policies)."""
+    `policy`, `n_ops`, `cutout`, `elastic` and `exclude` apply to images (data.policies)."""
     s = float(strength)
     if not 0.0 <= s <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -54,7 +54,7 @@ def make_augment(kind: str, strength: float, input_shape: tuple, *, policy: str 
 
         if policy == "affine" and s == 0.0:
             policy = "none"
-        return image_policy(policy, strength=s, n_ops=n_ops, cutout=cutout, exclude=exclude,
+        return image_policy(policy, strength=s, n_ops=n_ops, cutout=cutout, elastic=elastic, exclude=exclude,
                             channels=int(input_shape[0]))
     if kind == "signal":
         return _signal_augment(s, tuple(input_shape)) if s > 0 else None
@@ -66,7 +66,7 @@ def augment_from_hparams(kind: str, hp: dict, input_shape: tuple) -> Augment | N
     stored before policies existed (only `aug_strength`) gets the affine policy."""
     return make_augment(kind, float(hp.get("aug_strength", 0.0)), input_shape,
                         policy=hp.get("aug_policy", "affine"), n_ops=int(hp.get("aug_ops", 2)),
-                        cutout=float(hp.get("cutout", 0.0)), exclude=tuple(hp.get("aug_exclude", ())))
+                        cutout=float(hp.get("cutout", 0.0)), elastic=float(hp.get("elastic", 0.0)), exclude=tuple(hp.get("aug_exclude", ())))
 
 
 Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]]

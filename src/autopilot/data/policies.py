@@ -17,7 +17,9 @@ The policies are the ones the field's best image results use:
                  `strength` (0..1 of each operation's range)
 
 Any policy may add Cutout (`cutout` = side of the erased square as a share
-of the image side). Every draw is per image: kornia's own TrivialAugment and
+of the image side) and an elastic distortion (`elastic` = its strength,
+0..1: Simard et al. 2003's smoothed random displacement field, the
+augmentation behind their 99.6 % on MNIST with a plain CNN). Every draw is per image: kornia's own TrivialAugment and
 RandAugment draw one operation per *batch*, which weakens them on small
 batches, so operations are chosen here and applied with kornia's functional
 operations to the images that drew them. All geometric operations of a step
@@ -209,6 +211,47 @@ def _cutout(x: torch.Tensor, size: float) -> torch.Tensor:
     return x.masked_fill(hole[:, None], 0.0)
 
 
+# Simard, Steinkraus & Platt 2003 ("Best practices for convolutional neural
+# networks applied to visual document analysis"), at 28x28: per-pixel
+# displacements drawn uniformly in [-1, 1], smoothed by a Gaussian of
+# sigma 4 pixels and scaled by alpha 34 pixels. Kept as shares of the
+# image side so that other sizes get the same distortion of the shape.
+ELASTIC_SIGMA = 4 / 28
+ELASTIC_ALPHA = 34 / 28  # at strength 1
+
+
+def _smoothing(n: int, sigma: float, device, dtype) -> torch.Tensor:
+    """(n, n) matrix of a Gaussian filter with zero padding: M @ v is v
+    convolved with the normalised Gaussian (cut at three sigmas)."""
+    i = torch.arange(n, device=device, dtype=dtype)
+    reach = round(3 * sigma)
+    taps = torch.exp(-torch.arange(-reach, reach + 1, device=device, dtype=dtype) ** 2 / (2 * sigma ** 2))
+    d = i[:, None] - i[None, :]
+    return torch.where(d.abs() <= reach, torch.exp(-d ** 2 / (2 * sigma ** 2)), 0.0) / taps.sum()
+
+
+def _elastic(x: torch.Tensor, s: float) -> torch.Tensor:
+    """A smooth random displacement field per image (Simard et al. 2003).
+    The smoothing is two small matrix products, not a convolution: at
+    64x1x28x28 on one thread kornia's elastic_transform2d (two separable
+    25-tap convolutions) took 10.6 ms a batch against 1.3 ms for the
+    affine policy's whole warp."""
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    sigma = ELASTIC_SIGMA * min(h, w)
+    noise = torch.rand(b, 2, h, w, device=x.device, dtype=x.dtype) * 2 - 1
+    # Displacements in grid_sample's normalised coordinates, where a side
+    # spans 2 (align_corners: from the first pixel's centre to the last's).
+    field = _smoothing(h, sigma, x.device, x.dtype) @ noise @ _smoothing(w, sigma, x.device, x.dtype).T
+    field = field * (ELASTIC_ALPHA * s * 2 * torch.tensor([w / (w - 1), h / (h - 1)], device=x.device,
+                                                          dtype=x.dtype)[None, :, None, None])
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
+                            torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing="ij")
+    grid = torch.stack([xs, ys], -1)[None] + field.permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING, align_corners=True)
+
+
 def _affine(x: torch.Tensor, s: float) -> torch.Tensor:
     """autopilot's first policy: rotation, shift and scale, range by strength."""
     b, c, h, w = x.shape
@@ -223,7 +266,7 @@ def _affine(x: torch.Tensor, s: float) -> torch.Tensor:
     return _warp(x, _affine_matrices(b, h, w, angle, zero, zero, tx, ty, torch.ones(b, device=dev), dev, scale))
 
 
-def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: float = 0.0,
+def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: float = 0.0, elastic: float = 0.0,
                  exclude: tuple[str, ...] | set[str] = (), channels: int = 1) -> Augment | None:
     """A function (B, C, H, W) in [0, 1] -> same, or None for no augmentation."""
     if policy not in POLICIES:
@@ -232,6 +275,8 @@ def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: 
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     if not 0.0 <= cutout < 1.0:
         raise ValueError(f"cutout must be in [0, 1), got {cutout}")
+    if not 0.0 <= elastic <= 1.0:
+        raise ValueError(f"elastic must be in [0, 1], got {elastic}")
     unknown = set(exclude) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown augmentation families {sorted(unknown)}; expected {', '.join(FAMILIES)}")
@@ -239,7 +284,7 @@ def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: 
     ops = op_ranges(exclude, channels)
     if policy == "hflip" and "hflip" in exclude:
         policy = "none"  # flips change labels here: nothing is left of the policy
-    if policy == "none" and cutout == 0:
+    if policy == "none" and cutout == 0 and elastic == 0:
         return None
 
     def augment(x: torch.Tensor) -> torch.Tensor:
@@ -256,6 +301,8 @@ def image_policy(policy: str, *, strength: float = 0.5, n_ops: int = 2, cutout: 
                 m = torch.full((x.shape[0],), float(strength), device=x.device)
                 for _ in range(max(1, int(n_ops))):
                     x = _random_step(x, ops, m)
+            if elastic > 0:
+                x = _elastic(x, elastic)
             if cutout > 0:
                 x = _cutout(x, cutout)
             return x

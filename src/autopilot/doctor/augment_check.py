@@ -83,7 +83,7 @@ def check_augmentations(hparams: dict, train_data, val_data, n_classes: int, *,
         Xv, yv = Xv[idx], yv[idx]
     model = probe_model(Xtr, n_classes, seed)
     # No augmentation while learning: the model must know only what the clean data shows.
-    hp = {**hparams, "aug_strength": 0.0, "aug_policy": "none", "cutout": 0.0, "mix": "none", "epochs": epochs, "patience": 99}
+    hp = {**hparams, "aug_strength": 0.0, "aug_policy": "none", "cutout": 0.0, "elastic": 0.0, "mix": "none", "epochs": epochs, "patience": 99}
     result = train(model, (Xtr, ytr), (Xv, yv), hp, kind="image", seed=seed, device="cpu",
                    deadline=time.monotonic() + budget_s)
     if result.state_dict is None:

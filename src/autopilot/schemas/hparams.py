@@ -26,6 +26,7 @@ class TrainingHparams(Part):
     aug_policy: Literal["none", "hflip", "affine", "cropflip", "trivial", "randaugment"] | None = None
     aug_ops: int | None = None
     cutout: float | None = None
+    elastic: float | None = None  # strength of an elastic distortion after the policy (data.policies), 0..1
     mix: Literal["none", "mixup", "cutmix"] | None = None  # mixing pairs of training examples (data.augment)
     mix_alpha: float | None = None  # Beta(alpha, alpha) of the mixing share
     aug_exclude: list[Literal["hflip", "vflip", "rotate"]] | None = None
