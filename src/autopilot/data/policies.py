@@ -234,8 +234,8 @@ def _elastic(x: torch.Tensor, s: float) -> torch.Tensor:
     """A smooth random displacement field per image (Simard et al. 2003).
     The smoothing is two small matrix products, not a convolution: at
     64x1x28x28 on one thread kornia's elastic_transform2d (two separable
-    25-tap convolutions) took 10.6 ms a batch against 1.3 ms for the
-    affine policy's whole warp."""
+    25-tap convolutions) took 10.6 ms a batch, this 1.4 ms, the affine
+    policy's whole warp 1.3 ms."""
     import torch.nn.functional as F
 
     b, c, h, w = x.shape
@@ -244,7 +244,7 @@ def _elastic(x: torch.Tensor, s: float) -> torch.Tensor:
     # Displacements in grid_sample's normalised coordinates, where a side
     # spans 2 (align_corners: from the first pixel's centre to the last's).
     field = _smoothing(h, sigma, x.device, x.dtype) @ noise @ _smoothing(w, sigma, x.device, x.dtype).T
-    field = field * (ELASTIC_ALPHA * s * 2 * torch.tensor([w / (w - 1), h / (h - 1)], device=x.device,
+    field = field * (ELASTIC_ALPHA * s * 2 * torch.tensor([w / max(w - 1, 1), h / max(h - 1, 1)], device=x.device,
                                                           dtype=x.dtype)[None, :, None, None])
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
                             torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing="ij")
