@@ -237,6 +237,22 @@ def test_lr_too_low_before_training(digits):
     flagged(report, "lr-too-low", ("warn",))
 
 
+def test_a_small_separable_table_is_inconclusive_not_an_error(tmp_path):
+    """60 rows of two well-apart blobs, as `run` sees them: the real model is far
+    ahead of zeroed inputs, but the 20 examples the probe scores cannot prove it.
+    That is "inconclusive", not a "no-signal" error that would stop the run."""
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(3, 1, (30, 4))]).astype(np.float32)
+    np.savez(tmp_path / "blobs.npz", X=X, y=np.repeat([0, 1], 30))
+    ds = load(str(tmp_path / "blobs.npz"))
+    splits = split(ds.y, seed=0)
+    model, hp = default_model(ds, splits)
+    report = doctor_dataset(ds, splits, model=model, hparams=hp, budget_s=BUDGET, checks=["no-signal"])
+    assert "no-signal" not in report.ids, report.to_dict()
+    check = report.checks[0]
+    assert check.status == "skipped" and "inconclusive" in check.note and "20 unseen" in check.note, check
+
+
 def test_a_model_that_cannot_run_is_reported_not_raised(digits):
     model = nn.Sequential(nn.Flatten(), nn.Linear(100, 10))  # expects 100 features, gets 64
     report = doctor(model, digits[2]["train"], budget_s=BUDGET)
