@@ -28,7 +28,7 @@ from autopilot.rundir import read_json
 from autopilot.schemas import read
 from autopilot.schemas.card import ModelCard
 from autopilot.schemas.compress import CompressResults
-from autopilot.train import train
+from autopilot.train import as_inputs, evaluate, train
 
 from .finished_run import finished_run, quiet_console
 
@@ -338,6 +338,12 @@ def test_prune_quantize_and_distill_a_cnn(digits_run, tmp_path):
     student = build_model(sspec)
     res = distill(cnn, student, data["train"], data["val"], {**HP, "epochs": 8}, kind=info["kind"], device="cpu")
     assert res.epochs_run == 8 and res.best_val_acc > 0.8
+    # It keeps its last epoch (its schedule's end), not the epoch its check data liked best.
+    assert res.best_epoch == 8 and res.best_val_acc == res.history[-1].val_acc
+    assert evaluate(student, as_inputs(data["val"][0]), torch.as_tensor(data["val"][1]))[1] == pytest.approx(
+        res.history[-1].val_acc)
+    with pytest.raises(ValueError, match="keep"):
+        train(build_model(sspec), data["train"], data["val"], HP, kind=info["kind"], keep="first")
 
 
 def test_default_budget():

@@ -13,8 +13,14 @@ student match its teacher ("function matching", Beyer et al. 2022), and it
 costs one teacher forward pass per step.
 
 The loop is train.train's (same optimiser, lr schedule with warm-up,
-clipping, augmentation, best-on-validation weights, deadline) so the two
-can be compared; only the loss differs.
+clipping, augmentation, deadline) so the two can be compared; the loss
+differs, and the student keeps its last epoch's weights, not the best
+epoch's on the data passed as validation. That data is a sample of the
+student's own training rows (data.gate.check_split), where a warm-started
+student is at 100 % from its first epoch; train's tie-break on hard-label
+loss then picked an early epoch, undoing most of the distillation (the
+fusion stage's students kept epoch 2, 5, 6, 1 and 1 of their 15-30 on five
+of six mnist1d and mnist5k runs, bench/results/fusion-20261202T102556Z.json).
 """
 from __future__ import annotations
 
@@ -54,8 +60,8 @@ def distill(
     deadline: float | None = None,
 ) -> TrainResult:
     """Train `student` in place against `teacher`; returns train.TrainResult
-    with the student's best-validation-accuracy weights loaded. The loop is
-    train.train's; only the loss differs, and every epoch runs (no early stop)."""
+    with the last epoch's weights loaded (the best epoch's on `val_data` when
+    the deadline cut the schedule). Every epoch runs (no early stop)."""
     device = resolve_device(device) if isinstance(device, str) else device
     teacher = teacher.to(device).eval()
 
@@ -70,6 +76,6 @@ def distill(
     hp = {**DEFAULTS, **(hparams or {})}
     hp["patience"] = int(hp["epochs"])  # never reached: distillation runs its planned epochs
     result = train(student, train_data, val_data, hp, kind=kind, seed=seed, device=device, deadline=deadline,
-                   batch_loss=loss)
+                   batch_loss=loss, keep="last")
     student.eval()
     return result
