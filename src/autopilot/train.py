@@ -234,8 +234,8 @@ def train(
     its end (the best epoch's when the deadline cut it), and `best_*` then
     describe that epoch: for a training whose validation data is a sample
     of its own training rows, where the accuracy is 100 % after an epoch or
-    two and the tie-break on hard-label loss prefers the least-trained
-    epoch (distillation, whose loss is not that one).
+    two and the "best" epoch is decided by the tie-break on hard-label loss
+    (distillation, whose loss is not that one).
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', not {keep!r}")
