@@ -24,7 +24,6 @@ ensemble selection (fusion/).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -352,17 +351,6 @@ def _monotonic(deadline_wall: float | None) -> float | None:
     return None if deadline_wall is None else time.monotonic() + (deadline_wall - time.time())
 
 
-def _last_epoch_keeper():
-    """An on_epoch callback keeping the last epoch's weights (train() hands
-    back the best epoch's, chosen on the data passed as validation)."""
-    last: dict = {}
-
-    def keep_last(_m, m) -> None:
-        last["state"] = copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
-
-    return last, keep_last
-
-
 def cross_validate(c: Candidate, X: np.ndarray, y: np.ndarray, splits, epochs: int, *, kind: str, seed: int,
                    device: str, deadline: float | None, keep=None) -> Finalist:
     """`keep` (a folder): each fold's model at the end of its schedule and
@@ -373,16 +361,14 @@ def cross_validate(c: Candidate, X: np.ndarray, y: np.ndarray, splits, epochs: i
         fold_seed = seed + c.trial.number + FOLD_SEED_STEP * (f + 1)
         seed_everything(fold_seed)
         model = build_model(c.spec)
-        last, keep_last = _last_epoch_keeper()
         result = train(model, (X[tr], y[tr]), (X[ho], y[ho]), hp, kind=kind, seed=fold_seed, device=device,
-                       deadline=deadline, on_epoch=keep_last)
-        if not result.history or result.stopped == "deadline" or "state" not in last:
+                       deadline=deadline, keep="last")
+        if not result.history or result.stopped == "deadline":
             finished = False
             break
         scores.append(float(result.history[-1].val_acc))  # the end of the schedule, not the fold's best epoch
         if keep is not None:
-            model.load_state_dict(last["state"])
-            model = model.cpu().eval()
+            model = model.cpu().eval()  # train(keep="last"): the end of the schedule's weights
             logits = torch_logits(model, X[ho])
             oof = np.zeros((len(y), logits.shape[1]), np.float32) if oof is None else oof
             oof[ho] = logits
@@ -414,15 +400,12 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
     model = build_model(c.spec)
     if c.warm_start is not None:
         model.load_state_dict(load_file(str(c.warm_start)))
-    last, keep_last = _last_epoch_keeper()
     # A display only (the last epoch's weights ship): a sample of its own training data.
     step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
     check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
-    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline,
-                   on_epoch=keep_last)
-    if result.stopped == "deadline" or result.epochs_run < c.planned or "state" not in last:
+    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last")
+    if result.stopped == "deadline" or result.epochs_run < c.planned or not result.history:
         return None, hp
-    model.load_state_dict(last["state"])
     return model.cpu().eval(), hp
 
 
