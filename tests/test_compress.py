@@ -346,6 +346,38 @@ def test_prune_quantize_and_distill_a_cnn(digits_run, tmp_path):
         train(build_model(sspec), data["train"], data["val"], HP, kind=info["kind"], keep="first")
 
 
+def test_a_student_keeps_its_last_epoch_not_the_best_on_its_check_data(digits_run):
+    """With validation labels shuffled, the best validation epoch is an
+    early one by chance; distill must still hand back the last epoch's
+    weights, and train(keep="best") the best epoch's."""
+    _, data, info, _, _ = digits_run
+    noisy_val = (data["val"][0], np.random.default_rng(0).permutation(data["val"][1]))
+    hp = {**HP, "epochs": 6}
+    torch.manual_seed(0)
+    teacher = build_model(_spec(info))
+    train(teacher, data["train"], data["val"], hp, kind=info["kind"], device="cpu")
+    runs = {}
+    for keep in ("best", "last"):
+        torch.manual_seed(1)
+        model, seen = build_model(_spec(info)), []
+        res = train(model, data["train"], noisy_val, hp, kind=info["kind"], seed=1, device="cpu", keep=keep,
+                    on_epoch=lambda _m, mod: seen.append({k: v.clone() for k, v in mod.state_dict().items()}))
+        runs[keep] = res, model, seen
+    res, model, seen = runs["best"]
+    assert res.best_epoch < 6  # the premise: the "best" epoch on shuffled labels is not the last
+    assert all(torch.equal(v, seen[res.best_epoch - 1][k]) for k, v in model.state_dict().items())
+    res, model, seen = runs["last"]
+    assert res.best_epoch == 6 and all(torch.equal(v, seen[-1][k]) for k, v in model.state_dict().items())
+
+    torch.manual_seed(1)
+    student = build_model(_spec(info))
+    res = distill(teacher, student, data["train"], noisy_val, hp, kind=info["kind"], seed=1, device="cpu")
+    by_val = max(res.history, key=lambda m: (m.val_acc, -m.val_loss)).epoch
+    assert by_val < 6 and res.best_epoch == 6  # the old rule would have handed back epoch `by_val`
+    assert evaluate(student, as_inputs(noisy_val[0]), torch.as_tensor(noisy_val[1]))[1] == pytest.approx(
+        res.history[-1].val_acc)
+
+
 def test_default_budget():
     assert compress_budget_s(600) == 150
     assert compress_budget_s(120) == 60  # at least a minute
