@@ -395,18 +395,28 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
     schedule: on Fashion-MNIST with --budget 30m the shipped CNN otherwise
     had 5 epochs from scratch, the same 5 the search had already given it."""
     hp = {**c.hparams, "patience": c.planned + 1}
-    seed = seed + c.trial.number
+    return train_configuration(c.spec, hp, c.warm_start, X, y, kind=kind, seed=seed + c.trial.number, device=device,
+                               deadline=deadline), hp
+
+
+def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.ndarray, y: np.ndarray, *, kind: str,
+                        seed: int, device: str, deadline: float | None) -> torch.nn.Module | None:
+    """One retraining on (X, y): `spec` built with `seed`, started from
+    `warm_start`'s weights when given, trained hp["epochs"] epochs; the last
+    epoch's weights in eval mode on the CPU, or None when the deadline cut
+    the schedule. retrain() trains the winner with it, the fusion stage the
+    winner's siblings (the same recipe, other seeds)."""
     seed_everything(seed)
-    model = build_model(c.spec)
-    if c.warm_start is not None:
-        model.load_state_dict(load_file(str(c.warm_start)))
+    model = build_model(spec)
+    if warm_start is not None:
+        model.load_state_dict(load_file(str(warm_start)))
     # A display only (the last epoch's weights ship): a sample of its own training data.
     step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
     check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
     result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last")
-    if result.stopped == "deadline" or result.epochs_run < c.planned or not result.history:
-        return None, hp
-    return model.cpu().eval(), hp
+    if result.stopped == "deadline" or result.epochs_run < int(hp["epochs"]) or not result.history:
+        return None
+    return model.cpu().eval()
 
 
 def _refit_runner_up(finalists: list[Finalist], by_number: dict, winner: Candidate, X, y, data: dict, info: dict,

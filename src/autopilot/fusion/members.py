@@ -12,6 +12,7 @@ says so.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,13 @@ class Pool:
 
     def load(self, name: str) -> list:
         return [load_model(d)[0].eval() for d in self.models[name]]
+
+    def with_models(self, name: str, extra: list[Path], note: str) -> "Pool":
+        """The pool with `extra` model folders beside `name`'s own (they
+        share its selection logits and its weight): the shipped model's
+        siblings (fusion/siblings.py)."""
+        models = {**self.models, name: [*self.models[name], *extra]}
+        return dataclasses.replace(self, models=models, notes=[*self.notes, note])
 
 
 def bags(rd: RunDir, n_pooled: int) -> tuple[dict[int, tuple[np.ndarray, list[Path]]], list[str]]:

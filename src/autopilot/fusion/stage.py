@@ -53,6 +53,7 @@ from . import members as pool_of
 from .ensemble import Ensemble
 from .capped import cap_ms, capped_selection, member_costs
 from .select import BAGS, INIT, MIN_WEIGHT, ROUNDS, greedy_ensemble
+from .siblings import train_siblings
 from .student import distil_student
 
 LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
@@ -166,6 +167,8 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
 def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, ship, max_drop, seed, force,
           deadline, device, started, budget_s):
     Xva, yva = data["val"]
+    base_pool = sel_pool  # without siblings: a bag of them is over --ship balanced's latency cap by itself
+    sel_pool = _with_siblings(rd, out, card, data, sel_pool, log, seed=seed, deadline=deadline, device=device)
     logits = sel_pool.logits
     sel = greedy_ensemble(logits, sel_pool.y, seed=seed)
     names = list(sel.members)
@@ -187,13 +190,14 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         teacher_ok, forced = cand["parity"]["passed"], bool(cand["parity"].get("forced"))
         candidates.append(cand)
         if ship == "balanced":  # the free selection may be too slow to ship: one within the cap too (capped.py)
-            costs, single_ms = member_costs(sel_pool, rd.path / single_file, card.input_shape, Xva, out / ".costs")
-            capped, why = capped_selection(sel_pool, sel, costs, single_ms)
+            costs, single_ms = member_costs(base_pool, rd.path / single_file, card.input_shape, Xva, out / ".costs")
+            # Siblings add models, not logits: the free selection is the same on both pools.
+            capped, why = capped_selection(base_pool, sel, costs, single_ms)
             log("capped ensemble", "done" if capped else "skipped", why)
             capped_record = {"cap_ms": cap_ms(single_ms), "single_ms": single_ms, "costs_ms": costs,
-                             "why": why, "selection": None if capped is None else _selection_record(rd, capped, sel_pool)}
+                             "why": why, "selection": None if capped is None else _selection_record(rd, capped, base_pool)}
             if capped is not None:
-                candidates.append(_ensemble_candidate(CAPPED, capped, sel_pool, out, card, Xva, force, log)[1])
+                candidates.append(_ensemble_candidate(CAPPED, capped, base_pool, out, card, Xva, force, log)[1])
 
     reserve = LATENCY_S[0] + 1.0  # timing, test evaluation, writing
     slice_s = deadline - time.monotonic() - reserve
@@ -265,6 +269,32 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
     write_json(out / "results.json", results.model_dump(mode="json"))
     chosen_file = None if chosen["name"] == "single" else chosen["file"]
     return results, chosen_file
+
+
+def _with_siblings(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, seed, deadline,
+                   device) -> pool_of.Pool:
+    """The pool with the shipped model's siblings beside it (siblings.py),
+    as many as fit their share of the time left. Only for a model retrained
+    on train+validation: its recipe (hyper-parameters, warm start, rows) is
+    on the card and in the gated data."""
+    name = f"trial {card.best_trial}"
+    if not (data.get(GATED) and card.cv is not None and card.cv.retrained and name in sel_pool.models):
+        log("siblings", "skipped", "the shipped model was not retrained on train+validation here")
+        return sel_pool
+    hp = card.hyperparameters.training or {}
+    if "epochs" not in hp:
+        log("siblings", "skipped", "the card does not record the retraining's hyper-parameters")
+        return sel_pool
+    slice_s = deadline - time.monotonic() - LATENCY_S[0] - 1.0
+    warm = rd.trial_dir(card.best_trial) / "weights.safetensors" if card.cv.retrain_warm_start else None
+    _, spec = load_model(rd.model_dir)
+    made, why = train_siblings(out, spec, {**DEFAULTS, **hp}, warm, data["train"], kind=card.kind,
+                               seed=seed + card.best_trial, slice_s=slice_s, device=device)
+    log("siblings", "done" if made else "skipped", why)
+    if not made:
+        return sel_pool
+    return sel_pool.with_models(name, made, f"{name}: the shipped model and {len(made)} sibling(s) (its configuration "
+                                "retrained with other seeds) share its weight")
 
 
 def _selection_record(rd: RunDir, sel, sel_pool: pool_of.Pool) -> dict:

@@ -1,0 +1,86 @@
+"""Siblings of the shipped model: its configuration trained again, by the
+same recipe on the same rows, with other seeds.
+
+Why: an ensemble gains when its members are as good as each other and
+wrong on different examples. The search's other trials are neither: the
+shipped model was retrained on train+validation for its full schedule,
+while most trials trained on the training split alone, many for a few
+epochs of a successive-halving rung, and the selection rows cannot tell
+them apart from it (mnist5k: two trials at 0.9946 on the 370 selection
+rows made 8 and 15 test errors). Models that differ only in their seed
+are the plain case: on mnist5k (`bench/seeds.py`, splits 1-4) pairs of
+seeds averaged made 5.25 test errors per split against 6.25 for one model,
+three seeds 4.75.
+
+A sibling repeats the shipped model's retraining (finalists.retrain: the
+same hyper-parameters, the same warm start from the search's weights when
+there was one, the rows outside the gate slice) with seed
+run seed + trial + SEED_STEP * k. It stands in beside the shipped model for
+their trial in the selection pool (members.Pool.with_models): selection
+weighs the trial by its own held-out predictions, and its weight is shared
+by the shipped model and its siblings, as a finalist's weight is shared by
+its fold models.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..compress.stage import step_seconds
+from ..finalists import MARGIN, PROBE_OVERHEAD, train_configuration
+from ..models import build_model, save_model
+from ..search.driver import single_worker_threads
+
+SEED_STEP = 2000  # sibling k of trial n trains with seed + n + 2000 k (the folds use steps of 1000)
+MAX_SIBLINGS = 2  # three models of one configuration: the bench's measured gain (4.75 against 6.25 errors)
+SHARE = 0.75  # of the fusion stage's training slice at most; the student distilled from the ensemble gets the rest
+
+
+def epoch_seconds(spec: dict, hp: dict, X, y, kind: str) -> float:
+    """One epoch of the retraining on (X, y), from a few timed steps, with
+    the finalists' allowance for evaluation and a shared machine."""
+    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
+    step = step_seconds(build_model(spec), X, y, hp, kind)
+    return step * math.ceil(len(X) / bs) * PROBE_OVERHEAD * MARGIN
+
+
+def planned(slice_s: float, epoch_s: float, epochs: int) -> int:
+    """How many siblings fit SHARE of the slice, whole schedules only."""
+    one = epoch_s * epochs
+    if one <= 0:
+        return MAX_SIBLINGS
+    return max(0, min(MAX_SIBLINGS, int(SHARE * slice_s // one)))
+
+
+def train_siblings(out: Path, spec: dict, hp: dict, warm_start: Path | None, train_rows: tuple, *, kind: str,
+                   seed: int, slice_s: float, device: str = "cpu") -> tuple[list[Path], str]:
+    """Train the siblings that fit into out/sibling<k>/ (spec.json +
+    weights.safetensors); (their folders, what was done in words). `seed`:
+    the seed the shipped model's retraining used (run seed + trial)."""
+    X, y = train_rows
+    epochs = int(hp["epochs"])
+    t0 = time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(single_worker_threads())  # as the shipped model's retraining ran: nothing else trains now
+    made = []
+    try:
+        epoch_s = epoch_seconds(spec, hp, X, y, kind)
+        n = planned(slice_s - (time.monotonic() - t0), epoch_s, epochs)
+        if n == 0:
+            return [], (f"one retraining of the shipped configuration needs about {epoch_s * epochs:.0f} s, more "
+                        f"than {SHARE:.0%} of the {slice_s:.0f} s slice")
+        deadline = t0 + SHARE * slice_s * 1.25  # a schedule far over its estimate is cut, not waited for
+        for k in range(1, n + 1):
+            model = train_configuration(spec, hp, warm_start, X, y, kind=kind, seed=seed + SEED_STEP * k,
+                                        device=device, deadline=deadline)
+            if model is None:
+                break
+            save_model(out / f"sibling{k}", model, spec)
+            made.append(out / f"sibling{k}")
+    finally:
+        torch.set_num_threads(threads)
+    return made, (f"{len(made)} of {n} planned, {epochs} epochs each on the shipped model's {len(y)} training rows, "
+                  f"in {time.monotonic() - t0:.0f} s")
