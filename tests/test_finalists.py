@@ -18,7 +18,8 @@ from autopilot.config import RunConfig
 from autopilot.data.stats import arrays, data_info
 from autopilot.final import finalize
 from autopilot.finalists import (RESERVE_RELEASE, TIE, Candidate, cheapest_option_s, make_plan, pick_winner,
-                                 reserve_too_small, retrain_seconds, undertrained_winner)
+                                 reserve_too_small, retrain_seconds, shortened_retraining,
+                                 undertrained_winner)
 from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
@@ -227,6 +228,12 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert "retrained on train+validation for 9, continuing the search's weights" in shortened.notes[0]
     assert make_plan(cut, folds, n, 20).retrain_epochs is None  # the whole retraining fits: nothing shortened
     assert not make_plan(cut, folds, n, 3.5).retrain
+    # By the time it starts, planning has taken some of the 12 s: the 9
+    # epochs are fitted again to what is left, rather than not retrained.
+    assert shortened_retraining(cut[0], 9, n, 11.9).planned == 9
+    assert shortened_retraining(cut[0], 9, n, 11.6).planned == 8
+    assert shortened_retraining(cut[0], 9, n, None).planned == 9  # no time limit
+    assert shortened_retraining(cut[0], 9, n, 3.5).planned == 9  # too little for 3: left to the caller's check
 
 
 def test_one_fold_is_refused_in_one_line(tmp_path):

@@ -219,11 +219,12 @@ def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(f
 
     members, weights, temps_each = [], [], []
     for m in res.selection.members:
-        if m.models > 1:  # a finalist's bag of fold models
-            folds = sorted((fused_run / "finalists" / str(m.trial)).glob("fold*"))
-            assert len(folds) == m.models
-        else:  # a trial's model, or the shipped model standing in for its trial
-            folds = [fused_run / (m.file or f"trials/{m.trial}")]
+        # A trial's model, the shipped model standing in for its trial (with
+        # its siblings), or a finalist's bag of fold models.
+        folds = [fused_run / f for f in m.files]
+        assert len(folds) == m.models and all((f / "weights.safetensors").exists() for f in folds)
+        if m.name.startswith("bag"):
+            assert folds == sorted((fused_run / "finalists" / str(m.trial)).glob("fold*"))
         members += [load_model(f)[0] for f in folds]
         weights += [m.weight / m.models] * m.models
         temps_each += [m.temperature] * m.models
@@ -369,3 +370,44 @@ def test_ship_balanced_selects_an_ensemble_within_twice_the_single_models_latenc
         assert cand is not None and cand.parity.passed and cand.members == [m["trial"] for m in capped.selection["members"]]
     chosen = res.candidate(res.chosen)
     assert chosen.latency_ms["1"].p50 <= BALANCED_LATENCY * res.candidate("single").latency_ms["1"].p50
+
+
+def test_siblings_fit_their_share_of_the_slice_whole_schedules_only():
+    from autopilot.fusion.siblings import MAX_SIBLINGS, SHARE, planned
+
+    assert planned(100.0, 1.0, 30) == min(MAX_SIBLINGS, int(SHARE * 100 // 30))
+    assert planned(100.0, 1.0, int(SHARE * 100) + 1) == 0  # one schedule over the share: none
+    assert planned(10_000.0, 1.0, 10) == MAX_SIBLINGS
+
+
+@pytest.mark.slow
+def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(fused_run, tmp_path):
+    """The stage again on the real run with time for siblings: the shipped
+    configuration retrained with other seeds on the shipped model's rows,
+    saved beside the ensemble, and rebuilt from results.json's files."""
+    import shutil
+
+    from autopilot.fusion.stage import fuse_run
+    from autopilot.models import load_model
+    from autopilot.schemas.card import read_card
+    from autopilot.schemas.fusion import read_fusion
+
+    run = tmp_path / "fused"
+    shutil.copytree(fused_run, run)
+    card = read_card(run)
+    assert card.cv is not None and card.cv.retrained  # premise: the shipped model was retrained on train+validation
+    fuse_run(run, budget_s=90, ship="accurate", max_drop=0.5)
+    res = read_fusion(run)
+    step = next(s for s in res.plan if s.step == "siblings")
+    sibs = sorted((run / "fusion").glob("sibling*"))
+    assert step.status == "done" and sibs and step.why.startswith(f"{len(sibs)} of "), step
+    shipped, spec = load_model(run / "model")
+    for folder in sibs:  # the shipped configuration with other weights
+        sib, sib_spec = load_model(folder)
+        assert sib_spec == spec
+        assert any(not torch.equal(a, b) for a, b in zip(sib.state_dict().values(), shipped.state_dict().values()))
+    shipped_name = f"trial {card.best_trial}"
+    member = next((m for m in res.selection.members if m.name == shipped_name), None)
+    if member is not None:  # the shipped trial was selected: its weight is shared with its siblings
+        assert member.files == ["model", *(f"fusion/{f.name}" for f in sibs)] and member.models == 1 + len(sibs)
+        assert res.candidate("ensemble").params >= (1 + len(sibs)) * card.params

@@ -6,7 +6,8 @@ distilled from it, and the choice of what ships among the three.
      (members.selection_pool): the search's trials' stored validation logits
      and the cross-validated finalists' bags' out-of-fold logits, on the
      validation examples outside the gate slice; the shipped model, when
-     retrained, stands in for its own trial;
+     retrained, stands in for its own trial, with the siblings that fit
+     (siblings.py: its configuration retrained with other seeds);
   2. the chosen members as one ONNX graph (ensemble.Ensemble), parity-checked
      against the PyTorch members on the validation inputs: a failed check
      keeps it from shipping unless --force;
@@ -60,6 +61,7 @@ LATENCY_S = (2.0, 8.0)  # the interleaved timing: at least, at most (seconds)
 MIN_STUDENT_S = 1.0  # below this slice no distillation is tried
 SHIPPED = "compress/chosen.onnx"  # the file registry.shipped_onnx serves when it exists
 FP32 = "model/model.onnx"
+WORKDIR = ".fusion.tmp"  # the stage writes here and renames it to fusion/ when complete
 CAPPED = "ensemble-capped"  # the candidate selected within --ship balanced's latency cap (capped.py)
 
 
@@ -143,7 +145,7 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
         return None
 
-    out = rd.path / ".fusion.tmp"
+    out = rd.path / WORKDIR
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     try:
@@ -299,9 +301,13 @@ def _with_siblings(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Po
 
 def _selection_record(rd: RunDir, sel, sel_pool: pool_of.Pool) -> dict:
     """results.json's members, accuracy, likelihood and history of a selection."""
+    def rel(folder: Path) -> str:  # siblings are written in the stage's working folder, renamed to fusion/ at the end
+        parts = folder.relative_to(rd.path).parts
+        return str(Path("fusion", *parts[1:]) if parts[0] == WORKDIR else Path(*parts))
+
     return {"members": [{"trial": sel_pool.trial[m], "weight": w, "temperature": tt, "models": len(sel_pool.models[m]),
-                         "name": m, "file": str(sel_pool.models[m][0].relative_to(rd.path))
-                         if len(sel_pool.models[m]) == 1 else None}
+                         "name": m, "file": rel(sel_pool.models[m][0]) if len(sel_pool.models[m]) == 1 else None,
+                         "files": [rel(f) for f in sel_pool.models[m]]}
                         for m, w, tt in zip(sel.members, sel.weights, sel.temperatures)],
             "val_accuracy": sel.val_accuracy, "val_nll": sel.val_nll, "history": [list(h) for h in sel.history]}
 

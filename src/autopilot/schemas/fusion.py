@@ -32,6 +32,9 @@ class Member(Part):
     models: int = 1  # a bag: its K fold models share the weight equally
     name: str | None = None  # "trial 4" or "bag 20"
     file: str | None = None  # a single model's folder: trials/<n>, or model when the shipped model stands in for its trial
+    # Every model's folder, relative to the run: a bag's fold models, or the
+    # shipped model and its siblings (fusion/sibling<k>, fusion/siblings.py)
+    files: list[str] = []
 
 
 class EnsembleSelection(Part):
