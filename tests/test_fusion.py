@@ -116,6 +116,38 @@ def test_a_weak_model_that_flips_one_example_gets_little_weight():
     assert sel.members[0] == "strong" and dict(zip(sel.members, sel.weights)).get("weak", 0.0) < 0.2
 
 
+def test_the_shipped_model_keeps_its_anchor_weight_beside_a_model_that_aced_the_selection_rows():
+    """The mnist5k failure: a short trial right on every selection row took
+    98 % of the weight beside the shipped model. Anchored, the shipped model
+    keeps ANCHOR_WEIGHT and the others share the rest as selected; a shipped
+    model already above it keeps its own weight."""
+    from scipy.special import softmax
+
+    from autopilot.fusion.select import ANCHOR_WEIGHT, anchored
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    aced = np.eye(3)[y] * 6.0
+    shipped = np.eye(3)[y] * 3.0
+    shipped[:12] = np.eye(3)[(y[:12] + 1) % 3] * 3.0  # wrong on 12 of the 300 rows
+    other = np.eye(3)[y] * 2.0 + rng.normal(0, 1.0, (300, 3))
+    val = {"aced": aced, "shipped": shipped, "other": other}
+    free = greedy_ensemble(val, y, seed=0)
+    assert dict(zip(free.members, free.weights)).get("shipped", 0.0) < ANCHOR_WEIGHT  # premise: it lost the weight
+    sel = greedy_ensemble(val, y, seed=0, anchor="shipped")
+    w = dict(zip(sel.members, sel.weights))
+    assert w["shipped"] == pytest.approx(ANCHOR_WEIGHT) and sum(sel.weights) == pytest.approx(1.0)
+    rest = {n: v for n, v in zip(free.members, free.weights) if n != "shipped"}
+    assert {n: w[n] for n in rest} == pytest.approx({n: v / sum(rest.values()) * (1 - ANCHOR_WEIGHT)
+                                                     for n, v in rest.items()})
+    assert sel.val_accuracy == score(sum(w[n] * softmax(val[n] / t, axis=1)
+                                         for n, t in zip(sel.members, sel.temperatures)), y)[0]
+    ahead = np.array([0.8, 0.2])
+    assert anchored(ahead, 0, ANCHOR_WEIGHT) is ahead  # already above: unchanged
+    assert anchored(np.array([0.0, 1.0]), 0, 0.5).tolist() == [0.5, 0.5]
+    assert anchored(np.array([1.0, 0.0]), 0, 0.5).tolist() == [1.0, 0.0]
+
+
 def test_temperature_scaling_fixes_an_overconfident_model_without_changing_its_classes():
     """The mnist5k failure of raw likelihood: the more accurate model is
     overconfident when wrong; calibrated, it leads the ensemble."""
@@ -380,34 +412,45 @@ def test_siblings_fit_their_share_of_the_slice_whole_schedules_only():
     assert planned(10_000.0, 1.0, 10) == MAX_SIBLINGS
 
 
-@pytest.mark.slow
-def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(fused_run, tmp_path):
-    """The stage again on the real run with time for siblings: the shipped
-    configuration retrained with other seeds on the shipped model's rows,
-    saved beside the ensemble, and rebuilt from results.json's files."""
-    import shutil
-
+def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path):
+    """A real run whose one trial (a small MLP) was cross-validated and
+    retrained on train+validation: the fusion stage trains its siblings
+    (the shipped configuration with other seeds, on the shipped model's
+    rows), and they make an ensemble with it although the search completed
+    one trial; results.json's files rebuild it."""
+    from autopilot.fusion.select import ANCHOR_WEIGHT
+    from autopilot.fusion.siblings import MAX_SIBLINGS
     from autopilot.fusion.stage import fuse_run
     from autopilot.models import load_model
     from autopilot.schemas.card import read_card
     from autopilot.schemas.fusion import read_fusion
 
-    run = tmp_path / "fused"
-    shutil.copytree(fused_run, run)
-    card = read_card(run)
-    assert card.cv is not None and card.cv.retrained  # premise: the shipped model was retrained on train+validation
-    fuse_run(run, budget_s=90, ship="accurate", max_drop=0.5)
-    res = read_fusion(run)
+    from .finished_run import finished_run
+
+    rd, _, data, _ = finished_run(tmp_path, "sib", cv=2, finalists=1)
+    card = read_card(rd.path)
+    assert card.cv.retrained and card.cv.gate_examples  # premise: retrained, a gate kept out
+    fuse_run(rd.path, budget_s=60, ship="accurate", max_drop=0.5, data=data)
+    res = read_fusion(rd.path)
     step = next(s for s in res.plan if s.step == "siblings")
-    sibs = sorted((run / "fusion").glob("sibling*"))
-    assert step.status == "done" and sibs and step.why.startswith(f"{len(sibs)} of "), step
-    shipped, spec = load_model(run / "model")
+    sibs = sorted((rd.path / "fusion").glob("sibling*"))
+    assert step.status == "done" and len(sibs) == MAX_SIBLINGS and step.why.startswith(f"{MAX_SIBLINGS} of "), step
+    shipped, spec = load_model(rd.model_dir)
     for folder in sibs:  # the shipped configuration with other weights
         sib, sib_spec = load_model(folder)
         assert sib_spec == spec
         assert any(not torch.equal(a, b) for a, b in zip(sib.state_dict().values(), shipped.state_dict().values()))
-    shipped_name = f"trial {card.best_trial}"
-    member = next((m for m in res.selection.members if m.name == shipped_name), None)
-    if member is not None:  # the shipped trial was selected: its weight is shared with its siblings
-        assert member.files == ["model", *(f"fusion/{f.name}" for f in sibs)] and member.models == 1 + len(sibs)
-        assert res.candidate("ensemble").params >= (1 + len(sibs)) * card.params
+    # The shipped trial (with the finalist's bag of its fold models, the
+    # whole pool) keeps the anchor's weight, shared with its siblings.
+    member = next(m for m in res.selection.members if m.name == f"trial {card.best_trial}")
+    assert member.weight >= ANCHOR_WEIGHT - 1e-9
+    assert member.files == ["model", *(f"fusion/{f.name}" for f in sibs)] and member.models == 1 + len(sibs)
+    ens = res.candidate("ensemble")
+    assert ens.parity.passed and ens.params == sum(m.models for m in res.selection.members) * card.params
+    models, weights, temps = [], [], []
+    for m in res.selection.members:
+        models += [load_model(rd.path / f)[0] for f in m.files]
+        weights += [m.weight / m.models] * m.models
+        temps += [m.temperature] * m.models
+    torch_ens = Ensemble(models, weights, temps).eval()
+    assert check_parity(torch_ens, rd.path / ens.file, data["val"][0][:64])["passed"]

@@ -133,14 +133,18 @@ def test_after_the_retraining_compression_and_fusion_judge_on_the_gate(tmp_path)
     assert res.judged_on.startswith("the gate slice") and str(len(gate)) in res.judged_on
     bags = {p.trial for p in res.pool if p.models == 2}  # each finalist's 2 fold models
     assert bags == {f.trial for f in card.cv.finalists}
-    assert sum(m.models for m in res.selection.members) >= 2 and all(m.models in (1, 2) for m in res.selection.members)
+    siblings = [f"fusion/{f.name}" for f in sorted((rd.path / "fusion").glob("sibling*"))]
+    shipped = f"trial {card.best_trial}"
+    assert sum(m.models for m in res.selection.members) >= 2 and any(m.name == shipped for m in res.selection.members)
+    for m in res.selection.members:  # a bag: 2 fold models; the shipped trial: the shipped model and its siblings
+        assert m.models == (2 if m.name.startswith("bag") else 1 + len(siblings) if m.name == shipped else 1)
     # The runner-up was retrained on train+validation too (no time limit here).
     runner_up = next(f.trial for f in card.cv.finalists if not f.won)
     assert (rd.path / "finalists" / str(runner_up) / "full" / "weights.safetensors").exists()
     refits = {card.best_trial: "model", runner_up: f"finalists/{runner_up}/full"}
     for m in res.selection.members:  # the retrained models stand in for their own trials; other trials are themselves
-        if m.models == 1:
-            assert m.file == refits.get(m.trial, f"trials/{m.trial}")
+        if m.name.startswith("trial"):
+            assert m.files == [refits.get(m.trial, f"trials/{m.trial}"), *(siblings if m.name == shipped else [])]
     assert res.candidate("ensemble").parity.passed
     final = read_card(rd.path)
     assert final.ensemble is not None and final.ensemble.members == [m.trial for m in res.selection.members]

@@ -53,7 +53,7 @@ from ..train import DEFAULTS
 from . import members as pool_of
 from .ensemble import Ensemble
 from .capped import cap_ms, capped_selection, member_costs
-from .select import BAGS, INIT, MIN_WEIGHT, ROUNDS, greedy_ensemble
+from .select import ANCHOR_WEIGHT, BAGS, INIT, MIN_WEIGHT, ROUNDS, greedy_ensemble
 from .siblings import train_siblings
 from .student import distil_student
 
@@ -141,7 +141,8 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     if card.family in ESTIMATOR_FAMILIES:  # models/estimators.py: the single model is no PyTorch module to fuse or distil
         log("ensemble", "skipped", f"the final model is fitted by scikit-learn ({card.family}), not a PyTorch module")
         return None
-    if sum(len(sel_pool.models[n]) for n in logits) < 2:
+    if sum(len(sel_pool.models[n]) for n in logits) < 2 and not (retrained and data.get(GATED)):
+        # (A retrained shipped model may still get siblings: then its trial alone makes an ensemble.)
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
         return None
 
@@ -172,7 +173,7 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
     base_pool = sel_pool  # without siblings: a bag of them is over --ship balanced's latency cap by itself
     sel_pool = _with_siblings(rd, out, card, data, sel_pool, log, seed=seed, deadline=deadline, device=device)
     logits = sel_pool.logits
-    sel = greedy_ensemble(logits, sel_pool.y, seed=seed)
+    sel = greedy_ensemble(logits, sel_pool.y, seed=seed, anchor=f"trial {card.best_trial}")
     names = list(sel.members)
     trials = [sel_pool.trial[m] for m in names]
     log("selection", "done", f"{len(names)} of {len(logits)} ({sel_pool.kind}), weights "
@@ -259,7 +260,8 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
         elapsed_s=round(time.monotonic() - started, 1), pool=pool,
         selection={"method": "greedy ensemble selection with replacement (Caruana et al. 2004), sorted init, "
                              f"on temperature-scaled members' validation nll, bagged ({BAGS} selections on random halves "
-                             f"of the rows, mean weights, members under {MIN_WEIGHT:g} dropped)",
+                             f"of the rows, mean weights, members under {MIN_WEIGHT:g} dropped), the shipped model's "
+                             f"trial kept at {ANCHOR_WEIGHT:.2f} of the weight at least",
                    "rounds": ROUNDS, "init": INIT,
                    "pool": sel_pool.kind, "selected_on": sel_pool.selected_on, **_selection_record(rd, sel, sel_pool)},
         capped=capped_record, candidates=candidates, chosen=chosen["name"],
