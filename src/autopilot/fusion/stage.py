@@ -7,7 +7,8 @@ distilled from it, and the choice of what ships among the three.
      and the cross-validated finalists' bags' out-of-fold logits, on the
      validation examples outside the gate slice; the shipped model, when
      retrained, stands in for its own trial, with the siblings that fit
-     (siblings.py: its configuration retrained with other seeds);
+     (siblings.py: its configuration retrained with other seeds); its
+     trial keeps at least two thirds of the weight (select.py's anchor);
   2. the chosen members as one ONNX graph (ensemble.Ensemble), parity-checked
      against the PyTorch members on the validation inputs: a failed check
      keeps it from shipping unless --force;
@@ -141,7 +142,7 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
     if card.family in ESTIMATOR_FAMILIES:  # models/estimators.py: the single model is no PyTorch module to fuse or distil
         log("ensemble", "skipped", f"the final model is fitted by scikit-learn ({card.family}), not a PyTorch module")
         return None
-    if sum(len(sel_pool.models[n]) for n in logits) < 2 and not (retrained and data.get(GATED)):
+    if not logits or (sum(len(sel_pool.models[n]) for n in logits) < 2 and not (retrained and data.get(GATED))):
         # (A retrained shipped model may still get siblings: then its trial alone makes an ensemble.)
         log("ensemble", "skipped", f"{len(logits)} completed trial(s) to choose from; an ensemble needs two")
         return None
@@ -282,8 +283,11 @@ def _with_siblings(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Po
     on train+validation: its recipe (hyper-parameters, warm start, rows) is
     on the card and in the gated data."""
     name = f"trial {card.best_trial}"
-    if not (data.get(GATED) and card.cv is not None and card.cv.retrained and name in sel_pool.models):
+    if not (data.get(GATED) and card.cv is not None and card.cv.retrained):
         log("siblings", "skipped", "the shipped model was not retrained on train+validation here")
+        return sel_pool
+    if name not in sel_pool.models:
+        log("siblings", "skipped", f"the shipped model's {name} is not in the pool")
         return sel_pool
     hp = card.hyperparameters.training or {}
     if "epochs" not in hp:
