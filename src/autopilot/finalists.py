@@ -37,7 +37,6 @@ import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
-from safetensors.torch import load_file
 
 from .compress.measure import torch_logits
 from .compress.stage import step_seconds
@@ -50,7 +49,7 @@ from .schemas.search import TrialConfig
 from .search import space
 from .search.driver import single_worker_threads
 from .search.select import WEIGHTS, rank_trial, score
-from .train import seed_everything, train
+from .train import seed_everything, train, train_configuration
 
 RESERVE_RELEASE = 2.0  # the reserve goes back to the search when the cheapest option needs more than this many times it
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
@@ -62,7 +61,6 @@ MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one 
 BAG_FOLD_SHARE = 0.5
 MIN_FOLD_EPOCHS = 3  # nor one of fewer epochs (unless planned so): on digits, 1-epoch folds ranked a
 #                      network that scored 1.000 on validation below one that scored 0.985
-RETRAIN_VAL_EXAMPLES = 512  # the retraining's per-epoch check; the validation split is training data then
 PROBE_STEPS = 3  # timed training steps of the pace probe
 PROBE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
@@ -407,26 +405,6 @@ def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str
     hp = {**c.hparams, "patience": c.planned + 1}
     return train_configuration(c.spec, hp, c.warm_start, X, y, kind=kind, seed=seed + c.trial.number, device=device,
                                deadline=deadline), hp
-
-
-def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.ndarray, y: np.ndarray, *, kind: str,
-                        seed: int, device: str, deadline: float | None) -> torch.nn.Module | None:
-    """One retraining on (X, y): `spec` built with `seed`, started from
-    `warm_start`'s weights when given, trained hp["epochs"] epochs; the last
-    epoch's weights in eval mode on the CPU, or None when the deadline cut
-    the schedule. retrain() trains the winner with it, the fusion stage the
-    winner's siblings (the same recipe, other seeds)."""
-    seed_everything(seed)
-    model = build_model(spec)
-    if warm_start is not None:
-        model.load_state_dict(load_file(str(warm_start)))
-    # A display only (the last epoch's weights ship): a sample of its own training data.
-    step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
-    check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
-    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last")
-    if result.stopped == "deadline" or result.epochs_run < int(hp["epochs"]) or not result.history:
-        return None
-    return model.cpu().eval()
 
 
 def _refit_runner_up(finalists: list[Finalist], by_number: dict, winner: Candidate, X, y, data: dict, info: dict,

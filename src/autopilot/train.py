@@ -10,13 +10,16 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from .data.augment import augment_from_hparams, mix_from_hparams
+from .models import build_model
 
 # Defaults in one visible place. The search overrides most of them.
 DEFAULTS = {
@@ -374,3 +377,26 @@ def train(
     result.state_dict = best_state
     fire("on_train_end", result)
     return result
+
+
+RETRAIN_VAL_EXAMPLES = 512  # train_configuration's per-epoch check; the validation split is training data then
+
+
+def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.ndarray, y: np.ndarray, *, kind: str,
+                        seed: int, device: str, deadline: float | None) -> torch.nn.Module | None:
+    """One retraining on (X, y): `spec` built with `seed`, started from
+    `warm_start`'s weights when given, trained hp["epochs"] epochs; the last
+    epoch's weights in eval mode on the CPU, or None when the deadline cut
+    the schedule. finalists.retrain() trains the winner with it, the fusion stage the
+    winner's siblings (the same recipe, other seeds)."""
+    seed_everything(seed)
+    model = build_model(spec)
+    if warm_start is not None:
+        model.load_state_dict(load_file(str(warm_start)))
+    # A display only (the last epoch's weights ship): a sample of its own training data.
+    step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
+    check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
+    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last")
+    if result.stopped == "deadline" or result.epochs_run < int(hp["epochs"]) or not result.history:
+        return None
+    return model.cpu().eval()
