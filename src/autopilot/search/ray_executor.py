@@ -29,7 +29,6 @@ finalists, and starts no exploration trial once the finalists are out.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import socket
@@ -125,9 +124,12 @@ def _drive(ray, rd, config, study, data, info, proxy, deadline_wall, n_trials) -
     retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     capacity, checked_capacity = _capacity(ray, config), time.time()
     plan = budget.load_plan(study)  # a time budget's rungs and finalists (None: each trial as sampled)
-    if plan is not None and plan.workers != capacity:
-        # One finalist per trial slot: the cluster's slots, not this machine's worker count.
-        plan = dataclasses.replace(plan, workers=capacity)
+    if plan is not None:
+        _warm_up(ray, config, capacity, deadline_wall)
+        # The plan's windows are laid over the time left once the workers are
+        # warm, with one finalist per trial slot: the cluster's slots, not
+        # this machine's worker count.
+        plan = budget.SearchPlan.make(time.time(), plan.deadline_wall, capacity)
         budget.save_plan(study, plan)
 
     def room_for_more() -> bool:
@@ -176,6 +178,29 @@ def _suggest(trial: optuna.Trial, config: RunConfig, info: dict, study: optuna.S
         trial.set_user_attr("error", f"bad configuration: {type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
         return False
+
+
+WARM_UP_SHARE = 0.25  # of the time to the deadline, at most, spent warming the workers
+
+
+def _warm_up(ray, config: RunConfig, capacity: int, deadline_wall: float) -> None:
+    """A fresh Ray worker process spends seconds importing torch and the
+    trainer before its first trial, time that trial's slot did not plan
+    for: under a short budget the first rung overran into the finalists'
+    phase, and the finalists were refused for lack of time. One task per
+    trial slot imports them first; Ray reuses those worker processes for
+    the trials."""
+    warm = ray.remote(_import_trainer).options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial,
+                                               max_retries=0)
+    refs = [warm.remote() for _ in range(capacity)]
+    # A worker still importing after that goes on; its first trial waits for it.
+    ray.wait(refs, num_returns=len(refs), timeout=max(0.0, WARM_UP_SHARE * (deadline_wall - time.time())))
+
+
+def _import_trainer() -> None:
+    import torch  # noqa: F401
+
+    from . import study  # noqa: F401  (the Objective, the trainer, the models)
 
 
 def _finish(ray, rd: RunDir, study: optuna.Study, trial: optuna.Trial, ref, retry) -> None:

@@ -352,7 +352,10 @@ class Objective:
         something_to_ship = any(t.state == TrialState.COMPLETE for t in trial.study.get_trials(deepcopy=False))
         if slot < budget.MIN_SLOT_S and something_to_ship:  # this process starts no more trials
             trial.set_user_attr("rejected", f"only {slot:.0f} s of the budget left: too little for a trial")
-            trial.study.stop()
+            try:
+                trial.study.stop()
+            except RuntimeError:  # not in study.optimize (a Ray task): the driver stops at the deadline
+                pass
             raise optuna.TrialPruned(trial.user_attrs["rejected"])
         step_s = budget.measure_step_cost(model, Xtr, ytr, hp, self.info["kind"], resolve_device(self.config.device),
                                           max_s=budget.MEASURE_SHARE * slot)
