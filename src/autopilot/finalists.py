@@ -39,7 +39,6 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .compress.measure import torch_logits
-from .compress.stage import step_seconds
 from .config import RunConfig
 from .data.gate import clear_gate, gate_split, pooled, save_gate
 from .models import build_model, save_model
@@ -49,11 +48,10 @@ from .schemas.search import TrialConfig
 from .search import space
 from .search.driver import single_worker_threads
 from .search.select import WEIGHTS, rank_trial, score
-from .train import seed_everything, train, train_configuration
+from .train import PACE_MARGIN, epoch_pace, seed_everything, train, train_configuration
 
 RESERVE_RELEASE = 2.0  # the reserve goes back to the search when the cheapest option needs more than this many times it
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
-MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
 MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
 # The fold models are also the fusion stage's bags: folds trained for half
 # their schedule or more are tried first (fewer finalists, longer folds);
@@ -62,7 +60,6 @@ BAG_FOLD_SHARE = 0.5
 MIN_FOLD_EPOCHS = 3  # nor one of fewer epochs (unless planned so): on digits, 1-epoch folds ranked a
 #                      network that scored 1.000 on validation below one that scored 0.985
 PROBE_STEPS = 3  # timed training steps of the pace probe
-PROBE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
 FOLD_SEED_STEP = 1000  # fold f of trial n trains with seed + n + 1000 (f + 1)
 BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy
 REFIT_DIR = "full"  # finalists/<trial>/full/: the runner-up retrained on train+validation (_refit_runner_up)
@@ -149,8 +146,7 @@ def probe_pace(c: Candidate, X: np.ndarray, y: np.ndarray, kind: str) -> float |
     machine and overstated this stage's by about 2x on mnist1d (a retraining
     planned at 49 s took 22 s), which left no time for any fold."""
     try:
-        bs = int(min(int(c.hparams.get("batch_size", 64)), len(X)))
-        return step_seconds(build_model(c.spec), X, y, c.hparams, kind, steps=PROBE_STEPS) / bs * PROBE_OVERHEAD
+        return epoch_pace(c.spec, c.hparams, X, y, kind, steps=PROBE_STEPS)
     except Exception:  # a model the probe cannot step keeps the search's pace
         return None
 
@@ -176,13 +172,13 @@ def fold_seconds(c: Candidate, epochs: int, n_examples: int, folds: int) -> floa
     """Estimated seconds of all `folds` fold trainings of one finalist."""
     if c.epoch_s_per_example is None:
         return math.inf
-    return folds * epochs * n_examples * (folds - 1) / folds * c.epoch_s_per_example * MARGIN
+    return folds * epochs * n_examples * (folds - 1) / folds * c.epoch_s_per_example * PACE_MARGIN
 
 
 def retrain_seconds(c: Candidate, n_examples: int) -> float:
     if c.epoch_s_per_example is None:
         return math.inf
-    return c.planned * n_examples * c.epoch_s_per_example * MARGIN
+    return c.planned * n_examples * c.epoch_s_per_example * PACE_MARGIN
 
 
 def fold_epochs(c: Candidate, share: float) -> int:

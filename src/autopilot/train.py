@@ -379,6 +379,45 @@ def train(
     return result
 
 
+def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, teacher=None, steps: int = 3) -> float:
+    """Median seconds of one training step (augmentation, the teacher's
+    forward pass when given, the model's forward and backward) on a batch of
+    hp["batch_size"], after an untimed warm-up step; `model` is stepped with
+    a zero learning rate (pass a copy to keep its statistics)."""
+    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    augment = augment_from_hparams(kind, hp, tuple(X.shape[1:]))
+    xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        x = augment(xb) if augment is not None else xb
+        if teacher is not None:
+            with torch.no_grad():
+                teacher(x)
+        loss = torch.nn.functional.cross_entropy(model(x), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+# An estimated retraining's allowances (finalists' plan, fusion's siblings):
+PACE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
+PACE_MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
+
+
+def epoch_pace(spec: dict, hp: dict, X: np.ndarray, y: np.ndarray, kind: str, *, steps: int = 3) -> float:
+    """Seconds per training example per epoch of `spec` trained with `hp`,
+    from a few timed steps (step_seconds) plus PACE_OVERHEAD; without
+    PACE_MARGIN, which the planner adds to the seconds it plans."""
+    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
+    return step_seconds(build_model(spec), X, y, hp, kind, steps=steps) / bs * PACE_OVERHEAD
+
+
 RETRAIN_VAL_EXAMPLES = 512  # train_configuration's per-epoch check; the validation split is training data then
 
 

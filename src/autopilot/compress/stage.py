@@ -57,7 +57,7 @@ from ..schemas import SchemaError
 from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
 from ..schemas.compress import CompressResults
 from ..schemas.run import read_run
-from ..train import DEFAULTS, as_inputs, float_batch, train
+from ..train import DEFAULTS, step_seconds, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
 from .policy import (CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front,
@@ -91,34 +91,6 @@ LATENCY_S_PER_CANDIDATE = 4.0  # seconds of interleaved timing rounds per candid
 # the second core, 2 OpenMP threads made a training step 10x slower here
 # (1 s instead of 0.07 s) as each waits for the descheduled other.
 TRAIN_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
-
-
-def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, teacher=None, steps: int = 3) -> float:
-    """Median seconds of one training step (augmentation, the teacher's
-    forward pass when given, the model's forward and backward) on a batch of
-    hp["batch_size"], after an untimed warm-up step; `model` is stepped with
-    a zero learning rate (pass a copy to keep its statistics)."""
-    from ..data.augment import augment_from_hparams
-
-    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    augment = augment_from_hparams(kind, hp, tuple(X.shape[1:]))
-    xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        x = augment(xb) if augment is not None else xb
-        if teacher is not None:
-            with torch.no_grad():
-                teacher(x)
-        loss = torch.nn.functional.cross_entropy(model(x), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def rung_label(job: str, arg: float) -> str:

@@ -24,31 +24,24 @@ its fold models.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import torch
 
-from ..compress.stage import step_seconds
-from ..models import build_model, save_model
+from ..models import save_model
 from ..search.driver import single_worker_threads
-from ..train import train_configuration
+from ..train import PACE_MARGIN, epoch_pace, train_configuration
 
 SEED_STEP = 2000  # sibling k of trial n trains with seed + n + 2000 k (the folds use steps of 1000)
 MAX_SIBLINGS = 2  # three models of one configuration: the bench's measured gain (4.75 against 6.25 errors)
-# The finalists' allowances for an estimated retraining (finalists.PROBE_OVERHEAD, MARGIN):
-# the epoch's evaluation pass and data handling, and a shared machine.
-PROBE_OVERHEAD, MARGIN = 1.25, 1.3
 SHARE = 0.75  # of the fusion stage's training slice at most; the student distilled from the ensemble gets the rest
 
 
 def epoch_seconds(spec: dict, hp: dict, X, y, kind: str) -> float:
-    """One epoch of the retraining on (X, y), from a few timed steps, with
-    the finalists' allowance for evaluation and a shared machine."""
-    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
-    step = step_seconds(build_model(spec), X, y, hp, kind)
-    return step * math.ceil(len(X) / bs) * PROBE_OVERHEAD * MARGIN
+    """One epoch of the retraining on (X, y), planned as the finalists plan
+    theirs: the measured pace with its allowance for a shared machine."""
+    return epoch_pace(spec, hp, X, y, kind) * len(X) * PACE_MARGIN
 
 
 def planned(slice_s: float, epoch_s: float, epochs: int) -> int:

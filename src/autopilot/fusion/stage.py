@@ -49,6 +49,7 @@ from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..rundir import RunDir, write_json
 from ..schemas.card import FusedFigures, ModelFigures, read_card, write_card
 from ..schemas.fusion import FusionResults
+from ..search.select import WEIGHTS
 from ..stats import paired
 from ..train import DEFAULTS
 from . import members as pool_of
@@ -171,15 +172,15 @@ def fuse_run(run_dir, *, budget_s: float, ship: str, max_drop: float, seed: int 
 def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, ship, max_drop, seed, force,
           deadline, device, started, budget_s):
     Xva, yva = data["val"]
+    single_model, spec = load_model(rd.model_dir)
     base_pool = sel_pool  # without siblings: a bag of them is over --ship balanced's latency cap by itself
-    sel_pool = _with_siblings(rd, out, card, data, sel_pool, log, seed=seed, deadline=deadline, device=device)
+    sel_pool = _with_siblings(rd, out, card, spec, data, sel_pool, log, seed=seed, deadline=deadline, device=device)
     logits = sel_pool.logits
     sel = greedy_ensemble(logits, sel_pool.y, seed=seed, anchor=f"trial {card.best_trial}")
     names = list(sel.members)
     trials = [sel_pool.trial[m] for m in names]
     log("selection", "done", f"{len(names)} of {len(logits)} ({sel_pool.kind}), weights "
         + ", ".join(f"{m}:{w:.2f}" for m, w in zip(names, sel.weights)) + f"; selection accuracy {sel.val_accuracy:.4f}")
-    single_model, spec = load_model(rd.model_dir)
     single_file = _single_file(card)
     candidates = [{"name": "single", "file": single_file, "method": card.shipped.method if card.shipped and
                    single_file != FP32 else "fp32", "params": count_params(single_model)}]
@@ -276,8 +277,8 @@ def _fuse(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, 
     return results, chosen_file
 
 
-def _with_siblings(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Pool, log, *, seed, deadline,
-                   device) -> pool_of.Pool:
+def _with_siblings(rd: RunDir, out: Path, card, spec: dict, data: dict, sel_pool: pool_of.Pool, log, *, seed,
+                   deadline, device) -> pool_of.Pool:
     """The pool with the shipped model's siblings beside it (siblings.py),
     as many as fit their share of the time left. Only for a model retrained
     on train+validation: its recipe (hyper-parameters, warm start, rows) is
@@ -294,8 +295,7 @@ def _with_siblings(rd: RunDir, out: Path, card, data: dict, sel_pool: pool_of.Po
         log("siblings", "skipped", "the card does not record the retraining's hyper-parameters")
         return sel_pool
     slice_s = deadline - time.monotonic() - LATENCY_S[0] - 1.0
-    warm = rd.trial_dir(card.best_trial) / "weights.safetensors" if card.cv.retrain_warm_start else None
-    _, spec = load_model(rd.model_dir)
+    warm = rd.trial_dir(card.best_trial) / WEIGHTS if card.cv.retrain_warm_start else None
     made, why = train_siblings(out, spec, {**DEFAULTS, **hp}, warm, data["train"], kind=card.kind,
                                seed=seed + card.best_trial, slice_s=slice_s, device=device)
     log("siblings", "done" if made else "skipped", why)
