@@ -407,9 +407,9 @@ def test_ship_balanced_selects_an_ensemble_within_twice_the_single_models_latenc
 def test_siblings_fit_their_share_of_the_slice_whole_schedules_only():
     from autopilot.fusion.siblings import MAX_SIBLINGS, SHARE, planned
 
-    assert planned(100.0, 1.0, 30) == min(MAX_SIBLINGS, int(SHARE * 100 // 30))
-    assert planned(100.0, 1.0, int(SHARE * 100) + 1) == 0  # one schedule over the share: none
-    assert planned(10_000.0, 1.0, 10) == MAX_SIBLINGS
+    assert planned(100.0, 30.0) == min(MAX_SIBLINGS, int(SHARE * 100 // 30))
+    assert planned(100.0, SHARE * 100 + 1) == 0  # one schedule over the share: none
+    assert planned(10_000.0, 10.0) == MAX_SIBLINGS
 
 
 def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path):
@@ -421,6 +421,7 @@ def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path
     from autopilot.fusion.select import ANCHOR_WEIGHT
     from autopilot.fusion.siblings import MAX_SIBLINGS
     from autopilot.fusion.stage import fuse_run
+    from autopilot.train import PACE_MARGIN
     from autopilot.models import load_model
     from autopilot.schemas.card import read_card
     from autopilot.schemas.fusion import read_fusion
@@ -430,11 +431,13 @@ def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path
     rd, _, data, _ = finished_run(tmp_path, "sib", cv=2, finalists=1)
     card = read_card(rd.path)
     assert card.cv.retrained and card.cv.gate_examples  # premise: retrained, a gate kept out
+    assert card.cv.retrain_s > 0  # what the siblings plan on: the retraining they repeat, as timed here
     fuse_run(rd.path, budget_s=60, ship="accurate", max_drop=0.5, data=data)
     res = read_fusion(rd.path)
     step = next(s for s in res.plan if s.step == "siblings")
     sibs = sorted((rd.path / "fusion").glob("sibling*"))
     assert step.status == "done" and len(sibs) == MAX_SIBLINGS and step.why.startswith(f"{MAX_SIBLINGS} of "), step
+    assert step.why.endswith(f"(about {card.cv.retrain_s * PACE_MARGIN:.0f} s each was planned)"), step
     shipped, spec = load_model(rd.model_dir)
     for folder in sibs:  # the shipped configuration with other weights
         sib, sib_spec = load_model(folder)

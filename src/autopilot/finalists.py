@@ -512,7 +512,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         console.print(f"finalists: trial {search_best.number if winner is None else winner.trial.number} wins: {reason}",
                       highlight=False)
 
-        model, training = None, None
+        model, training, retrain_s = None, None, None
         if winner is not None and plan.retrain:
             left = None if deadline is None else deadline - time.monotonic()
             if plan.retrain_epochs:  # the plan shortened the retraining to fit
@@ -525,8 +525,10 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                 console.print(f"retraining trial {winner.trial.number} on train+validation for {winner.planned} epochs"
                               + (", continuing the search's weights (the budget had cut its schedule)"
                                  if winner.warm_start else ""), highlight=False)
+                began = time.monotonic()
                 model, training = retrain(winner, X, y, data, kind=info["kind"], seed=config.seed,
                                           device=config.device, deadline=deadline)
+                retrain_s = time.monotonic() - began
                 if model is None:
                     training = None
                     note("the deadline cut the retraining on train+validation: the winner ships with the weights "
@@ -558,6 +560,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         reason=reason, retrained=model is not None or refit_by_final,
         retrain_epochs=winner.planned if model is not None else None,
         retrain_warm_start=(winner.warm_start is not None) if model is not None else None,
+        retrain_s=round(retrain_s, 1) if model is not None else None,
         validation_held_out=model is None and not refit_by_final,
         gate_examples=None if gate is None else len(gate), reserved_s=reserved, elapsed_s=time.time() - started, notes=notes)
     return Outcome(winner=winner_trial, model=model, training=training, record=record)

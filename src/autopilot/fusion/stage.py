@@ -297,7 +297,8 @@ def _with_siblings(rd: RunDir, out: Path, card, spec: dict, data: dict, sel_pool
     slice_s = deadline - time.monotonic() - LATENCY_S[0] - 1.0
     warm = rd.trial_dir(card.best_trial) / WEIGHTS if card.cv.retrain_warm_start else None
     made, why = train_siblings(out, spec, {**DEFAULTS, **hp}, warm, data["train"], kind=card.kind,
-                               seed=seed + card.best_trial, slice_s=slice_s, device=device)
+                               seed=seed + card.best_trial, slice_s=slice_s, retrain_s=card.cv.retrain_s,
+                               device=device)
     log("siblings", "done" if made else "skipped", why)
     if not made:
         return sel_pool

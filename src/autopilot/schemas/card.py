@@ -111,6 +111,9 @@ class CrossValidation(Part):
     # The retraining continued the search's weights: the budget had cut the
     # configuration's schedule short (finalists.Candidate.warm_start)
     retrain_warm_start: bool | None = None
+    # Seconds the retraining took here: what the fusion stage's siblings,
+    # which repeat it with other seeds, plan on (None: not retrained here)
+    retrain_s: float | None = None
     validation_held_out: bool  # False once retrained: the validation split is in the shipped model's training data
     # Validation examples kept out of the folds and the retraining (data/gate.py):
     # compression and fusion judge on them; None: no gate (the plain validation split)
