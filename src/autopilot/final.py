@@ -25,7 +25,7 @@ from .finalists import run_finalists
 from .metrics import binomial_se
 from .models import count_params, load_model, save_model
 from .models.estimators import is_estimator_dir
-from .rundir import RunDir, write_json
+from .rundir import TORCH_FILES, RunDir, write_json
 from .schemas.card import (Hyperparameters, ModelCard, ModelFigures, Parity, RegressionFigures, RegressionMetrics,
                            Selection, TrialCounts)
 from .schemas.run import read_run
@@ -212,7 +212,7 @@ def _torch_final(model, spec: dict, src, tmp, ds, data: dict, *, retrained: bool
     if retrained:
         save_model(tmp, model, spec)
     else:
-        for f in ("spec.json", "weights.safetensors"):
+        for f in TORCH_FILES:
             shutil.copy2(src / f, tmp / f)
     # The test split is used here, once, after selection.
     Xte = data["test"][0]

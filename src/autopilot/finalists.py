@@ -42,12 +42,12 @@ from .compress.measure import torch_logits
 from .config import RunConfig
 from .data.gate import clear_gate, gate_split, pooled, save_gate
 from .models import build_model, save_model
-from .rundir import RunDir
+from .rundir import WEIGHTS_FILE, RunDir
 from .schemas.card import CrossValidation, Finalist
 from .schemas.search import TrialConfig
 from .search import space
 from .search.driver import single_worker_threads
-from .search.select import WEIGHTS, rank_trial, score
+from .search.select import rank_trial, score
 from .train import PACE_MARGIN, epoch_pace, seed_everything, train, train_configuration
 
 RESERVE_RELEASE = 2.0  # the reserve goes back to the search when the cheapest option needs more than this many times it
@@ -109,7 +109,7 @@ def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial
     configuration again at each rung (same parameters): it counts once, by
     its best-ranked trial."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and (rd.trial_dir(t.number) / WEIGHTS).exists()]
+            if t.values and (rd.trial_dir(t.number) / WEIGHTS_FILE).exists()]
     out, seen = [], set()
     for t in sorted(done, key=rank_trial, reverse=True):
         key = json.dumps(t.params, sort_keys=True, default=str)
@@ -134,9 +134,9 @@ def candidate(rd: RunDir, t: FrozenTrial, n_train: int) -> Candidate:
     configured = int(cfg.params.get("epochs") or hparams["epochs"])
     # A trial whose pace was slower than planned ended on time with a shorter schedule.
     hparams["epochs"] = min(int(hparams["epochs"]), int(t.user_attrs.get("planned_epochs") or hparams["epochs"]))
-    cut = hparams["epochs"] < configured and (tdir / WEIGHTS).exists()
+    cut = hparams["epochs"] < configured and (tdir / WEIGHTS_FILE).exists()
     return Candidate(t, cfg.spec, hparams, int(params) if params is not None else None, per_example, trained_on,
-                     warm_start=tdir / WEIGHTS if cut else None)
+                     warm_start=tdir / WEIGHTS_FILE if cut else None)
 
 
 def probe_pace(c: Candidate, X: np.ndarray, y: np.ndarray, kind: str) -> float | None:
@@ -453,7 +453,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
     shutil.rmtree(bags, ignore_errors=True)  # fold models of an earlier final stage describe other folds
     clear_gate(rd.data_dir)
     if info.get("task", "classification") == "classification" and not np.issubdtype(y.dtype, np.floating) \
-            and (rd.trial_dir(search_best.number) / WEIGHTS).exists():
+            and (rd.trial_dir(search_best.number) / WEIGHTS_FILE).exists():
         # Networks are cross-validated and retrained here: keep the gate out of both.
         gate, rest = gate_split(data["val"][1], config.gate_frac, config.seed)
         X, y = pooled(data, rest)
@@ -465,7 +465,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         cands = []
         plan = Plan(0, 0.0, False, ["a regression label: cross-validation by accuracy covers classification only; "
                                     "the search's best trial ships as trained"])
-    elif not (rd.trial_dir(search_best.number) / WEIGHTS).exists():
+    elif not (rd.trial_dir(search_best.number) / WEIGHTS_FILE).exists():
         # Boosted trees are retrained by their own code: the networks below
         # them must not take their place on a re-scoring they did not enter.
         cands, refit_by_final = [], True

@@ -16,6 +16,11 @@ import os
 import re
 from pathlib import Path
 
+# A network's files in a trial or model folder (models.spec.save_model writes them):
+SPEC_FILE = "spec.json"  # its architecture, JSON
+WEIGHTS_FILE = "weights.safetensors"  # its weights, no pickle
+TORCH_FILES = (SPEC_FILE, WEIGHTS_FILE)
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -379,30 +379,43 @@ def train(
     return result
 
 
-def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, teacher=None, steps: int = 3) -> float:
-    """Median seconds of one training step (augmentation, the teacher's
-    forward pass when given, the model's forward and backward) on a batch of
-    hp["batch_size"], after an untimed warm-up step; `model` is stepped with
-    a zero learning rate (pass a copy to keep its statistics)."""
-    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
+def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, device="cpu", teacher=None,
+                 steps: int = 3, warmup: int = 1, max_s: float = math.inf) -> float:
+    """Median seconds of one training step of `model` with `hp`: its own
+    optimiser (at a zero learning rate), augmentation, the teacher's forward
+    pass when given, the loss of hp["task"], forward and backward, on a batch
+    of hp["batch_size"], after `warmup` untimed steps (a process's first
+    steps allocate and warm caches). The random state is left as it was.
+    After `max_s` seconds the steps so far decide: a model too slow for its
+    slot is found out in one step. `model` is stepped, so its batch-norm
+    statistics move: pass a copy to keep them."""
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    augment = augment_from_hparams(kind, hp, tuple(X.shape[1:]))
-    xb, yb = float_batch(as_inputs(X[:bs])), torch.as_tensor(y[:bs], dtype=torch.long)
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        x = augment(xb) if augment is not None else xb
-        if teacher is not None:
-            with torch.no_grad():
-                teacher(x)
-        loss = torch.nn.functional.cross_entropy(model(x), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    opt = make_optimizer(model, {**DEFAULTS, **hp, "lr": 0.0})
+    bs = int(min(int(hp.get("batch_size", DEFAULTS["batch_size"])), len(X)))
+    xb = float_batch(as_inputs(X[:bs], device))  # uint8 pixels -> [0, 1], as training does
+    regression = hp.get("task") == "regression"  # one output and a squared error, as train() does
+    yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
+    augment = augment_from_hparams(kind, hp, tuple(xb.shape[1:]))
+    times, last = [], 0.0
+    with torch.random.fork_rng(devices=[]):
+        start = time.perf_counter()
+        for i in range(warmup + steps):
+            if i and time.perf_counter() - start > max_s:
+                break
+            t = time.perf_counter()
+            x = augment(xb) if augment is not None else xb
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher(x)
+            out = model(x)
+            loss = nn.functional.mse_loss(out[:, 0], yb) if regression else nn.functional.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            last = time.perf_counter() - t
+            if i >= warmup:
+                times.append(last)
+    return float(np.median(times)) if times else last
 
 
 # An estimated retraining's allowances (finalists' plan, fusion's siblings):

@@ -19,13 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..models import load_model
-from ..rundir import RunDir
+from ..rundir import TORCH_FILES, WEIGHTS_FILE, RunDir
 from ..schemas import read
 from ..schemas.search import SearchFile
 from ..search.study import VAL_LOGITS
-
-TORCH_FILES = ("spec.json", "weights.safetensors")
-
 
 def read_val_logits(trial_dir: str | Path) -> np.ndarray | None:
     """A trial's validation logits, or None when it kept none (no pickle)."""
@@ -53,7 +50,7 @@ def pool(rd: RunDir, n_val: int) -> tuple[dict[int, np.ndarray], list[str]]:
     for n in completed_trials(rd):
         tdir = rd.trial_dir(n)
         logits = read_val_logits(tdir)
-        if logits is None and not (tdir / "weights.safetensors").exists():
+        if logits is None and not (tdir / WEIGHTS_FILE).exists():
             continue  # stopped before it trained (e.g. no time left in the budget): no model to fuse
         if logits is None:
             left_out.append(f"trial {n}: no {VAL_LOGITS}")

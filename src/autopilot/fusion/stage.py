@@ -46,10 +46,9 @@ from ..data.gate import GATED, load_gate, with_gate
 from ..export import check_parity, export_onnx
 from ..models import count_params, load_model, save_model
 from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
-from ..rundir import RunDir, write_json
+from ..rundir import WEIGHTS_FILE, RunDir, write_json
 from ..schemas.card import FusedFigures, ModelFigures, read_card, write_card
 from ..schemas.fusion import FusionResults
-from ..search.select import WEIGHTS
 from ..stats import paired
 from ..train import DEFAULTS
 from . import members as pool_of
@@ -295,7 +294,7 @@ def _with_siblings(rd: RunDir, out: Path, card, spec: dict, data: dict, sel_pool
         log("siblings", "skipped", "the card does not record the retraining's hyper-parameters")
         return sel_pool
     slice_s = deadline - time.monotonic() - LATENCY_S[0] - 1.0
-    warm = rd.trial_dir(card.best_trial) / WEIGHTS if card.cv.retrain_warm_start else None
+    warm = rd.trial_dir(card.best_trial) / WEIGHTS_FILE if card.cv.retrain_warm_start else None
     made, why = train_siblings(out, spec, {**DEFAULTS, **hp}, warm, data["train"], kind=card.kind,
                                seed=seed + card.best_trial, slice_s=slice_s, retrain_s=card.cv.retrain_s,
                                device=device)

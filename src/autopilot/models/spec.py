@@ -61,7 +61,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..rundir import write_json
+from ..rundir import SPEC_FILE, WEIGHTS_FILE, write_json
 from .blocks import MAX_CHANNELS, ConvBNAct, ResidualBlock, ResidualLinear, Standardize
 from .components import SPEC_VERSION, SpecError, build_component_model
 
@@ -177,22 +177,22 @@ def save_model(directory: str | Path, model: nn.Module, spec: dict) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / "weights.safetensors.tmp"
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp))
-    tmp.replace(directory / "weights.safetensors")
-    write_json(directory / "spec.json", spec)
+    tmp.replace(directory / WEIGHTS_FILE)
+    write_json(directory / SPEC_FILE, spec)
 
 
 def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
     directory = Path(directory)
-    spec = json.loads((directory / "spec.json").read_text())
+    spec = json.loads((directory / SPEC_FILE).read_text())
     model = build_model(spec)
     try:
-        model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     except RuntimeError as e:
         # torch names every mismatched key over many lines; the first one says enough.
         lines = str(e).splitlines()
         detail = lines[1].strip() if len(lines) > 1 else str(e)
-        raise SpecError(f"{directory / 'weights.safetensors'} does not fit {directory / 'spec.json'}: {detail}") from None
+        raise SpecError(f"{directory / WEIGHTS_FILE} does not fit {directory / SPEC_FILE}: {detail}") from None
     model.eval()
     return model, spec

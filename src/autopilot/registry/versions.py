@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import RunDir, read_json
+from ..rundir import TORCH_FILES, RunDir, read_json
 from ..schemas.base import read, write
 from ..schemas.versions import HistoryEvent, VersionEntry, Versions
 
-MODEL_FILES = ("spec.json", "weights.safetensors", "model.onnx", "card.json")
+MODEL_FILES = (*TORCH_FILES, "model.onnx", "card.json")
 REFERENCE = "reference.json"
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 from markupsafe import Markup
 
+from ..rundir import WEIGHTS_FILE
 from . import plots
 from .load import EXPECTED, Run, as_dict, as_list, get, num
 
@@ -167,7 +168,7 @@ def fp32_figures(run: Run) -> list[dict]:
     acc = num(card.get("test_accuracy"))
     if acc is not None:
         se = num(card.get("test_accuracy_se"))
-        out.append({"label": "fp32 PyTorch", "file": "model/weights.safetensors", "test": acc,
+        out.append({"label": "fp32 PyTorch", "file": f"model/{WEIGHTS_FILE}", "test": acc,
                     "se": se if se is not None else binomial_se(acc, n), "val": num(card.get("val_accuracy")),
                     "bytes": None, "latency_ms": None, "source": "card.json: PyTorch, before export"})
     return out

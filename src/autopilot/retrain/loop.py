@@ -41,7 +41,7 @@ import numpy as np
 from ..config import COMPRESS_SHARE, MIN_COMPRESS_S, check_max_drop, parse_duration, search_reserve
 from ..data.dataset import as_float
 from ..registry import versions
-from ..rundir import RunDir, read_json, write_json
+from ..rundir import TORCH_FILES, RunDir, read_json, write_json
 from ..schemas.base import write
 from ..schemas.decision import Compared, Compression, Decision, PairedTest, Source
 from ..schemas.run import read_run
@@ -319,7 +319,7 @@ def retrain(run_dir, *, data: str | None = None, from_feedback: bool = False, la
     model, spec = load_model(wrun.trial_dir(best.number))
     mdir = wrun.model_dir
     mdir.mkdir()
-    for f in ("spec.json", "weights.safetensors"):
+    for f in TORCH_FILES:
         shutil.copy2(wrun.trial_dir(best.number) / f, mdir / f)
     export_onnx(model, shape, mdir / "model.onnx")
     parity = check_parity(model, mdir / "model.onnx", old["test"][0])

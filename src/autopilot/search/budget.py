@@ -203,39 +203,15 @@ def validation_subset(n_val: int, seed: int) -> np.ndarray:
 def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, device,
                       max_s: float = float("inf")) -> float:
     """Seconds per training example of this model at this batch size, from
-    a few real optimiser steps (augmentation included) on a copy: the
-    trial's own weights and random state are untouched. After `max_s`
-    seconds the steps so far decide: a model too slow for its slot is
-    found out in one step, not five (a 155k-parameter net took 67 s to
-    measure on a busy machine)."""
-    import torch
-    from torch import nn
+    a few real training steps on a copy (train.step_seconds): the trial's
+    own weights and random state are untouched. After `max_s` seconds the
+    steps so far decide (a 155k-parameter net took 67 s to measure on a
+    busy machine)."""
+    from ..train import step_seconds
 
-    from ..data.augment import augment_from_hparams
-    from ..train import DEFAULTS, as_inputs, float_batch, make_optimizer
-
-    probe = copy.deepcopy(model).to(device).train()
-    opt = make_optimizer(probe, {**DEFAULTS, **hp, "lr": 1e-6})
-    bs = int(min(hp["batch_size"], len(X)))
-    xb = float_batch(as_inputs(X[:bs], device))  # uint8 pixels -> [0, 1], as training does
-    regression = hp.get("task") == "regression"  # one output and a squared error (train.py)
-    yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
-    augment = augment_from_hparams(kind, hp, tuple(xb.shape[1:]))
-    with torch.random.fork_rng(devices=[]):
-        times, start = [], time.perf_counter()
-        for i in range(MEASURE_BATCHES + WARMUP_BATCHES):
-            if time.perf_counter() - start > max_s and (times or i):
-                break
-            t0 = time.perf_counter()
-            out = probe(augment(xb) if augment is not None else xb)
-            loss = nn.functional.mse_loss(out[:, 0], yb) if regression else nn.functional.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if i >= WARMUP_BATCHES:  # the first steps allocate and warm caches
-                times.append(time.perf_counter() - t0)
-            last = time.perf_counter() - t0
-    return (float(np.median(times)) if times else last) / bs
+    probe = copy.deepcopy(model).to(device)
+    step = step_seconds(probe, X, y, hp, kind, device=device, steps=MEASURE_BATCHES, warmup=WARMUP_BATCHES, max_s=max_s)
+    return step / int(min(hp["batch_size"], len(X)))
 
 
 @dataclass

@@ -14,12 +14,11 @@ from typing import NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..rundir import RunDir
+from ..rundir import WEIGHTS_FILE, RunDir
 from ..stats import fold_gain
 
 COMPLETE = "complete"
-WEIGHTS = "weights.safetensors"
-MODEL_FILES = (WEIGHTS, "model.onnx")  # a network's weights, or a boosted trees' ONNX file (models/trees.py)
+MODEL_FILES = (WEIGHTS_FILE, "model.onnx")  # a network's weights, or a boosted trees' ONNX file (models/trees.py)
 
 
 class Selection(NamedTuple):
