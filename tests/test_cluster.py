@@ -97,7 +97,7 @@ def test_a_dead_ray_node_loses_no_trial(ray_cluster, tmp_path):
     runs = tmp_path / "runs"
     driver = subprocess.Popen(
         ray_cluster.netns.cmd(sys.executable, "-m", "autopilot", "run", "digits", "--executor", "ray",
-                              "--ray-address", ray_cluster.address, "--trials", "4",
+                              "--ray-address", ray_cluster.address, "--trials", "4", "--max-params", "20000",
                               "--pruner", "none", "--cv", "0", "--no-fusion", "--no-doctor", "--no-compress", "--quiet",
                               "--name", "r", "--runs-dir", runs),
         env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -18,7 +18,7 @@ from autopilot.data.synthetic import CLASSES, write_folder
 from autopilot.rundir import read_json
 from autopilot.serve.client import ServerProcess
 
-# budget: the run's accuracy is what 90 s of CPU buy, so make test runs this
+# budget: the run's accuracy is what 60 s of CPU buy, so make test runs this
 # file in its one-process phase (where its module-scoped run is trained once).
 pytestmark = [pytest.mark.slow, pytest.mark.budget]
 
@@ -31,7 +31,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def colour_run(photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return autopilot.run(str(photos), budget="90s", runs_dir=root, name="shapes", quiet=True, workers=1)
+    return autopilot.run(str(photos), budget="60s", runs_dir=root, name="shapes", quiet=True, workers=1)
 
 
 def test_a_colour_folder_trains_and_exports_with_parity(colour_run):
