@@ -234,6 +234,15 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert shortened_retraining(cut[0], 9, n, 11.6).planned == 8
     assert shortened_retraining(cut[0], 9, n, None).planned == 9  # no time limit
     assert shortened_retraining(cut[0], 9, n, 3.5).planned == 9  # too little for 3: left to the caller's check
+    # A search best that ran its whole schedule starts over when its
+    # retraining fits; when it does not, it continues its own weights for
+    # what fits rather than shipping the search's (mnist1d at 7m: 124 s
+    # needed, 78 s left, and nothing was retrained).
+    whole = [dataclasses.replace(cands[0], weights=Path("weights.safetensors")), cands[1]]
+    assert make_plan(whole, folds, n, 20).retrain_epochs is None
+    continued = make_plan(whole, folds, n, 12)
+    assert (continued.n, continued.retrain, continued.retrain_epochs) == (0, True, 9)
+    assert "continuing the search's weights" in continued.notes[0]
 
 
 def test_one_fold_is_refused_in_one_line(tmp_path):

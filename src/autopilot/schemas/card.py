@@ -109,7 +109,8 @@ class CrossValidation(Part):
     retrained: bool  # the shipped weights were trained on train+validation, not the search's
     retrain_epochs: int | None
     # The retraining continued the search's weights: the budget had cut the
-    # configuration's schedule short (finalists.Candidate.warm_start)
+    # configuration's schedule short, or left too little time to start over
+    # (finalists.Candidate.warm_start, finalists.continued)
     retrain_warm_start: bool | None = None
     # Seconds the retraining took here: what the fusion stage's siblings,
     # which repeat it with other seeds, plan on (None: not retrained here)
