@@ -24,6 +24,7 @@ from ..schemas import read
 from ..schemas.search import SearchFile
 from ..search.study import VAL_LOGITS
 
+
 def read_val_logits(trial_dir: str | Path) -> np.ndarray | None:
     """A trial's validation logits, or None when it kept none (no pickle)."""
     path = Path(trial_dir) / VAL_LOGITS
