@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .data.augment import augment_from_hparams, mix_from_hparams
+from .data.gate import check_split
 from .models import build_model
 
 # Defaults in one visible place. The search overrides most of them.
@@ -272,7 +273,7 @@ def train(
             return cross_entropy(logits, targets)
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
-    bs = int(min(hp["batch_size"], len(Xtr)))
+    bs = train_batch_size(hp, len(Xtr))
     steps_per_epoch = max(1, len(Xtr) // bs)  # drop the ragged last batch: BN dislikes tiny batches
     epochs = int(hp["epochs"])
     total = steps_per_epoch * epochs
@@ -379,6 +380,11 @@ def train(
     return result
 
 
+def train_batch_size(hp: dict, n: int) -> int:
+    """The batch size training uses on `n` examples: hp's, at most n."""
+    return int(min(int(hp.get("batch_size", DEFAULTS["batch_size"])), n))
+
+
 def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, device="cpu", teacher=None,
                  steps: int = 3, warmup: int = 1, max_s: float = math.inf) -> float:
     """Median seconds of one training step of `model` with `hp`: its own
@@ -391,7 +397,7 @@ def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, de
     statistics move: pass a copy to keep them."""
     model.train()
     opt = make_optimizer(model, {**DEFAULTS, **hp, "lr": 0.0})
-    bs = int(min(int(hp.get("batch_size", DEFAULTS["batch_size"])), len(X)))
+    bs = train_batch_size(hp, len(X))
     xb = float_batch(as_inputs(X[:bs], device))  # uint8 pixels -> [0, 1], as training does
     regression = hp.get("task") == "regression"  # one output and a squared error, as train() does
     yb = torch.as_tensor(y[:bs], dtype=torch.float32 if regression else torch.long, device=device)
@@ -418,6 +424,18 @@ def step_seconds(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, *, de
     return float(np.median(times)) if times else last
 
 
+def timed_epoch_seconds(model, data: dict, hp: dict, kind: str, *, teacher=None) -> float:
+    """Seconds of one epoch of a short training of `model` on data["train"]
+    (compression's fine-tuning, a distillation from `teacher`), from a few
+    timed steps on a copy (step_seconds): its full batches (train drops the
+    ragged last one) with 15 % for data handling, plus the validation pass
+    on check_split(data), about 0.3 of a step per batch of examples."""
+    X, y = data["train"]
+    bs = train_batch_size(hp, len(X))
+    step = step_seconds(copy.deepcopy(model), X, y, hp, kind, teacher=teacher)
+    return step * max(1, len(X) // bs) * 1.15 + 0.3 * step * len(check_split(data)[0]) / bs
+
+
 # An estimated retraining's allowances (finalists' plan, fusion's siblings):
 PACE_OVERHEAD = 1.25  # the epoch's evaluation pass and data handling on top of its training steps
 PACE_MARGIN = 1.3  # planned seconds x this: epochs on a shared machine vary by that much
@@ -427,8 +445,7 @@ def epoch_pace(spec: dict, hp: dict, X: np.ndarray, y: np.ndarray, kind: str, *,
     """Seconds per training example per epoch of `spec` trained with `hp`,
     from a few timed steps (step_seconds) plus PACE_OVERHEAD; without
     PACE_MARGIN, which the planner adds to the seconds it plans."""
-    bs = int(min(int(hp.get("batch_size", 64)), len(X)))
-    return step_seconds(build_model(spec), X, y, hp, kind, steps=steps) / bs * PACE_OVERHEAD
+    return step_seconds(build_model(spec), X, y, hp, kind, steps=steps) / train_batch_size(hp, len(X)) * PACE_OVERHEAD
 
 
 RETRAIN_VAL_EXAMPLES = 512  # train_configuration's per-epoch check; the validation split is training data then

@@ -36,7 +36,6 @@ early when the plan is done.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
@@ -57,7 +56,7 @@ from ..schemas import SchemaError
 from ..schemas.card import ModelCard, ModelFigures, read_card, write_card
 from ..schemas.compress import CompressResults
 from ..schemas.run import read_run
-from ..train import DEFAULTS, step_seconds, train
+from ..train import DEFAULTS, timed_epoch_seconds, train
 from . import measure, students
 from .distill import ALPHA, TEMPERATURE, distill
 from .policy import (CONFIDENCE, MIN_GAIN, MIN_GAIN_MS, choose, drop_upper_points, keeps_accuracy, pareto_front,
@@ -228,14 +227,8 @@ class _Stage:
 
     # -- trained candidates ------------------------------------------------
     def _epochs_for(self, slice_s: float, model, hp: dict, teacher=None) -> tuple[int, float]:
-        """Fit the epoch count to the slice from a timed probe: 3 steps on
-        a copy, after one untimed warm-up step."""
-        Xtr, ytr = self.data["train"]
-        bs = int(min(hp["batch_size"], len(Xtr)))
-        steps = max(1, len(Xtr) // bs)
-        step = step_seconds(copy.deepcopy(model), Xtr, ytr, hp, self.kind, teacher=teacher)
-        # + validation pass each epoch, roughly one forward per example
-        epoch_s = step * steps * 1.15 + 0.3 * step * len(check_split(self.data)[0]) / bs
+        """Fit the epoch count to the slice from a timed probe (train.timed_epoch_seconds)."""
+        epoch_s = timed_epoch_seconds(model, self.data, hp, self.kind, teacher=teacher)
         return int(slice_s // max(epoch_s, 1e-3)), epoch_s
 
     def train_job(self, job: str, arg: float, slice_s: float) -> dict | str | None:

@@ -15,39 +15,15 @@ from __future__ import annotations
 import copy
 import time
 
-import numpy as np
 import torch
 
-from ..compress.distill import distill, distill_loss
+from ..compress.distill import distill
 from ..data.gate import check_split
-from ..train import as_inputs, float_batch
+from ..train import timed_epoch_seconds
 
 LR_SCALE = 0.2  # of the search's peak lr: a warm start needs less than training from scratch (on one mnist1d run 0.1-0.5 all kept the single model's accuracy; one digits-table run at 0.5 lost 1.5 points)
 MAX_EPOCHS = 30
 MIN_EPOCHS = 1
-
-
-def epoch_seconds(teacher, student, data: dict, hp: dict) -> float:
-    """One epoch's time from a few timed steps (teacher + student forward,
-    student backward) after an untimed warm-up, plus a validation pass."""
-    Xtr, ytr = data["train"]
-    bs = int(min(hp["batch_size"], len(Xtr)))
-    probe = copy.deepcopy(student).train()
-    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-    xb, yb = float_batch(as_inputs(Xtr[:bs])), torch.as_tensor(ytr[:bs], dtype=torch.long)
-    times = []
-    for i in range(4):
-        t = time.perf_counter()
-        with torch.no_grad():
-            t_logits = teacher(xb)
-        loss = distill_loss(probe(xb), t_logits, yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    step = float(np.median(times))
-    return step * max(1, len(Xtr) // bs) * 1.15 + 0.3 * step * len(check_split(data)[0]) / bs
 
 
 def distil_student(teacher, single, spec: dict, hp: dict, data: dict, *, kind: str, seed: int, slice_s: float,
@@ -57,7 +33,7 @@ def distil_student(teacher, single, spec: dict, hp: dict, data: dict, *, kind: s
     student = copy.deepcopy(single).cpu()
     hp = {**hp, "lr": float(hp["lr"]) * LR_SCALE, "schedule": "cosine", "warmup_frac": 0.05,
           "label_smoothing": 0.0}  # soft targets carry the teacher's smoothing already
-    epoch_s = epoch_seconds(teacher, student, data, hp)
+    epoch_s = timed_epoch_seconds(student, data, hp, kind, teacher=teacher)
     epochs = min(MAX_EPOCHS, int((slice_s - (time.monotonic() - t0)) // max(epoch_s, 1e-3)))
     if epochs < MIN_EPOCHS:
         return None

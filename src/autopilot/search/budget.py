@@ -207,11 +207,11 @@ def measure_step_cost(model, X: np.ndarray, y: np.ndarray, hp: dict, kind: str, 
     own weights and random state are untouched. After `max_s` seconds the
     steps so far decide (a 155k-parameter net took 67 s to measure on a
     busy machine)."""
-    from ..train import step_seconds
+    from ..train import step_seconds, train_batch_size
 
     probe = copy.deepcopy(model).to(device)
     step = step_seconds(probe, X, y, hp, kind, device=device, steps=MEASURE_BATCHES, warmup=WARMUP_BATCHES, max_s=max_s)
-    return step / int(min(hp["batch_size"], len(X)))
+    return step / train_batch_size(hp, len(X))
 
 
 @dataclass
