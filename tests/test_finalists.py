@@ -18,8 +18,8 @@ from autopilot.config import RunConfig
 from autopilot.data.stats import arrays, data_info
 from autopilot.final import finalize
 from autopilot.finalists import (RESERVE_RELEASE, TIE, Candidate, cheapest_option_s, make_plan, pick_winner,
-                                 reserve_too_small, retrain_seconds, shortened_retraining,
-                                 undertrained_winner)
+                                 reserve_too_small, retrain_seconds, retraining_to_run, undertrained_winner,
+                                 with_epochs)
 from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
@@ -230,10 +230,13 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     assert not make_plan(cut, folds, n, 3.5).retrain
     # By the time it starts, planning has taken some of the 12 s: the 9
     # epochs are fitted again to what is left, rather than not retrained.
-    assert shortened_retraining(cut[0], 9, n, 11.9).planned == 9
-    assert shortened_retraining(cut[0], 9, n, 11.6).planned == 8
-    assert shortened_retraining(cut[0], 9, n, None).planned == 9  # no time limit
-    assert shortened_retraining(cut[0], 9, n, 3.5).planned == 9  # too little for 3: left to the caller's check
+    nine = with_epochs(cut[0], 9)
+    assert retraining_to_run(nine, n, 11.9) == (nine, None)
+    eight, why = retraining_to_run(nine, n, 11.6)
+    assert eight.planned == 8 and "for 9 epochs would need about 12 s, 12 s were left: 8 epochs" in why
+    assert retraining_to_run(nine, n, None) == (nine, None)  # no time limit
+    none, why = retraining_to_run(nine, n, 3.5)  # too little for 3 epochs: no retraining
+    assert none is None and why.endswith("the winner ships with the weights the search trained")
     # A search best that ran its whole schedule starts over when its
     # retraining fits; when it does not, it continues its own weights for
     # what fits rather than shipping the search's (mnist1d at 7m: 124 s
@@ -243,6 +246,14 @@ def test_the_plan_fits_the_time_and_says_what_it_left_out():
     continued = make_plan(whole, folds, n, 12)
     assert (continued.n, continued.retrain, continued.retrain_epochs) == (0, True, 9)
     assert "continuing the search's weights" in continued.notes[0]
+    # The plan fitted the whole retraining, then cross-validation ran longer
+    # than estimated: the retraining continues the search's weights for the
+    # epochs still left rather than starting over or not running.
+    assert make_plan(whole, folds, n, 20).retrain
+    assert retraining_to_run(whole[0], n, 20) == (whole[0], None)
+    short, why = retraining_to_run(whole[0], n, 6.6)
+    assert (short.planned, short.warm_start) == (5, whole[0].weights) and "5 epochs, continuing" in why
+    assert retraining_to_run(whole[0], n, 3.5)[0] is None
 
 
 def test_one_fold_is_refused_in_one_line(tmp_path):

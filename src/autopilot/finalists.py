@@ -212,14 +212,23 @@ def fitted_retrain_epochs(c: Candidate, n_examples: int, seconds: float) -> int 
     return fit if fit >= min(c.planned, MIN_FOLD_EPOCHS) else None
 
 
-def shortened_retraining(c: Candidate, planned_epochs: int, n_examples: int, left: float | None) -> Candidate:
-    """`c` with the retraining make_plan shortened to `planned_epochs`,
-    fitted again to the `left` seconds when they no longer hold it: the plan
-    filled the time it had, and planning took some of it (on mnist5k it
-    fitted 12 epochs into 81 s, 80 s were left, and nothing was retrained)."""
-    c = with_epochs(c, planned_epochs)
-    refit = None if left is None else fitted_retrain_epochs(c, n_examples, left)
-    return c if refit is None else with_epochs(c, refit)
+def retraining_to_run(c: Candidate, n_examples: int, left: float | None) -> tuple[Candidate | None, str | None]:
+    """The retraining of the winner `c` to start with `left` seconds (None:
+    no limit), and a note when it differs from the plan: as planned when it
+    fits; when cross-validation or planning took longer than estimated,
+    continuing the search's weights for the epochs that still fit (on
+    mnist5k the plan fitted 12 epochs into 81 s and 80 s were left: a
+    shorter retraining, not none); None when not even that fits."""
+    need = retrain_seconds(c, n_examples)
+    if left is None or need <= left:
+        return c, None
+    fit = fitted_retrain_epochs(continued(c), n_examples, left)
+    if fit is None:
+        return None, (f"retraining on train+validation would need about {need:.0f} s, {left:.0f} s were left: "
+                      "the winner ships with the weights the search trained")
+    return with_epochs(continued(c), fit), (f"retraining on train+validation for {c.planned} epochs would need about "
+                                            f"{need:.0f} s, {left:.0f} s were left: {fit} epochs, continuing the "
+                                            "search's weights")
 
 
 def make_plan(cands: list[Candidate], folds: int, n_examples: int, seconds: float | None) -> Plan:
@@ -527,18 +536,12 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         if winner is not None and plan.retrain:
             left = None if deadline is None else deadline - time.monotonic()
             if plan.retrain_epochs:  # the plan shortened the retraining to fit
-                winner = shortened_retraining(continued(winner), plan.retrain_epochs, len(y), left)
-            need = retrain_seconds(winner, len(y))
-            fit = None if left is None or need <= left else fitted_retrain_epochs(continued(winner), len(y), left)
-            if fit is not None:  # cross-validation took longer than planned: a shorter retraining, not none
-                note(f"retraining on train+validation for {winner.planned} epochs would need about {need:.0f} s, "
-                     f"{left:.0f} s were left: {fit} epochs, continuing the search's weights")
-                winner = with_epochs(continued(winner), fit)
-                need = retrain_seconds(winner, len(y))
-            if left is not None and need > left:
-                note(f"retraining on train+validation would need about {need:.0f} s, {left:.0f} s were left: "
-                     "the winner ships with the weights the search trained")
-            else:
+                winner = with_epochs(continued(winner), plan.retrain_epochs)
+            to_run, why = retraining_to_run(winner, len(y), left)
+            if why:
+                note(why)
+            if to_run is not None:
+                winner = to_run
                 console.print(f"retraining trial {winner.trial.number} on train+validation for {winner.planned} epochs"
                               + (", continuing the search's weights" if winner.warm_start else ""), highlight=False)
                 began = time.monotonic()
