@@ -68,6 +68,19 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
                           text=True, timeout=timeout, env=full_env)
 
 
+def digits_table(path: Path, rows: int = 600) -> Path:
+    """`rows` of scikit-learn's digits as a table in an NPZ: a search on it
+    trains MLPs and boosted trees in a second or a few each, for tests of
+    what a run does with its trials rather than how well it learns images."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    keep = np.random.default_rng(0).permutation(len(y))[:rows]
+    np.savez(path, X=(X[keep] / 16).astype(np.float32), y=y[keep])
+    return path
+
+
 def session_root(tmp_path_factory) -> Path:
     """The folder one test session shares: its base temp folder, or with
     pytest-xdist (-n N) the parent that every worker's base temp shares, so

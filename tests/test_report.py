@@ -17,6 +17,8 @@ import pytest
 import autopilot
 from autopilot.report import write_report
 
+from .conftest import digits_table
+
 # With pytest-xdist (make test: --dist loadgroup) this file's tests stay on one
 # worker, so its module-scoped real run is trained once.
 pytestmark = pytest.mark.xdist_group("report")
@@ -33,16 +35,10 @@ def real_run(tmp_path_factory):
     budget, so a busy machine makes it slower but not different (a budget
     would cut trials and change what the report shows). Compression then runs
     as its own stage with a 10 s budget, as `autopilot compress RUN` does."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
     from autopilot.compress import compress_run
 
     root = tmp_path_factory.mktemp("report-runs")
-    X, y = load_digits(return_X_y=True)
-    keep = np.random.default_rng(0).permutation(len(y))[:600]
-    data = root / "digits600.npz"
-    np.savez(data, X=(X[keep] / 16).astype(np.float32), y=y[keep])
+    data = digits_table(root / "digits600.npz")
     rd = autopilot.run(str(data), trials=6, compress=False, runs_dir=root, name="digits-report", quiet=True, seed=0)
     # Aimed at size with a loose limit, so a compressed file (int8) ships and
     # the report has a shipped model that is not the fp32 one to show: the

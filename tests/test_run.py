@@ -26,14 +26,7 @@ from autopilot.search.study import PROGRESS_STEPS, Objective, open_study, summar
 from autopilot.search.workers import optimize
 from autopilot.train import seed_everything, train
 
-from .conftest import BUDGET_RUN_S, run_cli
-
-
-# Tests about the study (parallel workers), not the networks: the parameter
-# limit narrows the first trials to ~15k-parameter CNNs, which train in about
-# half the CPU time of the default first trial. Sampled trials over the limit
-# are pruned before training, so a test using this must not count on them.
-SMALL_TRIALS = ("--max-params", "20000")
+from .conftest import BUDGET_RUN_S, digits_table, run_cli
 
 
 def _finished_trials(run_path):
@@ -219,8 +212,10 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
     # A trial count, not a budget: a budgeted plan's first rung waits for its
     # slots, while here each trial trains its own epochs and completes. (No
     # --max-params: a sampled trial it rejects would be the resumed run's one
-    # new trial, pruned, where the test needs a completed one.)
-    args = [sys.executable, "-m", "autopilot", "run", "digits", "--trials", "20", "--runs-dir", str(tmp_path),
+    # new trial, pruned, where the test needs a completed one.) A small
+    # table: its trials take seconds, where digits' images take half a minute.
+    data = digits_table(tmp_path / "digits600.npz")
+    args = [sys.executable, "-m", "autopilot", "run", str(data), "--trials", "20", "--runs-dir", str(tmp_path),
             "--name", "k", "--quiet", "--pruner", "none", "--no-doctor", "--no-compress", "--cv", "0", "--no-fusion"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     journal = tmp_path / "k" / "study" / "journal.log"
@@ -242,7 +237,7 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
     assert not (tmp_path / "k" / "model" / "card.json").exists()
 
     n_total = len(_finished_trials(tmp_path / "k")) + 1  # one more: a retried trial or a new one
-    res = run_cli("run", "digits", "--resume", "--name", "k", "--runs-dir", tmp_path, "--trials", n_total, "--quiet")
+    res = run_cli("run", data, "--resume", "--name", "k", "--runs-dir", tmp_path, "--trials", n_total, "--quiet")
     assert res.returncode == 0, res.stderr
     assert f"resuming study: {len(before)} completed trial(s) kept" in res.stderr
     if cut_short:  # trials the kill cut short run again, once
@@ -265,7 +260,8 @@ def test_resume_after_sigkill_loses_no_completed_trial(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
-    res = run_cli("run", "digits", "--workers", "2", "--trials", "3", *SMALL_TRIALS, "--budget", "3m", "--no-compress", "--cv", "0",
+    data = digits_table(tmp_path / "digits600.npz")  # trials of seconds (see digits_table)
+    res = run_cli("run", data, "--workers", "2", "--trials", "3", "--budget", "3m", "--no-compress", "--cv", "0",
                   "--no-fusion", "--no-doctor", "--runs-dir", tmp_path, "--name", "w", "--quiet")
     assert res.returncode == 0, res.stderr
     trials = _finished_trials(tmp_path / "w")
@@ -411,7 +407,7 @@ def test_any_optuna_storage_url(tmp_path):
     np.savez(tmp_path / "blobs.npz", X=X, y=y)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     res = run_cli("run", tmp_path / "blobs.npz", "--trials", "2", "--storage", url, "--runs-dir", tmp_path / "runs",
-                  "--name", "s", "--quiet", "--workers", "1", "--no-compress")
+                  "--name", "s", "--quiet", "--workers", "1", "--no-compress", "--no-doctor", "--cv", "0", "--no-fusion")
     assert res.returncode == 0, res.stderr
     study = optuna.load_study(study_name=None, storage=url)  # the one study in this database (named after the run)
     assert len([t for t in study.trials if t.state.is_finished()]) == 2  # enqueued first points may wait unrun
