@@ -128,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     from .config import RunError
     from .data import DataError
-    from .export import ParityError
-    from .final import NoModelError
     from .schemas import SchemaError
 
     try:
@@ -163,7 +161,17 @@ def main(argv: list[str] | None = None) -> int:
 
             print(write_report(args.run))
             return 0
-    except (DataError, RunError, NoModelError, ParityError, SchemaError, FileNotFoundError) as e:
+    except (DataError, RunError, SchemaError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        # ParityError's and NoModelError's modules load torch: imported once
+        # something went wrong, so bad options and data are reported sooner.
+        from .export import ParityError
+        from .final import NoModelError
+
+        if not isinstance(e, (NoModelError, ParityError)):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

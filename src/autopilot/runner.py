@@ -23,8 +23,6 @@ from .data.split import save_splits
 from .data.stats import arrays
 from .data.table_files import show_table, write_table_files
 from .data.tables import prepare
-from .doctor.augment_check import excluded_in
-from .finalists import reserve_too_small
 from .rundata import load_run_data, search_info
 from .rundir import NAME_RE, RunDir, next_run_name
 from .schemas import write
@@ -32,6 +30,9 @@ from .schemas.doctor import DoctorFile
 from .schemas.profile import Profile
 from .schemas.run import RunInfo, read_run, update_run
 from .version import __version__
+
+# The training stack (torch, Optuna) is imported in the functions that use it,
+# so a bad option or bad data is reported before it loads (1-2 s, not 6).
 
 
 def tail_s(budget_s: float) -> float:
@@ -104,6 +105,8 @@ def create_run(config: RunConfig, *, runs_dir: Path, name: str | None, overwrite
         write_table_files(ds, tmp.path)
     if findings is not None:
         write(DoctorFile.model_validate(findings), tmp.path)
+    from .doctor.augment_check import excluded_in
+
     write(RunInfo(
         name=name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,6 +190,7 @@ def run(
     console.print(f"run [bold]{rd.path}[/bold]: {ds.name} ({ds.kind}, {len(ds)} examples, {f'{ds.n_classes} classes' if ds.task == 'classification' else ds.task}, input {list(ds.input_shape)})", highlight=False)
 
     from .final import finalize
+    from .finalists import reserve_too_small
     from .search.driver import search
 
     # The final stage (test evaluation, ONNX export, report) needs a few
