@@ -125,6 +125,19 @@ def test_bad_input_is_one_line_and_leaves_no_run(tmp_path, case):
         assert "broken.png" in lines[0]
 
 
+def test_bad_options_and_data_are_reported_before_torch_loads(tmp_path):
+    """The CLI's error path: the one line comes before the training stack
+    is imported (torch alone takes seconds to load)."""
+    ragged = tmp_path / "t.csv"
+    ragged.write_text("a,b,label\n1,2,x\n5,y\n")
+    code = "import sys; from autopilot.cli import main; rc = main(sys.argv[1:]); print(rc, 'torch' in sys.modules)"
+    for args in (["digits", "--budget", "soon"], ["digits", "--cv", "1"], [ragged]):
+        res = subprocess.run([sys.executable, "-c", code, "run", *map(str, args), "--runs-dir", str(tmp_path / "runs")],
+                             capture_output=True, text=True, timeout=120)
+        assert res.stdout.split() == ["2", "False"], (args, res.stdout, res.stderr)
+        assert res.stderr.startswith("error: ")
+
+
 def _digits_setup(tmp_path, config_overrides=None):
     # One torch thread: on a busy machine two threads wait on each other and
     # an in-process trial can take ten times longer.
