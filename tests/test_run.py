@@ -138,6 +138,17 @@ def test_bad_options_and_data_are_reported_before_torch_loads(tmp_path):
         assert res.stderr.startswith("error: ")
 
 
+def test_help_lists_every_command_without_loading_torch_or_scipy_stats():
+    """`autopilot --help` is what a new user types first: it reads no data
+    and tests nothing, so neither torch nor scipy.stats (a second each) loads."""
+    code = ("import sys; from autopilot.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+            "    print('EXIT', e.code, 'torch' in sys.modules, 'scipy.stats' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split()[-4:] == ["EXIT", "0", "False", "False"], (res.stdout[-300:], res.stderr)
+    for command in ("run", "predict", "serve", "monitor", "retrain", "rollback"):
+        assert command in res.stdout
+
+
 def _digits_setup(tmp_path, config_overrides=None):
     # One torch thread: on a busy machine two threads wait on each other and
     # an in-process trial can take ten times longer.

@@ -26,9 +26,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
 
-from ..stats import Paired, drop_upper_bound, mcnemar_p, paired
+from ..stats import Paired, binomtest, drop_upper_bound, mcnemar_p, paired
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_TOLERANCE = 1.0  # points of accuracy on the original test split
