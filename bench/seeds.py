@@ -56,8 +56,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_data  # noqa: E402  (bench/accuracy.py: the splits as `autopilot run` makes them)
 from augment import doctor_exclusions  # noqa: E402  (bench/augment.py: the doctor's excluded families)

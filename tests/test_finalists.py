@@ -17,9 +17,9 @@ from safetensors.numpy import load_file
 from autopilot.config import RunConfig
 from autopilot.data.stats import arrays, data_info
 from autopilot.final import finalize
-from autopilot.finalists import (RESERVE_RELEASE, TIE, Candidate, cheapest_option_s, make_plan, pick_winner,
-                                 reserve_too_small, retrain_seconds, retraining_to_run, undertrained_winner,
-                                 with_epochs)
+from autopilot.finalists.plan import (RESERVE_RELEASE, TIE, Candidate, cheapest_option_s, make_plan, pick_winner,
+                                      reserve_too_small, retrain_seconds, retraining_to_run, undertrained_winner,
+                                      with_epochs)
 from autopilot.runner import create_run
 from autopilot.schemas import read
 from autopilot.schemas.card import Finalist, ModelCard
@@ -320,7 +320,8 @@ def test_a_schedule_the_budget_cut_is_continued_not_restarted(tmp_path):
     import copy
     import dataclasses
 
-    from autopilot.finalists import candidate, retrain
+    from autopilot.finalists.plan import candidate
+    from autopilot.finalists.stage import retrain
 
     rd, ds, data, info, cfg, study = searched(tmp_path, "warm", cv=2, finalists=2)
     n_train = len(data["train"][1])

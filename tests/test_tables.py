@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from autopilot.data import DataError, load, split
+from autopilot.data import load, split
 from autopilot.data.preprocess import fit_transform, transform
 from autopilot.data.table_rows import RowError, rows_to_features
 from autopilot.data.tables import prepare

@@ -21,6 +21,11 @@ SPEC_FILE = "spec.json"  # its architecture, JSON
 WEIGHTS_FILE = "weights.safetensors"  # its weights, no pickle
 TORCH_FILES = (SPEC_FILE, WEIGHTS_FILE)
 
+# The finalists' bags (written by finalists.stage, read by fusion.members):
+BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy
+REFIT_DIR = "full"  # finalists/<trial>/full/: the runner-up retrained on train+validation (finalists.stage)
+OOF_LOGITS = "oof_logits.npy"  # rows in data.gate.pooled order; a row's logits from the fold model that did not train on it
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -456,7 +456,7 @@ def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.nda
     """One retraining on (X, y): `spec` built with `seed`, started from
     `warm_start`'s weights when given, trained hp["epochs"] epochs; the last
     epoch's weights in eval mode on the CPU, or None when the deadline cut
-    the schedule. finalists.retrain() trains the winner with it, the fusion stage the
+    the schedule. finalists.stage.retrain() trains the winner with it, the fusion stage the
     winner's siblings (the same recipe, other seeds)."""
     seed_everything(seed)
     model = build_model(spec)

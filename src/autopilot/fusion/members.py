@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models import load_model
-from ..rundir import TORCH_FILES, WEIGHTS_FILE, RunDir
+from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, TORCH_FILES, WEIGHTS_FILE, RunDir
 from ..schemas import read
 from ..schemas.search import SearchFile
 from ..search.study import VAL_LOGITS
@@ -68,10 +68,7 @@ def load_members(rd: RunDir, trials: list[int]) -> list:
     return [load_model(rd.trial_dir(n))[0].eval() for n in trials]
 
 
-# -- bags: the cross-validated finalists' fold models -------------------------
-
-BAGS_DIR, OOF_LOGITS = "finalists", "oof_logits.npy"  # written by autopilot.finalists (same names there)
-REFIT_DIR = "full"  # finalists/<trial>/full/: a runner-up retrained on train+validation (autopilot.finalists)
+# -- bags: the cross-validated finalists' fold models (rundir.BAGS_DIR) ------
 
 
 @dataclass

@@ -110,7 +110,7 @@ class CrossValidation(Part):
     retrain_epochs: int | None
     # The retraining continued the search's weights: the budget had cut the
     # configuration's schedule short, or left too little time to start over
-    # (finalists.Candidate.warm_start, finalists.continued)
+    # (finalists.plan.Candidate.warm_start, finalists.plan.continued)
     retrain_warm_start: bool | None = None
     # Seconds the retraining took here: what the fusion stage's siblings,
     # which repeat it with other seeds, plan on (None: not retrained here)

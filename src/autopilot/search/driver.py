@@ -14,7 +14,7 @@ from . import space
 from .budget import MIN_SLOT_S, SearchPlan, save_plan
 from .progress import Progress
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
-from .workers import FINISHED, optimize, run_workers
+from .workers import optimize, run_workers
 from .storage import is_database_url, publish_deadline, settle
 from .table_families import estimators_only
 

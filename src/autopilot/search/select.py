@@ -121,7 +121,7 @@ def rank_known_good(t: FrozenTrial) -> tuple:
     """Higher is better, among the known-good first trials of a small table:
     cross-validated score, then fewer parameters, then lower loss. Equal
     scores on the same folds are equal rows right, and a tie goes to the
-    cheaper model, as between cross-validated finalists (finalists.py):
+    cheaper model, as between cross-validated finalists (finalists.plan.pick_winner):
     on wine (bench/tables.py, seed 2) the logistic regression, its 3-hinge
     version and its blend with trees tied at 0.9802; the lower log loss
     shipped the blend (892 parameters), which missed one of the 27 test

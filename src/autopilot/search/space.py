@@ -220,7 +220,6 @@ def suggest(trial: optuna.Trial, info: dict) -> dict:
     drawn in that space, so its fixed values are the ones used."""
     if (fixed := enqueued_params(trial)) and "family" in fixed and is_template_params(fixed):
         return suggest_template(trial, info)
-    kind = info["kind"]
     p: dict = {}
     p["family"] = family = trial.suggest_categorical("family", searched_families(info))
     if family in ("gbt", "linear"):
@@ -292,7 +291,7 @@ def suggest_template(trial: optuna.Trial, info: dict) -> dict:
     """The former template space (family, first width, depth, one residual
     flag, kernel, pool, head), kept for `--space templates` and the
     benchmark that compares it with the component space."""
-    kind, shape = info["kind"], info["input_shape"]
+    shape = info["input_shape"]
     p: dict = {}
     p["family"] = family = trial.suggest_categorical("family", searched_families(info))
     if family in ("gbt", "linear"):
