@@ -22,7 +22,8 @@ would differ more, but on seven kept mnist5k --budget 7m runs they did
 not pay: the shipped model alone made 47 test errors, paired with a
 continuing sibling 46, with a from-scratch one of the same epochs (the
 same cost) 50, of the search's and the retraining's epochs together
-(twice the cost) 46. It stands in beside the shipped model for
+(twice the cost) 46; on three mnist1d runs 16, 15, 13 and 15
+(bench/siblings.py). It stands in beside the shipped model for
 their trial in the selection pool (members.Pool.with_models): selection
 weighs the trial by its own held-out predictions, and its weight is shared
 by the shipped model and its siblings, as a finalist's weight is shared by
