@@ -51,13 +51,15 @@ COLUMNS = ("shipped", "sibling", "scratch-same", "scratch-whole")  # sibling: th
 
 def one_folder(path: Path, threads: int) -> dict:
     import torch
+    from scipy.special import softmax
 
+    from autopilot.compress.measure import torch_logits
     from autopilot.data.gate import with_gate
     from autopilot.models import load_model
     from autopilot.rundata import load_run_data
     from autopilot.rundir import RunDir
     from autopilot.schemas.card import read_card
-    from autopilot.train import DEFAULTS, float_batch, train_configuration
+    from autopilot.train import DEFAULTS, train_configuration
 
     torch.set_num_threads(threads)
     rd = RunDir(path)
@@ -68,9 +70,8 @@ def one_folder(path: Path, threads: int) -> dict:
     data = with_gate(rd.data_dir, data)
     Xte, yte = data["test"]
 
-    def probs(model) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(model(float_batch(torch.as_tensor(Xte))), 1).numpy()
+    def probs(model) -> np.ndarray:  # as the fusion stage scores its members: torch_logits, then softmax
+        return softmax(torch_logits(model, Xte), axis=1)
 
     shipped, spec = load_model(rd.model_dir)
     p = {"shipped": probs(shipped), "sibling": probs(load_model(rd.path / "fusion" / "sibling1")[0])}
