@@ -14,7 +14,6 @@ The methods run one after another so that none steals CPU from another.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -27,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import utc_stamp, write_record
 
 DATASETS = ("digits", "mnist1d", "mnist5k")
 DEFAULT_BUDGETS = {"digits": 120.0, "mnist1d": 300.0, "mnist5k": 600.0}
@@ -296,11 +297,7 @@ def main(argv=None) -> int:
         "records": records,
         "summary": summary,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
-    path = args.out / f"accuracy-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(text)
-    (args.out / "accuracy-latest.json").write_text(text)
+    path = write_record(args.out, "accuracy", result, utc_stamp(started))
     print(f"results: {path}", flush=True)
     return 0 if all("error" not in r for r in records) else 1
 

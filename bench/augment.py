@@ -49,15 +49,15 @@ Writes bench/results/augment-<UTC time>.json and augment-latest.json.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from record import write_record
 
 DATASETS = ("fashion", "mnist5k", "shapes")
 ARMS = ("searched", "affine", "none")
@@ -298,12 +298,7 @@ def main(argv=None) -> int:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "autopilot": autopilot.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(record, indent=1)
-    path = args.out / f"augment-{stamp}.json"
-    path.write_text(text)
-    (args.out / "augment-latest.json").write_text(text)
+    path = write_record(args.out, "augment", record)
     print(f"\nresults: {path.name} in {args.out.name}/ (load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end)")
     return 0
 

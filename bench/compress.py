@@ -15,14 +15,14 @@ compress-latest.json; the load average at start and end is recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import utc_stamp, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     for k, ok in checks.items():
         out_console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {k}")
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     record = {
         "benchmark": "compress",
         "time": stamp,
@@ -151,9 +151,7 @@ def main(argv=None) -> int:
                     "load_average_start": load_start, "load_average_end": measure.load_average()},
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (f"compress-{stamp}.json", "compress-latest.json"):
-        (out / name).write_text(json.dumps(record, indent=2))
+    write_record(out, "compress", record, stamp)
     console.print(f"wrote {out / 'compress-latest.json'}", highlight=False)
     return 0
 

@@ -21,7 +21,6 @@ Writes bench/results/doctor-latest.json and doctor-<UTC time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import write_record
 
 
 def preflight(name: str, budget: float) -> dict:
@@ -200,10 +201,7 @@ def main(argv=None) -> int:
         "within_budget": all(r["elapsed_s"] <= args.budget for r in pre),
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for path in (out / f"doctor-{stamp}.json", out / "doctor-latest.json"):
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(out, "doctor", result)
     print(f"\nwrote {out / 'doctor-latest.json'} (load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f})")
     return 0 if result["within_budget"] else 1
 

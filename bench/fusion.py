@@ -34,10 +34,11 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import utc_stamp, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -204,16 +205,12 @@ def main(argv=None) -> int:
     load_end = measure.load_average()
     print(f"load average: start {load_start}, end {load_end}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     doc = {"benchmark": "fusion", "created": stamp, "seeds": args.seeds, "workers": args.workers,
            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
            "load_average": {"start": load_start, "end": load_end}, "acceptance": acceptance, "data": per_data}
-    text = json.dumps(doc, indent=2)
-    (out / f"fusion-{stamp}.json").write_text(text)
-    (out / "fusion-latest.json").write_text(text)
-    print(f"wrote {out / f'fusion-{stamp}.json'}", file=sys.stderr)
+    path = write_record(args.out, "fusion", doc, stamp)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

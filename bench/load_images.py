@@ -40,10 +40,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import utc_stamp, write_record
 
 MB = 1024 * 1024
 LOAD_MODES = ("previous", "pixels-first", "pixels-second", "load-first", "load-second")
@@ -244,8 +245,7 @@ def main(argv=None) -> int:
         print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     result = {"benchmark": "load_images", "images": n, "image_shape": [3, 32, 32], "uint8_mb": uint8_mb,
               "repeats": args.repeats, "run_repeats": 0 if args.no_run else args.run_repeats,
               "run_budget": args.run_budget, "before": args.before_label or (before.name if before else None),
@@ -253,8 +253,7 @@ def main(argv=None) -> int:
               "runs": runs, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                         "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
               "utc": stamp}
-    for path in (out / f"load_images-{stamp}.json", out / "load_images-latest.json"):
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(out, "load_images", result, stamp)
     print(f"wrote {out / 'load_images-latest.json'}")
     return 0
 

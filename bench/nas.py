@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_data, median, run_svc  # noqa: E402  (bench/accuracy.py: the same SVC and splits)
+from record import write_record  # noqa: E402
 
 DATASETS = ("mnist5k", "mnist1d", "fashion")
 SPACES = ("components", "templates")
@@ -127,12 +128,8 @@ def main(argv=None) -> int:
               "records": records, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                               "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(result, indent=1)
-    (args.out / f"nas-{stamp}.json").write_text(text)
-    (args.out / "nas-latest.json").write_text(text)
-    print(f"results: bench/results/nas-{stamp}.json", flush=True)
+    path = write_record(args.out, "nas", result)
+    print(f"results: bench/results/{path.name}", flush=True)
     return 0
 
 

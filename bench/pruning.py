@@ -30,7 +30,6 @@ the new behaviour loses (autopilot.stats).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -41,6 +40,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from record import utc_stamp, write_record
 
 DATASETS = ("digits", "mnist1d", "mnist5k")
 DEFAULT_DATASETS = ("digits", "mnist1d")
@@ -279,11 +280,7 @@ def main(argv=None) -> int:
         "records": records,
         "summary": summary,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
-    path = args.out / f"pruning-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(text)
-    (args.out / "pruning-latest.json").write_text(text)
+    path = write_record(args.out, "pruning", result, utc_stamp(started))
     print(f"results: {path}", flush=True)
     return 0 if all("error" not in r for r in records) else 1
 

@@ -32,6 +32,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from record import write_record
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "b1e8be8"  # the last f-string report
 TARGET_S = 3.0
@@ -145,7 +147,6 @@ def main() -> None:
         ours_cold, ours_cold_all = cold([sys.executable, "-m", "autopilot.report", str(run)], cold_n)
         out = write_report(run)  # leave ours in place for the browser
         results_dir = ROOT / "bench" / "results"
-        results_dir.mkdir(parents=True, exist_ok=True)
         shot = Path(tempfile.gettempdir()) / "autopilot-report-screenshot.png"
         browser = chromium_check(out, run, shot)
         html = out.read_text(encoding="utf-8")
@@ -180,9 +181,7 @@ def main() -> None:
         print(f"  chromium: {browser['checks']}; screenshot {shot}")
     else:
         print("  chromium: not installed (Debian package `chromium`), browser check skipped")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for name in (f"report-{stamp}.json", "report-latest.json"):
-        (results_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    write_record(results_dir, "report", result)
 
 
 if __name__ == "__main__":

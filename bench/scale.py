@@ -43,6 +43,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from record import write_record
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SPEEDUP_TARGET = 1.7
@@ -188,11 +190,7 @@ def main() -> int:
     print(f"median time of a trial outside its epochs: ray x2 {med['ray_x2']['median_outside_training_s']:.2f} s, "
           f"local x2 {med['local_x2']['median_outside_training_s']:.2f} s -> Ray overhead {overhead:+.2f} s per trial "
           f"(target <= {OVERHEAD_TARGET_S} s); load average {load_start} -> {result['machine']['load_average_end']}")
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for name in (f"scale-{stamp}.json", "scale-latest.json"):
-        (results_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    write_record(ROOT / "bench" / "results", "scale", result)
     return 0 if result["pass"] else 1
 
 

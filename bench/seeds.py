@@ -53,12 +53,12 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import build_data  # noqa: E402  (bench/accuracy.py: the splits as `autopilot run` makes them)
 from augment import doctor_exclusions  # noqa: E402  (bench/augment.py: the doctor's excluded families)
+from record import write_record  # noqa: E402
 
 # mnist5k's finalists trained 32-40 epochs in the quiet --budget 10m runs of 2026-12-02.
 DEFAULT_EPOCHS = 37
@@ -291,12 +291,8 @@ def main(argv=None) -> int:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "autopilot": autopilot.__version__, "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(record, indent=1)
-    (args.out / f"seeds-{stamp}.json").write_text(text)
-    (args.out / "seeds-latest.json").write_text(text)
-    print(f"wrote {args.out / f'seeds-{stamp}.json'}")
+    path = write_record(args.out, "seeds", record)
+    print(f"wrote {path}")
     return 0
 
 

@@ -35,7 +35,6 @@ figures; and the ratios server/ORT.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -49,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+
+from record import utc_stamp, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -271,11 +272,7 @@ def main(argv=None) -> int:
         },
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(result, indent=2)
-    (out / f"serve-{stamp}.json").write_text(text)
-    (out / "serve-latest.json").write_text(text)
+    write_record(out, "serve", result, utc_stamp(started))
     shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{'client':>6} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} {'load':>5}")

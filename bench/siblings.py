@@ -37,10 +37,11 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -117,14 +118,10 @@ def main(argv=None) -> int:
             "with_shipped": {c: sum(r["with_shipped"][c] for r in done) for c in COLUMNS[1:]}}
     print(f"{len(done)} runs, test errors summed: alone " + ", ".join(f"{c} {v}" for c, v in sums["alone"].items())
           + "; averaged with the shipped model " + ", ".join(f"{c} {v}" for c, v in sums["with_shipped"].items()))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     doc = {"benchmark": "siblings", "runs": rows, "sums": sums, "machine": {"platform": platform.platform(),
            "cpus": os.cpu_count()}, "load_average": {"start": load_start, "end": os.getloadavg()}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(doc, indent=2)
-    (args.out / f"siblings-{stamp}.json").write_text(text)
-    (args.out / "siblings-latest.json").write_text(text)
-    print(f"wrote {args.out / f'siblings-{stamp}.json'}")
+    path = write_record(args.out, "siblings", doc)
+    print(f"wrote {path}")
     return 0
 
 

@@ -25,7 +25,6 @@ table; the acceptance line is ours >= HGB - 0.5 points and ours > linear.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -33,10 +32,11 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from record import write_record
 
 BUNDLED = {"breast_cancer": "classification", "wine": "classification", "diabetes": "regression"}
 BUILT = {"customers": "classification", "houses": "regression"}
@@ -334,12 +334,8 @@ def main(argv=None) -> int:
                     "load_average_end": list(os.getloadavg())},
         "summary": summary, "records": records,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for path in (out / f"tables-{stamp}.json", out / "tables-latest.json"):
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / f'tables-{stamp}.json'}", file=sys.stderr)
+    path = write_record(args.out, "tables", result)
+    print(f"wrote {path}", file=sys.stderr)
     return 0 if all("ours_minus_hgb" in r for r in summary.values()) else 1
 
 
