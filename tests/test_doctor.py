@@ -238,11 +238,14 @@ def test_lr_too_low_before_training(digits):
 
 
 def test_a_small_separable_table_is_inconclusive_not_an_error(tmp_path):
-    """60 rows of two well-apart blobs, as `run` sees them: the real model is far
-    ahead of zeroed inputs, but the 20 examples the probe scores cannot prove it.
-    That is "inconclusive", not a "no-signal" error that would stop the run."""
+    """60 rows of two overlapping blobs, as `run` sees them: the real model is
+    clearly ahead of zeroed inputs (60 % against 40 % here), but the 20 examples
+    the probe scores cannot prove it (between 50 and 70 % is inconclusive).
+    That is "inconclusive", not a "no-signal" error that would stop the run.
+    (Blobs 3 standard deviations apart made 90 % on one machine, at most 70 % on
+    another: the middle of the band keeps the test off its edges.)"""
     rng = np.random.default_rng(1)
-    X = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(3, 1, (30, 4))]).astype(np.float32)
+    X = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(0.8, 1, (30, 4))]).astype(np.float32)
     np.savez(tmp_path / "blobs.npz", X=X, y=np.repeat([0, 1], 30))
     ds = load(str(tmp_path / "blobs.npz"))
     splits = split(ds.y, seed=0)
