@@ -21,6 +21,7 @@ from torch import nn
 from .data.augment import augment_from_hparams, mix_from_hparams
 from .data.gate import check_split
 from .models import build_model
+from .schemas.search import EpochLine  # one epoch's figures: what metrics.jsonl holds, line by line
 
 # Defaults in one visible place. The search overrides most of them.
 DEFAULTS = {
@@ -46,26 +47,12 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    time_s: float
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
 class TrainResult:
     best_val_acc: float
     best_val_loss: float
     best_epoch: int
     epochs_run: int
-    history: list[EpochMetrics] = field(default_factory=list)
+    history: list[EpochLine] = field(default_factory=list)
     stopped: str = "completed"  # completed | early-stop | deadline
     state_dict: dict | None = None  # the weights returned: the best validation epoch's, or the last's (keep="last")
     planned_epochs: int = 0  # the schedule's length at the end (`finish_by` may shorten it)
@@ -200,7 +187,7 @@ def train(
     device: str | torch.device = "auto",
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
-    on_epoch: Callable[[EpochMetrics, nn.Module], None] | None = None,
+    on_epoch: Callable[[EpochLine, nn.Module], None] | None = None,
     callbacks: list | None = None,
     batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     finish_by: float | None = None,
@@ -336,7 +323,9 @@ def train(
             result.stopped = "deadline"
             break
         val_loss, val_acc = score_split(model, Xva, yva)
-        m = EpochMetrics(epoch, loss_sum / seen, (1 + correct / seen) if regression else correct / seen, val_loss, val_acc, base_lrs[0] * factor, time.perf_counter() - t0)
+        m = EpochLine(epoch=epoch, train_loss=loss_sum / seen,
+                      train_acc=(1 + correct / seen) if regression else correct / seen,
+                      val_loss=val_loss, val_acc=val_acc, lr=base_lrs[0] * factor, time_s=time.perf_counter() - t0)
         result.history.append(m)
         result.epochs_run = epoch
         if val_acc > result.best_val_acc or (val_acc == result.best_val_acc and val_loss < result.best_val_loss):

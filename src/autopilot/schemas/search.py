@@ -77,7 +77,7 @@ class TrialConfig(Part):
 
 
 class EpochLine(Part):
-    """One line of trials/<n>/metrics.jsonl."""
+    """One epoch of training (train.train's history): one line of trials/<n>/metrics.jsonl."""
     epoch: int
     train_loss: float
     train_acc: float

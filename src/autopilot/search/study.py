@@ -26,7 +26,7 @@ from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
 from ..rundir import RunDir, write_json
 from ..schemas.hparams import TrainingHparams
-from ..schemas.search import EpochLine, SearchFile, SelectedTrial, TrialConfig, TrialSummary
+from ..schemas.search import SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
 from ..models.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from . import budget, limits, space
@@ -223,7 +223,7 @@ class Objective:
         writer = _tensorboard_writer(tdir)
 
         def on_epoch(m, _model):
-            metrics_file.write(EpochLine(**m.as_dict()).model_dump_json() + "\n")
+            metrics_file.write(m.model_dump_json() + "\n")
             metrics_file.flush()
             if writer is not None:
                 for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
