@@ -125,9 +125,10 @@ def summarize(name: str, rows: list[dict]) -> dict:
          "single_test": single, "ensemble_test": ens, "student_test": stu, "capped_test": capped,
          "capped_runs": sum(CAPPED in r for r in ok), "shipped": [r.get("chosen") for r in ok],
          "ens_minus_single_median": med(diffs),
-         # the mean difference over all seeds' test examples (the seeds' test splits are the same size)
-         # and its SE (seeds independent): a gain of one or two examples in 750 is the size of one
-         # seed's SE, and the pooled figure says whether it holds across seeds
+         # the mean difference over the test examples of every seed that made an ensemble (the seeds'
+         # test splits are the same size) and its SE (seeds independent): a gain of one or two
+         # examples in 750 is the size of one seed's SE; the pooled figure says whether it holds
+         # across seeds
          "ens_minus_single_pooled": float(np.mean(diffs)) if diffs else None,
          "ens_minus_single_se_pooled": float(np.sqrt(np.sum(np.square(ses))) / len(ses)) if ses else None,
          # the median of the per-seed paired differences (a run without an ensemble counts as 0)
