@@ -71,6 +71,27 @@ def test_sampled_trials_rebuild_from_their_stored_parameters(data):
         assert {st["op"] for s in convnets for st in s["stages"]} - {"conv3", "conv5"}
 
 
+def test_the_first_image_network_is_twice_as_wide_only_when_the_budget_affords_it():
+    """space.wide_first_network: budget seconds per million training pixels
+    decide; without a budget (--trials only) or the run's facts, narrow."""
+    info = INFOS["image"]
+
+    def widths(i):
+        return [v for k, v in space.default_params(i).items() if k.endswith("_width")]
+
+    narrow = widths(info)
+    assert narrow == [16, 16, 32, 64]
+    mnist5k_10m = {**info, "train_rows": 3500, "budget_s": 600.0}  # 219 s per million pixels
+    assert widths(mnist5k_10m) == [2 * w for w in narrow]
+    second = space.first_params(mnist5k_10m)[1]  # the second known-good network widens with the first
+    assert [v for k, v in second.items() if k.endswith("_width")] == [32, 32, 64]
+    for slow in ({**info, "train_rows": 49000, "budget_s": 1800.0},  # Fashion-MNIST at 30m: 47 s
+                 {**info, "train_rows": 3500, "budget_s": 300.0},  # mnist5k at the default 5m: 109 s
+                 {**info, "train_rows": 3500, "budget_s": None}):  # --trials only
+        assert widths(slow) == narrow, slow
+    assert widths(INFOS["small-image"]) == widths({**INFOS["small-image"], "train_rows": 10**6, "budget_s": 60.0})
+
+
 def test_stage_parameters_are_named_by_family_and_stage():
     info = INFOS["image"]
     p = space.default_params(info)

@@ -18,8 +18,11 @@ from .schemas.table import PreprocessFile
 
 def search_info(ds, splits: dict, run_info: RunInfo) -> dict:
     """Facts about the data the search and the final stage need, with what
-    the doctor measured at creation (augmentations that change labels)."""
-    return {**data_info(ds, splits), "augment_exclude": list(run_info.augment_exclude)}
+    the doctor measured at creation (augmentations that change labels), the
+    training rows and the run's time budget (what the first network's width
+    depends on: search.space.wide_first_network)."""
+    return {**data_info(ds, splits), "augment_exclude": list(run_info.augment_exclude),
+            "train_rows": int(len(splits["train"])), "budget_s": run_info.config.budget_s}
 
 
 def load_run_data(run: RunDir):
