@@ -98,8 +98,9 @@ def _template_defaults(info: dict) -> tuple[dict, dict]:
     if info.get("task") == "regression":
         common["loss"] = "mse"
     if kind == "image":
-        # Narrow on large images: a 28x28 CNN of width 32 costs ~4x width 16
-        # per epoch, and the first trial has to finish early in a short budget.
+        # Narrow on large images: a 28x28 CNN of width 32 costs ~3-4x width 16
+        # per epoch, and the first trial has to finish early in a short budget;
+        # wide where the run's budget affords it on its pixels (wide_first_network).
         # Colour photos train this plain stack with crop+flip (augment_space).
         # Not yet a residual network: the same stages with skips (76k
         # parameters) learnt 32x32 shapes as well in 20 epochs (99.4 % test
