@@ -158,6 +158,7 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
     driver's --workers."""
     from optuna.trial import TrialState
 
+    from autopilot.rundir import WEIGHTS_FILE, RunDir
     from autopilot.search import budget
 
     runs = tmp_path / "runs"
@@ -182,7 +183,7 @@ def test_a_budgeted_ray_search_trains_its_finalists(ray_cluster, tmp_path):
         of a 50 s run's finalist can overrun its slot (a fresh-clone CI run
         saw this); its trial is pruned, with "stopped" = "deadline"."""
         cut = (t.user_attrs.get("stopped") == "deadline" and t.user_attrs.get("epochs", 0) >= 1
-               and (runs / "b" / "trials" / str(t.number) / "weights.safetensors").exists())
+               and (RunDir(runs / "b").trial_dir(t.number) / WEIGHTS_FILE).exists())
         return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and cut)
 
     assert any(trained(t) for t in finals), seen

@@ -219,6 +219,18 @@ def fused_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_a_run_rebuilds_the_search_facts_with_its_budget_and_training_rows(fused_run):
+    """rundata.search_info gives the search what search.space.wide_first_network
+    reads (the run's budget and its training rows), from the run folder alone."""
+    from autopilot.rundata import load_run_data
+    from autopilot.rundir import RunDir
+
+    _, _, data, info = load_run_data(RunDir(fused_run))
+    assert info["budget_s"] == 75.0
+    assert info["train_rows"] == len(data["train"][1]) > 0
+
+
+@pytest.mark.slow
 def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(fused_run):
     from autopilot.fusion.members import pool, read_val_logits
     from autopilot.rundata import load_run_data
