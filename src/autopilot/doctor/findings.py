@@ -18,7 +18,7 @@ training wrong or useless, `warn` = probably a problem, `info` = worth knowing.
 | `loss-at-init` | warn / info / error | loss at initialisation > 1.5 × ln(C) → warn (suggests `init_final_bias`); < 0.5 × ln(C) → info (already trained, or the label leaks into x); not finite → error | set-up |
 | `probabilities-into-loss` | error / warn / info | the model outputs probabilities (softmax → error, sigmoid-like → warn) into a loss that applies log-softmax itself; log-softmax outputs into CrossEntropyLoss → info (harmless, redundant) | set-up |
 | `logits-into-nll` | error | raw logits fed to NLLLoss, which expects log-probabilities | set-up |
-| `no-signal` | error | trained briefly (Adam, fresh batches scored before each step), the model does no better on the real inputs than on zeroed inputs (labels shuffled? inputs unused?); a clear gain (≥ 10 points, or 10 % of the chance loss) too small a sample cannot confirm is skipped as inconclusive | set-up |
+| `no-signal` | error | trained briefly (Adam, fresh batches scored before each step), the model does no better on the real inputs than on zeroed inputs (labels shuffled? inputs unused?); a clear gain (≥ 10 points, or 10 % of the chance loss) too small a sample cannot confirm, or any result on a sample too small to show such a gain, is skipped as inconclusive | set-up |
 | `cannot-overfit` | error / warn | cannot reach 100 % accuracy on one small batch (frozen parameters, wrong loss, broken forward) | set-up |
 | `frozen-parameters` | warn | parameters with requires_grad=False or that never change while training | set-up |
 | `batch-mixing` | error | output i depends on input j ≠ i in eval mode (`view` where `permute` was meant) | set-up |
