@@ -231,6 +231,25 @@ def test_a_run_rebuilds_the_search_facts_with_its_budget_and_training_rows(fused
 
 
 @pytest.mark.slow
+def test_the_default_network_its_rungs_and_its_finalist_carry_its_mark(fused_run):
+    """search.select.prefer_default_network finds the default network's
+    finalist by a mark the first trial is queued with and the budget's
+    promotions and finalists take from the trial they train again."""
+    import optuna
+
+    from autopilot.rundir import RunDir
+    from autopilot.search.budget import config_id
+    from autopilot.search.select import DEFAULT_NETWORK
+    from autopilot.search.study import STUDY_NAME, make_storage
+
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=make_storage(RunDir(fused_run))).get_trials()
+    marked = {t.number for t in trials if t.user_attrs.get(DEFAULT_NETWORK)}
+    assert 0 in marked
+    assert marked == {t.number for t in trials if config_id(t) == 0}
+    assert any(t.user_attrs.get("final") for t in trials)  # the run reached its final phase
+
+
+@pytest.mark.slow
 def test_a_run_keeps_val_logits_and_records_an_ensemble_beside_the_best_single(fused_run):
     from autopilot.fusion.members import pool, read_val_logits
     from autopilot.rundata import load_run_data

@@ -206,6 +206,29 @@ def test_a_runner_up_within_one_standard_error_is_a_finalist_too():
     assert not any(a.get(budget.ALL_CORES_ATTR) for _, a in finals)  # two finalists share the cores
 
 
+def test_the_default_network_takes_the_last_final_place_from_a_runner_up():
+    from autopilot.search.select import DEFAULT_NETWORK
+
+    study = optuna.create_study(direction="maximize")
+    plan = budget.SearchPlan.make(0.0, 1000.0, workers=2)
+    _finished(study, {"x": 0}, 0.963, rung=0, val_examples=750, **{DEFAULT_NETWORK: True})  # regularised: slow to start
+    _finished(study, {"x": 1}, 0.978, rung=0, val_examples=750)
+    _finished(study, {"x": 2}, 0.980, rung=0, val_examples=750)
+    _finished(study, {"x": 2}, 0.992, rung=1, val_examples=750, config_id=2, promoted_from=2)
+    _finished(study, {"x": 1}, 0.993, rung=1, val_examples=750, config_id=1, promoted_from=1)
+    finals = budget.next_jobs(study, plan, now=plan.final_start_wall)
+    assert [p for p, _ in finals] == [{"x": 1}, {"x": 0}]  # the top one, then the default in the runner-up's place
+    assert finals[1][1][DEFAULT_NETWORK] and budget.config_id(study.trials[0]) == finals[1][1]["config_id"] == 0
+    assert DEFAULT_NETWORK not in finals[0][1]
+    # one worker, or a lone finalist (the runner-up clearly behind): nothing changes
+    one = budget.SearchPlan.make(0.0, 1000.0, workers=1)
+    assert [p for p, _ in budget.next_jobs(study, one, now=one.final_start_wall)] == [{"x": 1}]
+    ranked = sorted(study.trials, key=lambda t: (t.user_attrs.get("rung", 0), t.value), reverse=True)
+    assert budget.with_default_network(ranked[:1], ranked, workers=2) == ranked[:1]
+    # the default among the contenders already: nothing changes
+    assert budget.with_default_network([ranked[0], study.trials[0]], ranked, 2) == [ranked[0], study.trials[0]]
+
+
 def test_a_lone_finalist_waits_for_the_last_exploration_trial():
     study = optuna.create_study(direction="maximize")
     other, final = study.ask(), study.ask()

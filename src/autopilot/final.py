@@ -25,7 +25,7 @@ from .finalists import run_finalists
 from .metrics import binomial_se
 from .models import count_params, load_model, save_model
 from .models.estimators import is_estimator_dir
-from .rundir import TORCH_FILES, RunDir, write_json
+from .rundir import TORCH_FILES, VAL_LOGITS, RunDir, write_json
 from .schemas.card import (Hyperparameters, ModelCard, ModelFigures, Parity, RegressionFigures, RegressionMetrics,
                            Selection, TrialCounts)
 from .schemas.run import read_run
@@ -62,7 +62,7 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
     cross-validation and the winner retrained on train+validation
     (autopilot.finalists), by `deadline_wall` (time.time(); None: no limit).
     `reserve_note`: why the search kept the finalists' reserve, for the card."""
-    selection = best_trial(study, rd)
+    selection = best_trial(study, rd, data["val"][1])
     if selection is None:
         raise NoModelError("no trial completed within the budget; give a larger --budget or fewer --trials constraints, then --resume")
     best = selection.trial
@@ -99,8 +99,6 @@ def finalize(rd: RunDir, study: optuna.Study, ds, data: dict, info: dict, config
         Xte, yte = data["test"]
         if is_trees:  # boosted trees, linear models: the trial's ONNX file is the model (models/estimators.py)
             from .search.trees_trial import trees_final
-
-            from .search.study import VAL_LOGITS
 
             reference = np.load(src / VAL_LOGITS, allow_pickle=False)
             logits, onnx_test, ref, got, spec, n_params, onnx_path = trees_final(

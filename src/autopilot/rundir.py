@@ -20,6 +20,10 @@ from pathlib import Path
 SPEC_FILE = "spec.json"  # its architecture, JSON
 WEIGHTS_FILE = "weights.safetensors"  # its weights, no pickle
 TORCH_FILES = (SPEC_FILE, WEIGHTS_FILE)
+# Beside a trial's weights, whatever family made it (search.study.save_val_logits): its
+# validation logits, rows in the validation split's order. Ensemble selection (fusion/)
+# chooses from them; search.select compares finalists on them, example by example.
+VAL_LOGITS = "val_logits.npy"
 
 # The finalists' bags (written by finalists.stage, read by fusion.members):
 BAGS_DIR = "finalists"  # finalists/<trial>/fold<f>/ (spec.json + weights.safetensors) and oof_logits.npy

@@ -68,11 +68,14 @@ class Plan:
     retrain_epochs: int | None = None  # a retraining shortened to fit (it continues the search's weights); None: planned
 
 
-def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial]:
+def finalist_trials(study: optuna.Study, rd: RunDir, n: int, first: int | None = None) -> list[FrozenTrial]:
     """The best `n` distinct configurations among the completed trials with
-    weights, in the search's own order. Successive halving trains one
-    configuration again at each rung (same parameters): it counts once, by
-    its best-ranked trial."""
+    weights, in the search's own order, but trial `first` (the search's
+    selection, which search.select may take from below the top) leading
+    whenever it is one of the configurations: the plan's retraining alone
+    is of the first.
+    Successive halving trains one configuration again at each rung (same
+    parameters): it counts once, by its best-ranked trial."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.values and (rd.trial_dir(t.number) / WEIGHTS_FILE).exists()]
     out, seen = [], set()
@@ -81,6 +84,7 @@ def finalist_trials(study: optuna.Study, rd: RunDir, n: int) -> list[FrozenTrial
         if key not in seen:
             seen.add(key)
             out.append(t)
+    out.sort(key=lambda t: t.number != first)  # stable: the rest keep their order
     return out[:n]
 
 

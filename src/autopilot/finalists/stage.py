@@ -154,7 +154,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         save_gate(rd.data_dir, gate)
     reserved = None if deadline_wall is None else max(0.0, deadline_wall - started)
     refit_by_final = False  # boosted trees: final.py refits them on train+validation with --cv
-    cands = [candidate(rd, t, len(data["train"][1])) for t in finalist_trials(study, rd, config.finalists)]
+    cands = [candidate(rd, t, len(data["train"][1]))
+             for t in finalist_trials(study, rd, config.finalists, first=search_best.number)]
     if info.get("task", "classification") != "classification" or np.issubdtype(y.dtype, np.floating):
         cands = []
         plan = Plan(0, 0.0, False, ["a regression label: cross-validation by accuracy covers classification only; "
@@ -203,6 +204,8 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
             reason = "the search's best trial on the validation split (no finalist was cross-validated)"
             if "cv_score" in search_best.user_attrs:  # a small table's trials (search/table_families.py)
                 reason = search_why or "the search's best trial by cross-validation on train+validation (every trial's score)"
+            elif search_why:  # the default network's finalist over the top-ranked one (search.select)
+                reason = f"{search_why} (no finalist was cross-validated)"
         console.print(f"finalists: trial {search_best.number if winner is None else winner.trial.number} wins: {reason}",
                       highlight=False)
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..models import load_model
-from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, TORCH_FILES, WEIGHTS_FILE, RunDir
+from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, TORCH_FILES, VAL_LOGITS, WEIGHTS_FILE, RunDir
 from ..schemas import read
 from ..schemas.search import SearchFile
-from ..search.study import VAL_LOGITS
 
 
 def read_val_logits(trial_dir: str | Path) -> np.ndarray | None:

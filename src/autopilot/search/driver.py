@@ -13,6 +13,7 @@ from ..schemas.run import read_run, update_run
 from . import space
 from .budget import MIN_SLOT_S, SearchPlan, save_plan
 from .progress import Progress
+from .select import DEFAULT_NETWORK
 from .study import Objective, open_study, recover_interrupted, requeue_interrupted, summarize
 from .workers import optimize, run_workers
 from .storage import is_database_url, publish_deadline, settle
@@ -80,8 +81,9 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
         first = space.first_trials(config.space, info, config.max_params, augment_variants=variants)  # known-good points first
         first = [p for p in first if p.get("family") in space.searched_families(info)]  # small tables: no networks
         queued = len(study.get_trials(deepcopy=False))
-        for params in first[:max(0, config.trials - queued)] if config.trials else first:  # --trials N: no more than N
-            study.enqueue_trial(params)
+        for i, params in enumerate(first[:max(0, config.trials - queued)] if config.trials else first):  # --trials N: no more than N
+            # The lead is the default network; its rungs and finalist inherit the mark (budget.next_jobs).
+            study.enqueue_trial(params, user_attrs={DEFAULT_NETWORK: True} if i == 0 else None)
     # A new sampler seed per invocation: a resumed random search must not
     # replay the draws it already made.
     sampler_seed = config.seed + 7919 * n_before
@@ -130,5 +132,5 @@ def search(rd: RunDir, config: RunConfig, data: dict, info: dict, *, deadline_wa
             if is_database_url(config.storage):
                 settle(study)  # a dead worker's trial is failed (and queued again), never left RUNNING
     finally:
-        write_json(rd.search_json, summarize(study, started_at, config, run=rd))
+        write_json(rd.search_json, summarize(study, started_at, config, run=rd, y_val=data["val"][1]))
     return study

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from ..config import PRUNERS, SAMPLERS, RunConfig
 from ..doctor.live import LiveDoctor
 from ..models import build_model, count_params, save_model
-from ..rundir import RunDir, write_json
+from ..rundir import VAL_LOGITS, RunDir, write_json
 from ..schemas.hparams import TrainingHparams
 from ..schemas.search import SearchFile, SelectedTrial, TrialConfig, TrialSummary
 from ..train import TrainingDiverged, predict_logits, resolve_device, seed_everything, train
@@ -379,9 +379,6 @@ class Objective:
         return (Xtr[train_idx], ytr[train_idx]), (Xva[val_idx], yva[val_idx]), hp
 
 
-VAL_LOGITS = "val_logits.npy"  # beside a trial's weights: what ensemble selection (fusion/) chooses from
-
-
 def save_val_logits(tdir: Path, logits) -> None:
     """The trial's validation logits (best-epoch weights), no pickle. Any
     family writes them here, so fusion reads one format whatever made them."""
@@ -417,8 +414,10 @@ def _tensorboard_writer(tdir: Path):
 
 
 def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run: RunDir | None = None,
-              progress: str = "schedule") -> dict:
-    """search.json's content, validated against schemas.search.SearchFile."""
+              progress: str = "schedule", y_val=None) -> dict:
+    """search.json's content, validated against schemas.search.SearchFile;
+    `y_val` (the validation labels) lets its selection compare finalists
+    as final.py's does (select.best_trial)."""
     trials = []
     complete = []
     for t in study.get_trials(deepcopy=False):
@@ -450,7 +449,7 @@ def summarize(study: optuna.Study, started_at: float, config: RunConfig, *, run:
             rejected=t.user_attrs.get("rejected"),
         ))
     best = max(complete, key=rank_trial, default=None)
-    chosen = best_trial(study, run)
+    chosen = best_trial(study, run, y_val)
     return SearchFile(
         sampler=config.sampler,
         pruner=config.pruner,
