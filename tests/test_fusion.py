@@ -452,9 +452,8 @@ def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path
     rows), and they make an ensemble with it although the search completed
     one trial; results.json's files rebuild it."""
     from autopilot.fusion.select import ANCHOR_WEIGHT
-    from autopilot.fusion.siblings import MAX_SIBLINGS
+    from autopilot.fusion.siblings import MAX_SIBLINGS, RETRAIN_MARGIN
     from autopilot.fusion.stage import fuse_run
-    from autopilot.train import PACE_MARGIN
     from autopilot.models import load_model
     from autopilot.schemas.card import read_card
     from autopilot.schemas.fusion import read_fusion
@@ -470,7 +469,7 @@ def test_siblings_of_the_shipped_model_share_its_weight_in_the_ensemble(tmp_path
     step = next(s for s in res.plan if s.step == "siblings")
     sibs = sorted((rd.path / "fusion").glob("sibling*"))
     assert step.status == "done" and len(sibs) == MAX_SIBLINGS and step.why.startswith(f"{MAX_SIBLINGS} of "), step
-    assert step.why.endswith(f"(about {card.cv.retrain_s * PACE_MARGIN:.0f} s each was planned)"), step
+    assert step.why.endswith(f"(about {card.cv.retrain_s * RETRAIN_MARGIN:.0f} s each was planned)"), step
     shipped, spec = load_model(rd.model_dir)
     for folder in sibs:  # the shipped configuration with other weights
         sib, sib_spec = load_model(folder)
