@@ -53,7 +53,8 @@ KNOWN_GOOD = "known_good"  # user attr: one of table_families.first_trials
 # that trains its best configurations again on all the training data and
 # scores each on the whole validation split; the default network (the
 # first trial every run queues, space.first_trials, with its augmentation)
-# is one of them (budget.with_default_network). The top finalist ships only
+# is one of them when two or more workers share the phase
+# (budget.with_default_network). The top finalist ships only
 # when it is significantly more accurate there than the default network's
 # finalist, example by example: an exact one-sided McNemar test at
 # SIGNIFICANCE, the test the compression policy and the retraining loop ask
