@@ -69,6 +69,17 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
+def read_val_logits(trial_dir: str | Path):
+    """A trial's validation logits (VAL_LOGITS), or None when it kept none
+    (no pickle). numpy is imported here, not at start-up."""
+    import numpy as np
+
+    path = Path(trial_dir) / VAL_LOGITS
+    if not path.exists():
+        return None
+    return np.load(path, allow_pickle=False)
+
+
 def write_json(path: str | Path, obj) -> None:
     """Atomic JSON write: a reader never sees half a file."""
     path = Path(path)

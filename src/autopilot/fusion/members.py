@@ -19,17 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..models import load_model
-from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, TORCH_FILES, VAL_LOGITS, WEIGHTS_FILE, RunDir
+from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, TORCH_FILES, VAL_LOGITS, WEIGHTS_FILE, RunDir, read_val_logits
 from ..schemas import read
 from ..schemas.search import SearchFile
-
-
-def read_val_logits(trial_dir: str | Path) -> np.ndarray | None:
-    """A trial's validation logits, or None when it kept none (no pickle)."""
-    path = Path(trial_dir) / VAL_LOGITS
-    if not path.exists():
-        return None
-    return np.load(path, allow_pickle=False)
 
 
 def completed_trials(rd: RunDir) -> list[int]:

@@ -290,8 +290,8 @@ def with_default_network(finals: list, ranked: list, workers: int) -> list:
     """The final phase's configurations, the default network's (the first
     trial's, search.select.DEFAULT_NETWORK) in the last place when it is not
     among them and each of two or more workers has a finalist (a lone
-    finalist keeps all the cores). Why: short rungs rank against regularisation that pays over a
-    long schedule. On mnist5k at --budget 10m the default network with its
+    finalist keeps all the cores). Why: short rungs rank against
+    regularisation that pays over a long schedule. On mnist5k at --budget 10m the default network with its
     affine augmentation scored 0.963-0.967 at rung 0, below the same network
     without augmentation (0.973-0.980), and never reached the final phase;
     over splits 1-4 and three training seeds (bench/seeds.py, 37 epochs) it

@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..rundir import VAL_LOGITS, WEIGHTS_FILE, RunDir
+from ..rundir import WEIGHTS_FILE, RunDir, read_val_logits
 from ..stats import fold_gain, mcnemar_p, paired
 
 COMPLETE = "complete"
@@ -184,11 +184,8 @@ def prefer_known_good(best: FrozenTrial, pool: list[FrozenTrial]) -> tuple[Froze
 def correct_on_validation(rd: RunDir, t: FrozenTrial, y_val: np.ndarray) -> np.ndarray | None:
     """Which validation examples the trial's stored logits classify right,
     or None when it kept no class logits for every one of them."""
-    path = rd.trial_dir(t.number) / VAL_LOGITS
-    if not path.exists():
-        return None
-    logits = np.load(path, allow_pickle=False)
-    if logits.ndim != 2 or len(logits) != len(y_val) or logits.shape[1] < 2:
+    logits = read_val_logits(rd.trial_dir(t.number))
+    if logits is None or logits.ndim != 2 or len(logits) != len(y_val) or logits.shape[1] < 2:
         return None
     return logits.argmax(axis=1) == y_val
 
