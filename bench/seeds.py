@@ -27,6 +27,8 @@ same runs, against the plain weights of the same training:
   --tta         test-time views of the chosen weights, probabilities
                 averaged: one-pixel shifts (5 views), +-6 degree rotations
                 (3 views), and all 7 (the cost at serving is the views').
+  --last        the last epoch's weights, where the one-cycle schedule has
+                annealed, instead of the best validation epoch's.
 Two more change the training, for comparison with another run of the bench
 on the same splits and seeds:
   --set K=V     a training hyper-parameter changed for every run (for
@@ -46,6 +48,7 @@ on the same splits and seeds:
     python bench/seeds.py --jobs 2                                  # mnist5k, splits 1-4, 3 seeds, 37 epochs
     python bench/seeds.py --splits 1 --seeds 0 1 --epochs 2         # smoke test
     python bench/seeds.py --jobs 2 --network second --ema 0.99 0.998 --tta
+    python bench/seeds.py --jobs 2 --last
 """
 from __future__ import annotations
 
@@ -115,6 +118,20 @@ class WeightAverages:
         return {str(d): max(self.epochs[d], key=lambda e: e[:2])[2] for d in self.decays}
 
 
+class LastEpoch:
+    """Training callback: test errors of the weights as each epoch ends, so
+    that the last epoch's can be scored against the best validation epoch's
+    (the weights `train` returns)."""
+
+    def __init__(self, test):
+        self.test, self.errors = test, []
+
+    def on_epoch_end(self, _metrics, model) -> None:
+        from autopilot.train import predict_logits
+
+        self.errors.append(int((predict_logits(model, self.test[0]).argmax(1) != self.test[1]).sum()))
+
+
 def tta_errors(model, X, y) -> dict:
     """Test errors of the model's probabilities averaged over views of each image."""
     import math
@@ -174,8 +191,9 @@ def train_one(case: tuple) -> dict:
     Xt = as_inputs(X)
     averages = (WeightAverages(options["ema"], spec, (as_inputs(data["val"][0]), torch.as_tensor(data["val"][1])),
                                (Xt, torch.as_tensor(y))) if options["ema"] else None)
+    last = LastEpoch((Xt, torch.as_tensor(y))) if options["last"] else None
     res = train(model, data["train"], data["val"], hp, kind=info["kind"], seed=seed, device="cpu",
-                callbacks=[averages] if averages else None)
+                callbacks=[c for c in (averages, last) if c] or None)
     model.load_state_dict(res.state_dict)
     model.eval()
     with torch.no_grad():
@@ -186,6 +204,9 @@ def train_one(case: tuple) -> dict:
            "params": count_params(model)}
     if averages:
         run["ema_errors"] = averages.errors()
+    if last:
+        run["last_errors"] = {"epoch": last.errors[-1]}
+        run["epoch_errors"] = last.errors  # every epoch's, to read where the test errors fall
     if options["tta"]:
         run["tta_errors"] = tta_errors(model, Xt, y)
     return {**run, "seconds": round(time.perf_counter() - t0, 1), "probs": probs, "y": y}
@@ -213,7 +234,7 @@ def variant_totals(runs: list[dict]) -> dict:
     test errors, and runs where it had fewer / more errors."""
     plain = [r["errors"] for r in runs]
     out = {"plain": {"total": sum(plain)}}
-    for field, prefix in (("ema_errors", "ema "), ("tta_errors", "tta ")):
+    for field, prefix in (("ema_errors", "ema "), ("tta_errors", "tta "), ("last_errors", "last ")):
         for name in runs[0].get(field, {}):
             errs = [r[field][name] for r in runs]
             out[prefix + name] = {"total": sum(errs), "fewer": sum(e < p for e, p in zip(errs, plain)),
@@ -233,6 +254,7 @@ def parse_args(argv=None):
     p.add_argument("--ema", nargs="+", type=float, default=[], metavar="DECAY",
                    help="also score moving averages of the weights with these per-step decays")
     p.add_argument("--tta", action="store_true", help="also score test-time shifted and rotated views")
+    p.add_argument("--last", action="store_true", help="also score the last epoch's weights")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", type=hyper_parameter,
                    help="training hyper-parameters for every run, VALUE as JSON (e.g. aug_strength=1.0)")
     p.add_argument("--arch", nargs="+", default=[], metavar="KEY=VALUE", type=hyper_parameter,
@@ -257,8 +279,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    options = {"network": args.network, "ema": args.ema, "tta": args.tta, "set": dict(args.set), "arch": dict(args.arch),
-               "train_share": args.train_share}
+    options = {"network": args.network, "ema": args.ema, "tta": args.tta, "last": args.last, "set": dict(args.set),
+               "arch": dict(args.arch), "train_share": args.train_share}
     todo = [(args.dataset, s, t, args.epochs, options) for s in args.splits for t in args.seeds]
     runs = []
 
@@ -298,7 +320,7 @@ def main(argv=None) -> int:
                "mean_pair_errors": round(statistics.mean(pairs), 2) if pairs else None}
     print(f"median range over seeds {summary['median_range']:g} errors; mean errors: single "
           f"{summary['mean_single_errors']}, pair averaged {summary['mean_pair_errors']}")
-    if args.ema or args.tta:
+    if args.ema or args.tta or args.last:
         summary["variants"] = variant_totals(runs)
         print(f"test errors over all {len(runs)} runs, against the plain weights of the same runs:")
         for name, v in summary["variants"].items():

@@ -386,6 +386,16 @@ def test_a_budgeted_run_explores_then_ships_a_finalist(budget_run):
     assert finals and all(t["data_fraction"] == 1.0 for t in finals if t["state"] == "COMPLETE")
     card = read_json(rd / "model" / "card.json")
     assert card["best_trial"] in {t["number"] for t in finals if t["state"] == "COMPLETE"}
+    for t in [t for t in finals if t["state"] == "COMPLETE"]:  # a finalist runs its whole schedule, however far it grows
+        assert t["stopped"] != "early-stop", t
+        assert read_json(rd / "trials" / str(t["number"]) / "hparams.json")["patience"] > t["epochs"], t
+
+
+def test_exploration_trials_stop_early_and_finalists_never_do():
+    longest = budget.max_epochs(20, final=True)
+    assert budget.patience(9, longest, final=True) > longest  # even after the schedule grew to its longest
+    assert budget.patience(9, 9, final=False) == 5
+    assert budget.patience(30, 30, final=False) == 10
 
 
 def test_measuring_a_slow_model_stops_early():

@@ -159,6 +159,21 @@ def max_epochs(sampled_epochs: int, final: bool) -> int:
     return max(int(sampled_epochs), FINAL_MAX_EPOCHS) if final else int(sampled_epochs)
 
 
+def patience(epochs: int, max_epochs: int, final: bool) -> int:
+    """Epochs without a better validation score after which a trial stops.
+    An exploration trial stops early, and the core it frees starts the next
+    configuration. A finalist runs its whole schedule (up to max_epochs, as
+    far as it may grow): its slot is reserved, and the last epochs of a
+    one-cycle schedule, where the learning rate anneals, are where it gains
+    most. The cross-validation folds, the retraining and the students stop
+    no earlier either. Measured on mnist5k at --budget 10m: the default
+    network's finalist stopped at epoch 17 of 23, with the learning rate
+    still a fifth of its peak, after five epochs without a better score on
+    750 validation examples; the retraining then continued from its
+    epoch-12 weights."""
+    return int(max_epochs) + 1 if final else max(5, int(epochs) // 3)
+
+
 def too_slow(tp: TrainingPlan, max_epochs: int, final: bool) -> str | None:
     """Why a planned trial should not be trained, or None. A finalist is
     trained whatever fits; an exploration trial must fit its slot (within

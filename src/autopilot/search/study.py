@@ -375,7 +375,7 @@ class Objective:
             trial.set_user_attr("rejected", reason)
             trial.set_user_attr("error", f"rejected before training: {reason}")
             raise optuna.TrialPruned(reason)
-        hp = {**hp, "epochs": tp.epochs, "patience": max(5, tp.epochs // 3)}
+        hp = {**hp, "epochs": tp.epochs, "patience": budget.patience(tp.epochs, max_epochs, final)}
         return (Xtr[train_idx], ytr[train_idx]), (Xva[val_idx], yva[val_idx]), hp
 
 
