@@ -41,6 +41,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .select import DEFAULT_NETWORK
+from .space import exploration_patience
 
 ETA = 3  # promotion keeps the top 1/ETA of a rung and gives it ETA times the time
 FINAL_SHARE = 0.5  # of the search time, for the finalists on all the data
@@ -171,7 +172,7 @@ def patience(epochs: int, max_epochs: int, final: bool) -> int:
     still a fifth of its peak, after five epochs without a better score on
     750 validation examples; the retraining then continued from its
     epoch-12 weights."""
-    return int(max_epochs) + 1 if final else max(5, int(epochs) // 3)
+    return int(max_epochs) + 1 if final else exploration_patience(epochs)
 
 
 def too_slow(tp: TrainingPlan, max_epochs: int, final: bool) -> str | None:
@@ -306,9 +307,10 @@ def with_default_network(finals: list, ranked: list, workers: int) -> list:
     trial's, search.select.DEFAULT_NETWORK) in the last place when it is not
     among them and each of two or more workers has a finalist (a lone
     finalist keeps all the cores). Why: short rungs rank against
-    regularisation that pays over a long schedule. On mnist5k at --budget 10m the default network with its
-    affine augmentation scored 0.963-0.967 at rung 0, below the same network
-    without augmentation (0.973-0.980), and never reached the final phase;
+    regularisation that pays over a long schedule. On mnist5k at --budget
+    10m the default network with its affine augmentation scored 0.963-0.967
+    at rung 0, below the same network without augmentation (0.973-0.980),
+    and never reached the final phase;
     over splits 1-4 and three training seeds (bench/seeds.py, 37 epochs) it
     made 52 test errors where that variant made 90. The selection then ships
     another finalist only when it is significantly more accurate than the

@@ -431,10 +431,17 @@ def training_hparams(params: dict, info: dict) -> dict:
         "epochs": int(params.get("epochs", DEFAULTS["epochs"])),
         **augment_space.to_hparams(params, info),
     }
-    hp["patience"] = max(5, hp["epochs"] // 3)
+    hp["patience"] = exploration_patience(hp["epochs"])
     if info.get("task") == "regression":
         hp.update(task="regression", loss=params.get("loss", "mse"))
     return hp
+
+
+def exploration_patience(epochs: int) -> int:
+    """Epochs without a better validation score after which a search trial
+    stops: a third of its schedule, at least 5 (budget.patience: finalists
+    never stop early)."""
+    return max(5, int(epochs) // 3)
 
 
 def n_outputs(info: dict) -> int:
