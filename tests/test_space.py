@@ -2,6 +2,7 @@
 search/budget.py): what is sampled rebuilds from the stored parameters alone,
 the first trials are the templates' known-good points, and every trial's
 epochs and data share fit its slot."""
+import json
 import time
 
 import numpy as np
@@ -389,6 +390,10 @@ def test_a_budgeted_run_explores_then_ships_a_finalist(budget_run):
     for t in [t for t in finals if t["state"] == "COMPLETE"]:  # a finalist runs its whole schedule, however far it grows
         assert t["stopped"] != "early-stop", t
         assert read_json(rd / "trials" / str(t["number"]) / "hparams.json")["patience"] > t["epochs"], t
+        if t["stopped"] == "completed":  # and ships the weights of its last epoch, not of its best one
+            lines = (rd / "trials" / str(t["number"]) / "metrics.jsonl").read_text().splitlines()
+            last = json.loads(lines[-1])
+            assert last["epoch"] == t["epochs"] and t["best_val_acc"] == pytest.approx(last["val_acc"]), t
 
 
 def test_exploration_trials_stop_early_and_finalists_never_do():
