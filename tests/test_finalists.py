@@ -344,3 +344,9 @@ def test_a_schedule_the_budget_cut_is_continued_not_restarted(tmp_path):
     cold, _ = retrain(dataclasses.replace(still, warm_start=None), X, y, data, kind=info["kind"], seed=0,
                       device="cpu", deadline=None)
     assert val_acc(warm) > 0.85 and val_acc(cold) < 0.5
+    # A warm restart the plan shortened grows back toward its schedule when
+    # the pace shows the epochs fit before the deadline; the hyper-parameters
+    # returned (the shipped model's) say how many it ran.
+    grown, hp = retrain(c, X, y, data, kind=info["kind"], seed=0, device="cpu", deadline=time.monotonic() + 600,
+                        extend_to=5)
+    assert grown is not None and hp["epochs"] == 5 and hp["patience"] > 5

@@ -441,12 +441,15 @@ RETRAIN_VAL_EXAMPLES = 512  # train_configuration's per-epoch check; the validat
 
 
 def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.ndarray, y: np.ndarray, *, kind: str,
-                        seed: int, device: str, deadline: float | None) -> torch.nn.Module | None:
+                        seed: int, device: str, deadline: float | None, finish_by: float | None = None,
+                        extend_to: int | None = None) -> tuple[torch.nn.Module | None, TrainResult]:
     """One retraining on (X, y): `spec` built with `seed`, started from
-    `warm_start`'s weights when given, trained hp["epochs"] epochs; the last
-    epoch's weights in eval mode on the CPU, or None when the deadline cut
-    the schedule. finalists.stage.retrain() trains the winner with it, the fusion stage the
-    winner's siblings (the same recipe, other seeds)."""
+    `warm_start`'s weights when given, trained hp["epochs"] epochs (or the
+    schedule `finish_by` and `extend_to` fit, as train's); the last epoch's
+    weights in eval mode on the CPU, or None when the deadline cut the
+    schedule, with the training's result. finalists.stage.retrain() trains
+    the winner with it, the fusion stage the winner's siblings (the same
+    recipe, other seeds)."""
     seed_everything(seed)
     model = build_model(spec)
     if warm_start is not None:
@@ -454,7 +457,8 @@ def train_configuration(spec: dict, hp: dict, warm_start: Path | None, X: np.nda
     # A display only (the last epoch's weights ship): a sample of its own training data.
     step = max(1, len(y) // RETRAIN_VAL_EXAMPLES)
     check = (X[::step][:RETRAIN_VAL_EXAMPLES], y[::step][:RETRAIN_VAL_EXAMPLES])
-    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last")
-    if result.stopped == "deadline" or result.epochs_run < int(hp["epochs"]) or not result.history:
-        return None
-    return model.cpu().eval()
+    result = train(model, (X, y), check, hp, kind=kind, seed=seed, device=device, deadline=deadline, keep="last",
+                   finish_by=finish_by, extend_to=extend_to)
+    if result.stopped == "deadline" or result.epochs_run < result.planned_epochs or not result.history:
+        return None, result
+    return model.cpu().eval(), result

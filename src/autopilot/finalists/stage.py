@@ -22,7 +22,7 @@ from ..rundir import BAGS_DIR, OOF_LOGITS, REFIT_DIR, WEIGHTS_FILE, RunDir
 from ..schemas.card import CrossValidation, Finalist
 from ..search.driver import single_worker_threads
 from ..search.select import score
-from ..train import seed_everything, train, train_configuration
+from ..train import PACE_MARGIN, seed_everything, train, train_configuration
 from .plan import (Candidate, Plan, candidate, continued, finalist_trials, fold_epochs, make_plan, paced, pick_winner,
                    retrain_seconds, retraining_to_run, undertrained_winner, with_epochs)
 
@@ -82,19 +82,31 @@ def cross_validate(c: Candidate, X: np.ndarray, y: np.ndarray, splits, epochs: i
 
 
 def retrain(c: Candidate, X: np.ndarray, y: np.ndarray, data: dict, *, kind: str, seed: int, device: str,
-            deadline: float | None) -> tuple[torch.nn.Module | None, dict]:
+            deadline: float | None, extend_to: int | None = None) -> tuple[torch.nn.Module | None, dict]:
     """The configuration trained on train+validation for its planned epochs;
     the weights of the last epoch (no validation is held out to pick
-    another). None when the deadline cut it: a schedule that did not
-    anneal is worse than the search's weights.
+    another), and the hyper-parameters it trained with (their epochs the
+    ones it ran). None when the deadline cut it: a schedule that did not
+    anneal is worse than the search's weights. With a deadline, a schedule
+    running slower than planned is shortened to end before it, as the
+    search's trials are.
 
     When the budget cut the search's schedule short (c.warm_start), the
     retraining starts from the search's weights, a warm restart of the
     schedule: on Fashion-MNIST with --budget 30m the shipped CNN otherwise
-    had 5 epochs from scratch, the same 5 the search had already given it."""
-    hp = {**c.hparams, "patience": c.planned + 1}
-    return train_configuration(c.spec, hp, c.warm_start, X, y, kind=kind, seed=seed + c.trial.number, device=device,
-                               deadline=deadline), hp
+    had 5 epochs from scratch, the same 5 the search had already given it.
+    `extend_to` lets a shortened one grow back toward that many epochs when
+    the pace shows they fit: the planned epochs come from a few timed steps
+    and PACE_MARGIN, and on mnist5k at --budget 10m a 5-epoch retraining
+    planned into 93 s took 29 s."""
+    hp = {**c.hparams, "patience": max(c.planned, extend_to or 0) + 1}
+    finish_by = None
+    if deadline is not None:
+        now = time.monotonic()
+        finish_by = now + max(0.0, deadline - now) / PACE_MARGIN
+    model, result = train_configuration(c.spec, hp, c.warm_start, X, y, kind=kind, seed=seed + c.trial.number,
+                                        device=device, deadline=deadline, finish_by=finish_by, extend_to=extend_to)
+    return model, ({**hp, "epochs": result.planned_epochs} if model is not None else hp)
 
 
 def _refit_runner_up(finalists: list[Finalist], by_number: dict, winner: Candidate, X, y, data: dict, info: dict,
@@ -211,6 +223,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
 
         model, training, retrain_s = None, None, None
         if winner is not None and plan.retrain:
+            scheduled = winner.planned  # the epochs a shortened warm restart may grow back to
             left = None if deadline is None else deadline - time.monotonic()
             if plan.retrain_epochs:  # the plan shortened the retraining to fit
                 winner = with_epochs(continued(winner), plan.retrain_epochs)
@@ -219,11 +232,13 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
                 note(why)
             if to_run is not None:
                 winner = to_run
+                grow = scheduled if winner.warm_start and winner.planned < scheduled else None
                 console.print(f"retraining trial {winner.trial.number} on train+validation for {winner.planned} epochs"
+                              + (f" (up to {grow} if the pace allows)" if grow else "")
                               + (", continuing the search's weights" if winner.warm_start else ""), highlight=False)
                 began = time.monotonic()
                 model, training = retrain(winner, X, y, data, kind=info["kind"], seed=config.seed,
-                                          device=config.device, deadline=deadline)
+                                          device=config.device, deadline=deadline, extend_to=grow)
                 retrain_s = time.monotonic() - began
                 if model is None:
                     training = None
@@ -254,7 +269,7 @@ def run_finalists(rd: RunDir, study: optuna.Study, data: dict, info: dict, confi
         folds=config.cv, examples=len(y), finalists_asked=config.finalists, finalists=finalists,
         fold_share=plan.share if finalists else None, search_best=search_best.number, winner=winner_trial.number,
         reason=reason, retrained=model is not None or refit_by_final,
-        retrain_epochs=winner.planned if model is not None else None,
+        retrain_epochs=int(training["epochs"]) if model is not None else None,
         retrain_warm_start=(winner.warm_start is not None) if model is not None else None,
         retrain_s=round(retrain_s, 1) if model is not None else None,
         validation_held_out=model is None and not refit_by_final,

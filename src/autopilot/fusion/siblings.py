@@ -93,8 +93,8 @@ def train_siblings(out: Path, spec: dict, hp: dict, warm_start: Path | None, tra
         # slice's end it would take the student's time and then the run's.
         deadline = t0 + slice_s
         for k in range(1, n + 1):
-            model = train_configuration(spec, hp, warm_start, X, y, kind=kind, seed=seed + SEED_STEP * k,
-                                        device=device, deadline=deadline)
+            model, _ = train_configuration(spec, hp, warm_start, X, y, kind=kind, seed=seed + SEED_STEP * k,
+                                           device=device, deadline=deadline)
             if model is None:
                 break
             save_model(out / f"sibling{k}", model, spec)
