@@ -28,7 +28,12 @@ from ..search.driver import single_worker_threads
 from ..search.select import rank_trial
 from ..train import PACE_MARGIN, epoch_pace
 
-RESERVE_RELEASE = 2.0  # the reserve goes back to the search when the cheapest option needs more than this many times it
+# The reserve goes back to the search when the cheapest option needs more
+# than this many times it. Why 1: the stage gets the reserve and little
+# more (the search runs to its deadline). At 2, Fashion-MNIST at --budget
+# 10m kept 92-108 s in three bench runs of five for a retraining the probe
+# put within 2x of it, and the stage then used none of it.
+RESERVE_RELEASE = 1.0
 TIE = 0.001  # mean CV accuracies closer than a tenth of a point are a tie: fold noise is larger
 MIN_FOLD_SHARE = 0.2  # a fold schedule shorter than a fifth of the planned one ranks another training
 # The fold models are also the fusion stage's bags: folds trained for half
@@ -279,10 +284,22 @@ def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: floa
     while the search's final phase had given its best CNN 3 epochs. Before
     the search, the first-trial network's pace (probe_pace, as this stage
     would train it) tells whether the reserve can buy even the cheapest
-    option; when it falls short by more than RESERVE_RELEASE times, the
-    search's final phase trains on that time instead."""
+    option; when the option needs more than RESERVE_RELEASE times the
+    reserve, the search's final phase trains on that time instead."""
     if not reserve_s or info.get("task", "classification") != "classification" or info.get("kind") == "table":
         return None
+    need = cheapest_option_probed_s(data, info, config)
+    if need is None or need <= RESERVE_RELEASE * reserve_s:
+        return None
+    return (f"retraining even the first network on train+validation for {MIN_FOLD_EPOCHS} epochs would take "
+            f"about {need:.0f} s, more than the {reserve_s:.0f} s reserved for it: the search's "
+            "final phase trains on that time instead")
+
+
+def cheapest_option_probed_s(data: dict, info: dict, config: RunConfig) -> float | None:
+    """Seconds of the cheapest option (cheapest_option_s) for the first-trial
+    network, at the pace probed here as the stage would train it; None when
+    the probe cannot step the model."""
     spec, hp = space.to_config(space.default_params(info), info)
     c = Candidate(trial=None, spec=spec, hparams=hp, params=None, epoch_s_per_example=None, trained_on=0)
     X, y = data["train"]
@@ -295,12 +312,7 @@ def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: floa
     if pace is None:
         return None
     n_examples = len(y) + round(len(data["val"][1]) * (1 - config.gate_frac))
-    need = cheapest_option_s(dataclasses.replace(c, epoch_s_per_example=pace), n_examples)
-    if need <= RESERVE_RELEASE * reserve_s:
-        return None
-    return (f"retraining even the first network on train+validation for {MIN_FOLD_EPOCHS} epochs would take "
-            f"about {need:.0f} s, more than {RESERVE_RELEASE:g}x the {reserve_s:.0f} s reserved for it: the search's "
-            "final phase trains on that time instead")
+    return cheapest_option_s(dataclasses.replace(c, epoch_s_per_example=pace), n_examples)
 
 
 def pick_winner(finalists: list[Finalist]) -> tuple[int, str]:
