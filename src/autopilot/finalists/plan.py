@@ -276,7 +276,7 @@ def cheapest_option_s(c: Candidate, n_examples: int) -> float:
 
 
 def reserve_too_small(data: dict, info: dict, config: RunConfig, reserve_s: float) -> str | None:
-    """Why the search should keep the finalists' reserve, or None.
+    """Why the search should take the finalists' reserve back, or None.
 
     Measured on Fashion-MNIST with --budget 10m: the stage was left 107 s,
     while retraining the search's CNN alone needed about 2000 s, so nothing
