@@ -120,10 +120,14 @@ def probe_pace(c: Candidate, X: np.ndarray, y: np.ndarray, kind: str) -> float |
     own threads. The search's pace came from parallel workers on a shared
     machine and overstated this stage's by about 2x on mnist1d (a retraining
     planned at 49 s took 22 s), which left no time for any fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(single_worker_threads())
     try:
         return epoch_pace(c.spec, c.hparams, X, y, kind, steps=PROBE_STEPS)
     except Exception:  # a model the probe cannot step keeps the search's pace
         return None
+    finally:
+        torch.set_num_threads(threads)
 
 
 def paced(cands: list[Candidate], X: np.ndarray, y: np.ndarray, kind: str, seconds: float | None) -> list[Candidate]:
@@ -131,16 +135,11 @@ def paced(cands: list[Candidate], X: np.ndarray, y: np.ndarray, kind: str, secon
     a time limit makes the plan depend on it."""
     if seconds is None:
         return cands
-    threads = torch.get_num_threads()
-    torch.set_num_threads(single_worker_threads())
-    try:
-        out = []
-        for c in cands:
-            pace = probe_pace(c, X, y, kind)
-            out.append(c if pace is None else dataclasses.replace(c, epoch_s_per_example=pace))
-        return out
-    finally:
-        torch.set_num_threads(threads)
+    out = []
+    for c in cands:
+        pace = probe_pace(c, X, y, kind)
+        out.append(c if pace is None else dataclasses.replace(c, epoch_s_per_example=pace))
+    return out
 
 
 def fold_seconds(c: Candidate, epochs: int, n_examples: int, folds: int) -> float:
@@ -303,12 +302,7 @@ def cheapest_option_probed_s(data: dict, info: dict, config: RunConfig) -> float
     spec, hp = space.to_config(space.default_params(info), info)
     c = Candidate(trial=None, spec=spec, hparams=hp, params=None, epoch_s_per_example=None, trained_on=0)
     X, y = data["train"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(single_worker_threads())
-    try:
-        pace = probe_pace(c, X, y, info["kind"])
-    finally:
-        torch.set_num_threads(threads)
+    pace = probe_pace(c, X, y, info["kind"])
     if pace is None:
         return None
     n_examples = len(y) + round(len(data["val"][1]) * (1 - config.gate_frac))
