@@ -16,7 +16,7 @@ wins, ties and losses against the default on the same test rows. Fitted on
 one thread; the scores are what is compared. JSON: bench/results/
 linear_choice-<UTC time>.json and linear_choice-latest.json.
 
-    .venv/bin/python bench/linear_choice.py                    # breast_cancer, split seeds 0-14: ~15 s
+    .venv/bin/python bench/linear_choice.py                    # breast_cancer, split seeds 0-14: ~20 s
     .venv/bin/python bench/linear_choice.py --table wine --seeds 0 1 2
 """
 from __future__ import annotations
